@@ -1,0 +1,1 @@
+"""Fitted pipeline → ONNX graph → parity gate → model store → Bento service."""

@@ -1,0 +1,218 @@
+"""Raw rows → validated columns: the one place where client values become model inputs.
+
+A ``Batch`` holds the canonical columns of N rows. ``to_feeds`` gives the ONNX graph's
+inputs and ``to_frame`` the pandas frame a scikit-learn pipeline takes, so the parity gate
+compares both on exactly the same values. Numbers and timestamps stay float64 (epoch
+seconds, UTC); a missing string becomes ``""``; images are decoded by ``bentos.images``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from bentos.images import IMAGE_SIZE, IMAGE_VALUES, decode_base64_image, decode_image
+from bentos.spec import FieldSpec, InputSpec
+from skewguard.errors import InputError, PayloadTooLargeError
+
+MAX_TEXT_CHARS = 10_000
+MAX_CATEGORY_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Validated columns of N rows, keyed by field name, shaped for the ONNX graph."""
+
+    spec: InputSpec
+    columns: Mapping[str, NDArray[Any]]
+
+    def __len__(self) -> int:
+        first = next(iter(self.columns.values()), None)
+        return 0 if first is None else len(first)
+
+    def to_feeds(self) -> dict[str, NDArray[Any]]:
+        """Inputs for ``InferenceSession.run``."""
+        return dict(self.columns)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The same values as a frame in the types the pipeline was trained on."""
+        data: dict[str, Any] = {}
+        for spec in self.spec:
+            column = self.columns[spec.name]
+            if spec.kind == "datetime":
+                data[spec.name] = pd.to_datetime(column[:, 0], unit="s", utc=True)
+            elif spec.kind == "image":
+                pixels = column.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 3)
+                data[spec.name] = pd.Series(list(pixels), dtype=object)
+            else:
+                data[spec.name] = column[:, 0]
+        return pd.DataFrame(data)
+
+    def take(self, index: NDArray[np.intp]) -> Batch:
+        """The rows at ``index``, as a new batch."""
+        return Batch(self.spec, {k: v[index] for k, v in self.columns.items()})
+
+
+def encode_rows(
+    spec: InputSpec, rows: Sequence[Mapping[str, Any]], *, allowed_extra: Sequence[str] = ()
+) -> Batch:
+    """Validate JSON-like rows against ``spec``; raise ``InputError`` naming the field."""
+    if not rows:
+        raise InputError("Expected at least one row, got none.", field="rows")
+    known = set(spec.names) | set(allowed_extra)
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise InputError(f"Row {i}: expected an object of fields, got {type(row).__name__}.", field="rows")
+        extra = sorted(set(row) - known)
+        if extra:
+            raise InputError(
+                f"Row {i}: unexpected field {extra[0]!r}; expected only {', '.join(sorted(known))}.",
+                field=str(extra[0]),
+            )
+    columns = {f.name: _encode_column(f, [_value(row, f, i) for i, row in enumerate(rows)]) for f in spec}
+    return Batch(spec, columns)
+
+
+def encode_frame(spec: InputSpec, X: pd.DataFrame) -> Batch:
+    """Canonical columns from a training-style frame (images as arrays or encoded bytes)."""
+    missing = [name for name in spec.names if name not in X.columns]
+    if missing:
+        raise InputError(f"The frame lacks the fields {', '.join(missing)}.", field=missing[0])
+    columns = {}
+    for f in spec:
+        values = X[f.name]
+        if f.kind == "datetime" and pd.api.types.is_datetime64_any_dtype(values):
+            seconds = _datetime_seconds(values)
+            columns[f.name] = seconds.reshape(-1, 1)
+        else:
+            columns[f.name] = _encode_column(f, [_null_to_none(v) for v in values])
+    return Batch(spec, columns)
+
+
+def _datetime_seconds(values: pd.Series) -> NDArray[np.float64]:
+    utc = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+    nanos = utc.astype("int64").to_numpy()
+    seconds = (nanos // 1_000_000_000).astype(np.float64) + (nanos % 1_000_000_000) / 1e9
+    seconds[utc.isna().to_numpy()] = np.nan
+    return seconds
+
+
+def _null_to_none(value: Any) -> Any:
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _value(row: Mapping[str, Any], spec: FieldSpec, i: int) -> Any:
+    if spec.name not in row:
+        raise InputError(f"Row {i}: the field {spec.name!r} ({spec.kind}) is missing.", field=spec.name)
+    return row[spec.name]
+
+
+def _encode_column(spec: FieldSpec, values: list[Any]) -> NDArray[Any]:
+    if not spec.nullable:
+        for i, value in enumerate(values):
+            if value is None:
+                raise InputError(
+                    f"Row {i}: the field {spec.name!r} may not be null; send a {spec.kind} value.",
+                    field=spec.name,
+                )
+    encoder = _ENCODERS[spec.kind]
+    encoded = [encoder(spec, v) for v in values]
+    if spec.kind == "image":
+        return np.stack(encoded).astype(np.float32)
+    if spec.kind in ("numeric", "datetime"):
+        return np.asarray(encoded, dtype=np.float64).reshape(-1, 1)
+    return np.asarray(encoded, dtype=object).reshape(-1, 1)
+
+
+def _number(spec: FieldSpec, value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InputError(
+            f"Field {spec.name!r}: expected a number, got {type(value).__name__} {_short(value)}.",
+            field=spec.name,
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise InputError(f"Field {spec.name!r}: expected a finite number or null, got {number}.", field=spec.name)
+    return number
+
+
+def _string(spec: FieldSpec, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(
+            f"Field {spec.name!r}: expected a string, got {type(value).__name__} {_short(value)}.",
+            field=spec.name,
+        )
+    limit = MAX_TEXT_CHARS if spec.kind == "text" else MAX_CATEGORY_CHARS
+    if len(value) > limit:
+        raise PayloadTooLargeError(
+            f"Field {spec.name!r}: the string has {len(value)} characters; at most {limit} are accepted.",
+            field=spec.name,
+        )
+    return value
+
+
+def _timestamp(spec: FieldSpec, value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, pd.Timestamp | datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return _seconds(moment)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InputError(
+                f"Field {spec.name!r}: expected an ISO-8601 timestamp such as "
+                f"'2026-03-01T14:30:00Z' or epoch seconds, got {_short(value)}.",
+                field=spec.name,
+            ) from exc
+        return _seconds(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return _number(spec, value)
+
+
+def _seconds(moment: datetime) -> float:
+    return float(pd.Timestamp(moment).value // 1_000_000_000) + pd.Timestamp(moment).value % 1_000_000_000 / 1e9
+
+
+def _image(spec: FieldSpec, value: Any) -> NDArray[np.uint8]:
+    if isinstance(value, str):
+        pixels = decode_base64_image(value, field=spec.name)
+    elif isinstance(value, bytes | bytearray):
+        pixels = decode_image(bytes(value), field=spec.name)
+    elif isinstance(value, np.ndarray) and value.size == IMAGE_VALUES:
+        pixels = value
+    else:
+        raise InputError(
+            f"Field {spec.name!r}: expected a base64-encoded image, got {type(value).__name__}.",
+            field=spec.name,
+        )
+    return np.asarray(pixels, dtype=np.uint8).reshape(IMAGE_VALUES)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_ENCODERS: dict[str, Callable[[FieldSpec, Any], Any]] = {
+    "numeric": _number,
+    "categorical": _string,
+    "text": _string,
+    "datetime": _timestamp,
+    "image": _image,
+}

@@ -1,0 +1,122 @@
+"""``package_model``: convert a fitted pipeline, prove the graph matches it, store it.
+
+    spec ← infer from pipeline + sample      graph ← skl2onnx (one input per field)
+    probes ← held-out rows + adversarial     parity gate ← sklearn vs onnxruntime
+    profile ← training rows                  store ← graph, spec, profile, report, metrics
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+from bentos.convert import convert_pipeline
+from bentos.inputs import Batch, encode_frame
+from bentos.parity import check_parity, make_session, require_parity, run_onnx
+from bentos.probes import generate_probes
+from bentos.profile import build_profile
+from bentos.spec import FieldKind, FieldSpec, InputSpec, OnlineFeature, infer_spec
+from bentos.store import save_model
+from skewguard.errors import ConfigError
+
+DEFAULT_TOLERANCE = 1e-4
+
+
+def package_model(
+    pipeline: Any,
+    X_sample: pd.DataFrame,
+    *,
+    name: str,
+    y_sample: Any = None,
+    X_profile: pd.DataFrame | None = None,
+    kinds: Mapping[str, FieldKind] | None = None,
+    entity_key: str | None = None,
+    online_features: Mapping[str, str] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    metrics: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
+    seed: int = 0,
+) -> str:
+    """Convert, verify and store ``pipeline``; return the model's store tag.
+
+    ``X_sample`` are held-out rows (the gate runs on them and on probes derived from them);
+    ``X_profile`` the training rows to profile (defaults to ``X_sample``); ``y_sample``,
+    when given, yields metrics of the stored graph. ``online_features`` maps input
+    fields to Feast references (``"view:feature"``) fetched by ``entity_key`` in serving.
+    Raises ``ParityError`` when the graph does not reproduce the pipeline.
+    """
+    _check_classifier(pipeline, name)
+    if len(X_sample) == 0:
+        raise ConfigError("X_sample is empty: pass held-out rows for the parity gate.", field="X_sample")
+    spec = infer_spec(pipeline, X_sample, kinds=kinds, entity_key=entity_key)
+    spec = _with_nullability(pipeline, spec, encode_frame(spec, X_sample.iloc[:1]))
+    heldout = encode_frame(spec, X_sample)
+    model = convert_pipeline(pipeline, spec)
+    report = check_parity(pipeline, model, heldout, generate_probes(pipeline, heldout, seed=seed), tolerance=tolerance)
+    require_parity(report, name)
+    profile = build_profile(heldout if X_profile is None else encode_frame(spec, X_profile))
+    spec = _with_online_features(spec, profile, entity_key, online_features or {})
+    figures = dict(metrics or {})
+    if y_sample is not None:
+        figures.update(score_graph(model, heldout, np.asarray(y_sample)))
+    return save_model(
+        name, model, spec=spec, profile=profile, parity=report.to_dict(), metrics=figures, labels=labels
+    )
+
+
+def score_graph(model: bytes, batch: Batch, y: np.ndarray) -> dict[str, float]:
+    """Accuracy, log loss and (for two classes) ROC AUC of the graph on labelled rows."""
+    labels, proba = run_onnx(make_session(model), batch)
+    figures = {"n_rows": float(len(y)), "accuracy": float(accuracy_score(y.astype(str), labels.astype(str)))}
+    if proba.shape[1] == 2 and len(np.unique(y)) == 2:
+        figures["roc_auc"] = float(roc_auc_score(y, proba[:, 1]))
+        figures["log_loss"] = float(log_loss(y, proba))
+    return figures
+
+
+def _check_classifier(pipeline: Any, name: str) -> None:
+    if not (hasattr(pipeline, "predict_proba") and hasattr(pipeline, "classes_")):
+        raise ConfigError(
+            f"Model {name!r}: expected a fitted scikit-learn classifier pipeline "
+            "(with predict_proba and classes_).",
+            field="pipeline",
+        )
+
+
+def _with_nullability(pipeline: Any, spec: InputSpec, row: Batch) -> InputSpec:
+    """Mark numeric and datetime fields the pipeline cannot take missing as non-nullable."""
+    fields: list[FieldSpec] = []
+    for field in spec:
+        nullable = field.kind in ("numeric", "datetime", "categorical", "text")
+        if field.kind in ("numeric", "datetime"):
+            columns = dict(row.columns)
+            columns[field.name] = np.full((1, 1), np.nan)
+            nullable = _accepts(pipeline, Batch(spec, columns).to_frame())
+        fields.append(dataclasses.replace(field, nullable=nullable))
+    return dataclasses.replace(spec, fields=tuple(fields))
+
+
+def _accepts(pipeline: Any, frame: pd.DataFrame) -> bool:
+    try:
+        pipeline.predict_proba(frame)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_online_features(
+    spec: InputSpec, profile: Mapping[str, Any], entity_key: str | None, refs: Mapping[str, str]
+) -> InputSpec:
+    if refs and not entity_key:
+        raise ConfigError("online_features need an entity_key to look them up by.", field="entity_key")
+    online = []
+    for name, ref in refs.items():
+        if name not in spec.names or spec.get(name).kind != "numeric":
+            raise ConfigError(f"Online feature {name!r} must be a numeric input field of the model.", field=name)
+        online.append(OnlineFeature(name=name, ref=ref, default=float(profile["fields"][name].get("median", 0.0))))
+    return dataclasses.replace(spec, online_features=tuple(online))

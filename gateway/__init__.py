@@ -1,0 +1,1 @@
+"""ASGI gateway: POST /v1/cascades/{name}/predict and friends."""

@@ -1,0 +1,1 @@
+"""Served log + training reference → Evidently drift and skew reports → verdict."""

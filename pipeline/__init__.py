@@ -1,0 +1,1 @@
+"""Prefect flows and training code: demo data, training sets, the cascade, promotion."""

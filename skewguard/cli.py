@@ -1,0 +1,104 @@
+"""The ``skewguard`` command line: wiring only; each command imports its package lazily."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skewguard.errors import ConfigError, SkewguardError
+from skewguard.settings import Settings
+
+
+def main() -> None:
+    """Entry point: run the CLI and print skewguard errors as one readable line."""
+    try:
+        cli(standalone_mode=True)
+    except SkewguardError as exc:
+        click.echo(f"error ({exc.code}): {exc.message}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """skewguard: sklearn pipelines as verified ONNX graphs, served with a skew guard."""
+    settings = Settings.from_env()
+    settings.export_environment()
+    ctx.obj = settings
+
+
+@cli.command("demo-data")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder (default: <home>/data).")
+@click.option("--orders", "n_orders", default=20_000, show_default=True, help="Number of orders.")
+@click.option("--customers", "n_customers", default=2_000, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--if-missing", is_flag=True, help="Do nothing when the data already exists.")
+@click.pass_obj
+def demo_data(settings: Settings, out: Path | None, n_orders: int, n_customers: int, seed: int, if_missing: bool) -> None:
+    """Generate the seeded 'marketplace returns' demo data (orders + customer_stats)."""
+    from pipeline.demo_data import generate_demo_data, write_demo_data
+
+    folder = out or settings.data_dir
+    if if_missing and (folder / "orders.parquet").exists():
+        click.echo(f"demo data already in {folder}")
+        return
+    data = generate_demo_data(n_orders=n_orders, n_customers=n_customers, seed=seed)
+    paths = write_demo_data(data, folder)
+    for name, path in paths.items():
+        click.echo(f"wrote {name}: {path}")
+
+
+@cli.command("package")
+@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Pickled fitted sklearn pipeline (loaded here, at build time only).")
+@click.option("--sample", "sample_file", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Held-out rows (.parquet or .csv); image columns as encoded bytes.")
+@click.option("--name", required=True, help="Model name in the store.")
+@click.option("--target", default=None, help="Label column in the sample, for metrics.")
+@click.option("--tolerance", default=1e-4, show_default=True, help="Max abs probability difference.")
+def package(pipeline_file: Path, sample_file: Path, name: str, target: str | None, tolerance: float) -> None:
+    """Convert a fitted pipeline to ONNX, prove parity, store it; print the tag."""
+    from bentos.package import package_model
+
+    with pipeline_file.open("rb") as handle:
+        fitted = pickle.load(handle)  # noqa: S301 - the user's own file, at build time, never in serving
+    X = _read_sample(sample_file)
+    y = None
+    if target is not None:
+        if target not in X.columns:
+            raise ConfigError(f"--target {target!r} is not a column of {sample_file}.", field="target")
+        y = X.pop(target).to_numpy()
+    tag = package_model(fitted, X, name=name, y_sample=y, tolerance=tolerance)
+    click.echo(tag)
+
+
+@cli.command("models")
+@click.argument("name", required=False)
+def models(name: str | None) -> None:
+    """List packaged models (newest first) with their parity figures."""
+    from bentos.store import list_models, load_model
+
+    for tag in list_models(name):
+        model = load_model(tag)
+        click.echo(
+            f"{tag}  fields={len(model.spec.fields)}  parity max diff={model.parity['max_abs_diff']:.2g} "
+            f"over {model.parity['n_heldout'] + model.parity['n_probes']} rows  metrics={json.dumps(model.metrics)}"
+        )
+
+
+def _read_sample(path: Path) -> Any:
+    import pandas as pd
+
+    from bentos.images import decode_image
+
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    for column in frame.columns:
+        first = next((v for v in frame[column] if v is not None), None)
+        if isinstance(first, bytes | bytearray):
+            frame[column] = [decode_image(bytes(v), field=column) for v in frame[column]]
+    return frame

@@ -1,0 +1,93 @@
+"""The error hierarchy shared by every skewguard package.
+
+Each error carries a stable ``code`` string and the HTTP ``status_code`` the gateway and
+the Bento services answer with. Only those HTTP layers turn errors into JSON.
+
+    SkewguardError                  skewguard_error         500
+    ├── InputError                  invalid_input           422   (names the field)
+    │   ├── ImageError              invalid_image           422
+    │   └── PayloadTooLargeError    payload_too_large       413
+    ├── ConfigError                 invalid_config          500
+    ├── ConversionError             conversion_failed       500
+    ├── ParityError                 parity_failed           500   (carries the report)
+    └── ArtifactError               artifact_invalid        500
+        └── ModelNotFoundError      model_not_found         404
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SkewguardError(Exception):
+    """Base of every error skewguard raises on purpose."""
+
+    code: ClassVar[str] = "skewguard_error"
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body an HTTP layer answers with."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class InputError(SkewguardError):
+    """A request or a data frame does not match the model's input spec."""
+
+    code = "invalid_input"
+    status_code = 422
+
+
+class ImageError(InputError):
+    """Bytes that should be an image could not be decoded safely."""
+
+    code = "invalid_image"
+
+
+class PayloadTooLargeError(InputError):
+    """A body, string or image is larger than the configured limit."""
+
+    code = "payload_too_large"
+    status_code = 413
+
+
+class ConfigError(SkewguardError):
+    """A setting or an argument is invalid."""
+
+    code = "invalid_config"
+
+
+class ConversionError(SkewguardError):
+    """A fitted pipeline could not be turned into an ONNX graph."""
+
+    code = "conversion_failed"
+
+
+class ParityError(SkewguardError):
+    """The ONNX graph does not reproduce the scikit-learn pipeline within tolerance."""
+
+    code = "parity_failed"
+
+    def __init__(self, message: str, *, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+class ArtifactError(SkewguardError):
+    """A stored model is missing a file, or a file does not match its recorded hash."""
+
+    code = "artifact_invalid"
+
+
+class ModelNotFoundError(ArtifactError):
+    """No model with that tag is in the model store."""
+
+    code = "model_not_found"
+    status_code = 404

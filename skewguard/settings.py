@@ -1,0 +1,57 @@
+"""Settings: one object per deployable, read from ``SKEWGUARD_*`` variables once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skewguard.errors import ConfigError
+
+PREFIX = "SKEWGUARD_"
+
+
+class Settings(BaseModel):
+    """Where skewguard keeps its state, and the knobs of the parity gate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default=Path(".skewguard"), description="State folder (data, model store).")
+    parity_tolerance: float = Field(default=1e-4, gt=0, description="Max abs probability diff.")
+    parity_probe_seed: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``SKEWGUARD_<FIELD>`` variable that is set; the rest keep defaults."""
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[PREFIX + name.upper()]
+            for name in cls.model_fields
+            if PREFIX + name.upper() in env
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = PREFIX + str(first["loc"][0]).upper()
+            raise ConfigError(
+                f"Setting {field}: {first['msg']} (got {first.get('input')!r}).", field=field
+            ) from exc
+
+    @property
+    def data_dir(self) -> Path:
+        """Demo and training data."""
+        return self.home / "data"
+
+    @property
+    def bentoml_home(self) -> Path:
+        """The BentoML home holding the model store and built Bentos."""
+        return self.home / "bentoml"
+
+    def export_environment(self) -> None:
+        """Point BentoML at our model store unless the caller chose one (before importing it)."""
+        os.environ.setdefault("BENTOML_HOME", str(self.bentoml_home.resolve()))
+        os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+        os.environ.setdefault("DO_NOT_TRACK", "1")

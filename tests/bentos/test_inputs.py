@@ -1,0 +1,91 @@
+"""Raw rows → canonical columns: every bad input is an InputError that names the field."""
+
+from __future__ import annotations
+
+import base64
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bentos.images import encode_png
+from bentos.inputs import encode_frame, encode_rows
+from bentos.spec import FieldSpec, InputSpec
+from skewguard.errors import ImageError, InputError, PayloadTooLargeError
+
+SPEC = InputSpec(
+    fields=(
+        FieldSpec("price", "numeric"),
+        FieldSpec("category", "categorical", categories=("a", "b")),
+        FieldSpec("description", "text"),
+        FieldSpec("order_ts", "datetime"),
+        FieldSpec("image", "image", nullable=False),
+    )
+)
+PIXELS = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+
+
+def _row(**changes: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "price": 12.5,
+        "category": "a",
+        "description": "blue mug",
+        "order_ts": "2026-03-02T23:59:59Z",
+        "image": base64.b64encode(encode_png(PIXELS)).decode(),
+    }
+    row.update(changes)
+    return row
+
+
+def test_valid_row_becomes_typed_columns() -> None:
+    batch = encode_rows(SPEC, [_row(), _row(price=None, description=None)])
+    feeds = batch.to_feeds()
+    assert feeds["price"].dtype == np.float64
+    assert math.isnan(feeds["price"][1, 0])
+    assert feeds["description"][1, 0] == ""
+    assert feeds["order_ts"][0, 0] == pd.Timestamp("2026-03-02T23:59:59Z").timestamp()
+    assert feeds["image"].shape == (2, 3072)
+    assert np.array_equal(feeds["image"][0].astype(np.uint8).reshape(32, 32, 3), PIXELS)
+
+
+def test_frame_round_trip_keeps_values() -> None:
+    batch = encode_rows(SPEC, [_row(), _row(order_ts=1.7e9)])
+    frame = batch.to_frame()
+    again = encode_frame(SPEC, frame)
+    for name in SPEC.names:
+        left, right = batch.columns[name], again.columns[name]
+        assert np.array_equal(left, right), name
+    assert str(frame["order_ts"].dtype) == "datetime64[ns, UTC]"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "error"),
+    [
+        ({"price": "12"}, "price", InputError),
+        ({"price": True}, "price", InputError),
+        ({"price": float("inf")}, "price", InputError),
+        ({"category": 3}, "category", InputError),
+        ({"description": "x" * 20_000}, "description", PayloadTooLargeError),
+        ({"order_ts": "yesterday"}, "order_ts", InputError),
+        ({"image": "not base64!"}, "image", ImageError),
+        ({"image": base64.b64encode(b"plain text").decode()}, "image", ImageError),
+        ({"image": None}, "image", InputError),
+        ({"colour": "red"}, "colour", InputError),
+    ],
+)
+def test_bad_values_name_the_field(change: dict[str, object], field: str, error: type[InputError]) -> None:
+    with pytest.raises(error) as caught:
+        encode_rows(SPEC, [_row(**change)])
+    assert caught.value.field == field
+    assert field in caught.value.message
+
+
+def test_missing_field_and_empty_batch_are_rejected() -> None:
+    row = _row()
+    del row["category"]
+    with pytest.raises(InputError, match="'category'") as caught:
+        encode_rows(SPEC, [row])
+    assert caught.value.field == "category"
+    with pytest.raises(InputError, match="at least one row"):
+        encode_rows(SPEC, [])
