@@ -78,10 +78,26 @@ def float32_exact_copy(pipeline: Any) -> Any:
     for previous, step in zip([None, *steps], steps, strict=False):
         if _casts_to_float32(step):
             _round_tree_thresholds(step)
-        elif type(step).__name__.startswith("HistGradientBoosting") and isinstance(previous, CastTransformer):
-            if np.dtype(previous.dtype) == np.float32:
-                _round_hist_thresholds(step)
+        elif _is_hist_boosting(step) and _is_float32_cast(previous):
+            _round_hist_thresholds(step)
     return exact
+
+
+def _is_hist_boosting(estimator: Any) -> bool:
+    return type(estimator).__name__.startswith("HistGradientBoosting")
+
+
+def _is_float32_cast(estimator: Any) -> bool:
+    return isinstance(estimator, CastTransformer) and np.dtype(estimator.dtype) == np.float32
+
+
+def is_plain_tree_model(estimator: Any) -> bool:
+    """A forest, gradient boosting or single tree (not HistGradientBoosting).
+
+    These route missing values natively in scikit-learn, which the ONNX tree operators
+    converted by skl2onnx do not reproduce; their inputs are therefore not nullable.
+    """
+    return _casts_to_float32(estimator)
 
 
 def _casts_to_float32(estimator: Any) -> bool:

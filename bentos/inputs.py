@@ -69,7 +69,9 @@ def encode_rows(
     known = set(spec.names) | set(allowed_extra)
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise InputError(f"Row {i}: expected an object of fields, got {type(row).__name__}.", field="rows")
+            raise InputError(
+                f"Row {i}: expected an object of fields, got {type(row).__name__}.", field="rows"
+            )
         extra = sorted(set(row) - known)
         if extra:
             raise InputError(
@@ -101,7 +103,7 @@ def _datetime_seconds(values: pd.Series) -> NDArray[np.float64]:
     nanos = utc.astype("int64").to_numpy()
     seconds = (nanos // 1_000_000_000).astype(np.float64) + (nanos % 1_000_000_000) / 1e9
     seconds[utc.isna().to_numpy()] = np.nan
-    return seconds
+    return np.asarray(seconds, dtype=np.float64)
 
 
 def _null_to_none(value: Any) -> Any:
@@ -145,7 +147,9 @@ def _number(spec: FieldSpec, value: Any) -> float:
         )
     number = float(value)
     if not math.isfinite(number):
-        raise InputError(f"Field {spec.name!r}: expected a finite number or null, got {number}.", field=spec.name)
+        raise InputError(
+            f"Field {spec.name!r}: expected a finite number or null, got {number}.", field=spec.name
+        )
     return number
 
 
@@ -182,11 +186,12 @@ def _timestamp(spec: FieldSpec, value: Any) -> float:
                 field=spec.name,
             ) from exc
         return _seconds(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return _number(spec, value)
+    return float(_number(spec, value))
 
 
 def _seconds(moment: datetime) -> float:
-    return float(pd.Timestamp(moment).value // 1_000_000_000) + pd.Timestamp(moment).value % 1_000_000_000 / 1e9
+    nanos = int(pd.Timestamp(moment).value)
+    return float(nanos // 1_000_000_000) + (nanos % 1_000_000_000) / 1e9
 
 
 def _image(spec: FieldSpec, value: Any) -> NDArray[np.uint8]:

@@ -1,8 +1,8 @@
 """``package_model``: convert a fitted pipeline, prove the graph matches it, store it.
 
-    spec ← infer from pipeline + sample      graph ← skl2onnx (one input per field)
-    probes ← held-out rows + adversarial     parity gate ← sklearn vs onnxruntime
-    profile ← training rows                  store ← graph, spec, profile, report, metrics
+spec ← infer from pipeline + sample      graph ← skl2onnx (one input per field)
+probes ← held-out rows + adversarial     parity gate ← sklearn vs onnxruntime
+profile ← training rows                  store ← graph, spec, profile, report, metrics
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from bentos.convert import convert_pipeline
+from bentos.convert import convert_pipeline, is_plain_tree_model
 from bentos.inputs import Batch, encode_frame
 from bentos.parity import check_parity, make_session, require_parity, run_onnx
 from bentos.probes import generate_probes
 from bentos.profile import build_profile
 from bentos.spec import FieldKind, FieldSpec, InputSpec, OnlineFeature, infer_spec
 from bentos.store import save_model
-from skewguard.errors import ConfigError
+from skewguard.errors import ConfigError, InputError, ParityError
 
 DEFAULT_TOLERANCE = 1e-4
 
@@ -55,9 +55,11 @@ def package_model(
         raise ConfigError("X_sample is empty: pass held-out rows for the parity gate.", field="X_sample")
     spec = infer_spec(pipeline, X_sample, kinds=kinds, entity_key=entity_key)
     spec = _with_nullability(pipeline, spec, encode_frame(spec, X_sample.iloc[:1]))
-    heldout = encode_frame(spec, X_sample)
+    heldout = _encode_heldout(spec, X_sample, name)
     model = convert_pipeline(pipeline, spec)
-    report = check_parity(pipeline, model, heldout, generate_probes(pipeline, heldout, seed=seed), tolerance=tolerance)
+    report = check_parity(
+        pipeline, model, heldout, generate_probes(pipeline, heldout, seed=seed), tolerance=tolerance
+    )
     require_parity(report, name)
     profile = build_profile(heldout if X_profile is None else encode_frame(spec, X_profile))
     spec = _with_online_features(spec, profile, entity_key, online_features or {})
@@ -79,6 +81,20 @@ def score_graph(model: bytes, batch: Batch, y: np.ndarray) -> dict[str, float]:
     return figures
 
 
+def _encode_heldout(spec: InputSpec, X: pd.DataFrame, name: str) -> Batch:
+    try:
+        return encode_frame(spec, X)
+    except InputError as exc:
+        if exc.field is None or spec.get(exc.field).nullable:
+            raise
+        raise ParityError(
+            f"Model {name!r}: the sample has missing values in {exc.field!r}, and the graph "
+            "cannot reproduce how this model treats them (a forest's or gradient boosting's "
+            "native NaN routing does not convert). Impute them before the model.",
+            report={"passed": False, "field": exc.field, "reason": "missing values"},
+        ) from exc
+
+
 def _check_classifier(pipeline: Any, name: str) -> None:
     if not (hasattr(pipeline, "predict_proba") and hasattr(pipeline, "classes_")):
         raise ConfigError(
@@ -89,11 +105,19 @@ def _check_classifier(pipeline: Any, name: str) -> None:
 
 
 def _with_nullability(pipeline: Any, spec: InputSpec, row: Batch) -> InputSpec:
-    """Mark numeric and datetime fields the pipeline cannot take missing as non-nullable."""
+    """Mark numeric and datetime fields the graph cannot take missing as non-nullable.
+
+    That is every such field the pipeline rejects NaN in, and every one in front of a
+    forest or gradient boosting model, whose native NaN routing does not convert.
+    """
     fields: list[FieldSpec] = []
+    head = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    numbers_nullable = not is_plain_tree_model(head)
     for field in spec:
         nullable = field.kind in ("numeric", "datetime", "categorical", "text")
-        if field.kind in ("numeric", "datetime"):
+        if field.kind in ("numeric", "datetime") and not numbers_nullable:
+            nullable = False
+        elif field.kind in ("numeric", "datetime"):
             columns = dict(row.columns)
             columns[field.name] = np.full((1, 1), np.nan)
             nullable = _accepts(pipeline, Batch(spec, columns).to_frame())
@@ -117,6 +141,10 @@ def _with_online_features(
     online = []
     for name, ref in refs.items():
         if name not in spec.names or spec.get(name).kind != "numeric":
-            raise ConfigError(f"Online feature {name!r} must be a numeric input field of the model.", field=name)
-        online.append(OnlineFeature(name=name, ref=ref, default=float(profile["fields"][name].get("median", 0.0))))
+            raise ConfigError(
+                f"Online feature {name!r} must be a numeric input field of the model.", field=name
+            )
+        online.append(
+            OnlineFeature(name=name, ref=ref, default=float(profile["fields"][name].get("median", 0.0)))
+        )
     return dataclasses.replace(spec, online_features=tuple(online))

@@ -95,10 +95,12 @@ def check_parity(
         ox_proba.append(proba)
     expected, got = np.concatenate(sk_proba), np.concatenate(ox_proba)
     if expected.shape != got.shape:
-        raise ConversionError(f"The graph gives probabilities of shape {got.shape}, scikit-learn {expected.shape}.")
+        raise ConversionError(
+            f"The graph gives probabilities of shape {got.shape}, scikit-learn {expected.shape}."
+        )
     diff = np.nan_to_num(np.abs(expected - got).max(axis=1), nan=np.inf)
     diff[np.isnan(expected).any(axis=1) & np.isnan(got).any(axis=1)] = 0.0
-    mismatch = np.concatenate(sk_labels).astype(str) != np.concatenate(ox_labels).astype(str)
+    mismatch = _labels_differ(np.concatenate(sk_labels), np.concatenate(ox_labels))
     bad = mismatch | (diff > tolerance)
     worst = np.argsort(-(diff + mismatch))[: min(MAX_WORST_ROWS, int(bad.sum()))]
     return ParityReport(
@@ -120,7 +122,9 @@ def require_parity(report: ParityReport, name: str) -> None:
     """Raise ``ParityError`` naming the max difference, the counts and a few rows."""
     if report.passed:
         return
-    rows = "; ".join(f"{r['probe']} → {r['field_value']} diff {r['abs_diff']:.3g}" for r in report.worst_rows[:3])
+    rows = "; ".join(
+        f"{r['probe']} → {r['field_value']} diff {r['abs_diff']:.3g}" for r in report.worst_rows[:3]
+    )
     raise ParityError(
         f"Model {name!r} failed the parity gate: max probability difference {report.max_abs_diff:.3g} "
         f"(tolerance {report.tolerance:g}), {report.n_label_mismatches} label mismatches and "
@@ -128,6 +132,14 @@ def require_parity(report: ParityReport, name: str) -> None:
         f"Worst rows: {rows}. {_hint(report)}",
         report=report.to_dict(),
     )
+
+
+def _labels_differ(expected: NDArray[Any], got: NDArray[Any]) -> NDArray[np.bool_]:
+    """Elementwise label mismatch; boolean classes come out of the graph as 0/1."""
+    if expected.dtype == np.bool_ and got.dtype.kind in "iu":
+        expected = expected.astype(got.dtype)
+    different: NDArray[np.bool_] = expected.astype(str) != got.astype(str)
+    return different
 
 
 def _hint(report: ParityReport) -> str:
@@ -146,8 +158,14 @@ def _hint(report: ParityReport) -> str:
 
 
 def _describe(
-    i: int, kind: str, diff: float, mismatch: bool, expected: NDArray[Any], got: NDArray[Any],
-    heldout: Batch, probes: list[Probe],
+    i: int,
+    kind: str,
+    diff: float,
+    mismatch: bool,
+    expected: NDArray[Any],
+    got: NDArray[Any],
+    heldout: Batch,
+    probes: list[Probe],
 ) -> dict[str, Any]:
     value: Any = f"held-out row {i}"
     if i >= len(heldout):

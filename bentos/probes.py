@@ -165,7 +165,9 @@ def threshold_values(pipeline: Any, heldout: Batch, field: str) -> list[float]:
         inside = wanted[(wanted > ends[:, feature].min()) & (wanted < ends[:, feature].max())]
         if inside.size:
             rising = bool(ends[0, feature] < ends[1, feature])
-            values += _bisect(transform, base, field, int(feature), inside[:MAX_THRESHOLDS], (low, high), rising)
+            values += _bisect(
+                transform, base, field, int(feature), inside[:MAX_THRESHOLDS], (low, high), rising
+            )
     return values
 
 
@@ -177,8 +179,13 @@ def _with_value(base: Batch, field: str, values: NDArray[np.float64]) -> Batch:
 
 
 def _bisect(
-    transform: Callable[[Any], Any], base: Batch, field: str, feature: int,
-    thresholds: NDArray[np.float64], bounds: tuple[float, float], rising: bool,
+    transform: Callable[[Any], Any],
+    base: Batch,
+    field: str,
+    feature: int,
+    thresholds: NDArray[np.float64],
+    bounds: tuple[float, float],
+    rising: bool,
 ) -> list[float]:
     lo = np.full(thresholds.size, bounds[0])
     hi = np.full(thresholds.size, bounds[1])
@@ -220,10 +227,11 @@ def split_thresholds(head: Any) -> dict[int, NDArray[np.float64]]:
     for features, values in pairs:
         for f, v in zip(features.tolist(), values.tolist(), strict=True):
             by_feature.setdefault(int(f), []).append(float(v))
-    return {f: _spread(np.unique(v)) for f, v in by_feature.items()}
+    return {f: _spread(np.unique(np.asarray(v, dtype=np.float64))) for f, v in by_feature.items()}
 
 
 def _spread(values: NDArray[np.float64]) -> NDArray[np.float64]:
     if values.size <= MAX_THRESHOLDS:
         return values
-    return values[np.linspace(0, values.size - 1, MAX_THRESHOLDS).astype(int)]
+    picked: NDArray[np.float64] = values[np.linspace(0, values.size - 1, MAX_THRESHOLDS).astype(int)]
+    return picked

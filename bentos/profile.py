@@ -53,7 +53,9 @@ def _numbers(values: NDArray[np.float64]) -> dict[str, Any]:
         "missing_share": missing,
         "mean": float(finite.mean()),
         "std": float(finite.std()),
-        "quantiles": {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(finite, QUANTILES), strict=True)},
+        "quantiles": {
+            str(q): float(v) for q, v in zip(QUANTILES, np.quantile(finite, QUANTILES), strict=True)
+        },
         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
         "median": float(np.median(finite)),
     }
@@ -87,8 +89,12 @@ def _text(values: list[str]) -> dict[str, Any]:
         "kind": "text",
         "count": len(values),
         "empty_share": float(np.mean([not v.strip() for v in values])) if values else 0.0,
-        "length_quantiles": {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(lengths, QUANTILES), strict=True)},
-        "token_quantiles": {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(n_tokens, QUANTILES), strict=True)},
+        "length_quantiles": {
+            str(q): float(v) for q, v in zip(QUANTILES, np.quantile(lengths, QUANTILES), strict=True)
+        },
+        "token_quantiles": {
+            str(q): float(v) for q, v in zip(QUANTILES, np.quantile(n_tokens, QUANTILES), strict=True)
+        },
         "vocabulary": sorted(t for t, _ in tokens.most_common(TOP_TOKENS)),
     }
 

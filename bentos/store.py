@@ -74,7 +74,8 @@ def save_model(
         VERSIONS_FILE: library_versions(),
     }
     files = {MODEL_FILE: onnx} | {
-        file: json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode() for file, doc in documents.items()
+        file: json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode()
+        for file, doc in documents.items()
     }
     digests = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
     with bentoml.models.create(

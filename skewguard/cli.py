@@ -39,7 +39,9 @@ def cli(ctx: click.Context) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--if-missing", is_flag=True, help="Do nothing when the data already exists.")
 @click.pass_obj
-def demo_data(settings: Settings, out: Path | None, n_orders: int, n_customers: int, seed: int, if_missing: bool) -> None:
+def demo_data(
+    settings: Settings, out: Path | None, n_orders: int, n_customers: int, seed: int, if_missing: bool
+) -> None:
     """Generate the seeded 'marketplace returns' demo data (orders + customer_stats)."""
     from pipeline.demo_data import generate_demo_data, write_demo_data
 
@@ -54,10 +56,20 @@ def demo_data(settings: Settings, out: Path | None, n_orders: int, n_customers: 
 
 
 @cli.command("package")
-@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Pickled fitted sklearn pipeline (loaded here, at build time only).")
-@click.option("--sample", "sample_file", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Held-out rows (.parquet or .csv); image columns as encoded bytes.")
+@click.option(
+    "--pipeline",
+    "pipeline_file",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Pickled fitted sklearn pipeline (loaded here, at build time only).",
+)
+@click.option(
+    "--sample",
+    "sample_file",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Held-out rows (.parquet or .csv); image columns as encoded bytes.",
+)
 @click.option("--name", required=True, help="Model name in the store.")
 @click.option("--target", default=None, help="Label column in the sample, for metrics.")
 @click.option("--tolerance", default=1e-4, show_default=True, help="Max abs probability difference.")
@@ -85,9 +97,10 @@ def models(name: str | None) -> None:
 
     for tag in list_models(name):
         model = load_model(tag)
+        checked = model.parity["n_heldout"] + model.parity["n_probes"]
         click.echo(
             f"{tag}  fields={len(model.spec.fields)}  parity max diff={model.parity['max_abs_diff']:.2g} "
-            f"over {model.parity['n_heldout'] + model.parity['n_probes']} rows  metrics={json.dumps(model.metrics)}"
+            f"over {checked} rows  metrics={json.dumps(model.metrics)}"
         )
 
 

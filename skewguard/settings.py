@@ -27,9 +27,7 @@ class Settings(BaseModel):
         """Read every ``SKEWGUARD_<FIELD>`` variable that is set; the rest keep defaults."""
         env = os.environ if environ is None else environ
         values = {
-            name: env[PREFIX + name.upper()]
-            for name in cls.model_fields
-            if PREFIX + name.upper() in env
+            name: env[PREFIX + name.upper()] for name in cls.model_fields if PREFIX + name.upper() in env
         }
         try:
             return cls.model_validate(values)

@@ -1,0 +1,192 @@
+"""skl2onnx shape calculators and converters for the transformers in ``bentos.transforms``.
+
+Each converter repeats, node for node, the numpy arithmetic of its transformer, in
+float64, so the graph computes what scikit-learn computed. ``register_converters()``
+makes them known to skl2onnx; call it before ``skl2onnx.to_onnx``.
+
+Graph inputs and outputs:
+
+    DatetimeFeatures   float64 [N, k] epoch seconds         → float64 [N, 6k]
+    SignedLog1p        float64 [N, k] (other numbers cast)  → float64 [N, k]
+    ImageFeatures      float32 [N, 3072] pixels 0..255      → float64 [N, grid²·3 + 6]
+
+Where scikit-learn raises, a graph cannot: DatetimeFeatures turns ±inf into NaN there.
+
+skl2onnx's ColumnTransformer concatenates mixed float32/float64 blocks as float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from onnx import TensorProto
+from skl2onnx import update_registered_converter
+from skl2onnx.common.data_types import (
+    DoubleTensorType,
+    FloatTensorType,
+    Int32TensorType,
+    Int64TensorType,
+)
+
+from bentos.images import IMAGE_VALUES
+from bentos.transforms import (
+    DATETIME_FEATURES,
+    DOW_ANGLE,
+    EPOCH_WEEKDAY,
+    HOUR_ANGLE,
+    MAX_EPOCH_SECONDS,
+    SECONDS_PER_DAY,
+    SECONDS_PER_HOUR,
+    TRIG_ZERO,
+    DatetimeFeatures,
+    ImageFeatures,
+    SignedLog1p,
+)
+from skewguard.errors import ConversionError
+
+_NUMERIC = (DoubleTensorType, FloatTensorType, Int64TensorType, Int32TensorType)
+
+
+@dataclass(frozen=True, slots=True)
+class _GraphBuilder:
+    """Adds float64 constants and nodes with fresh names to the graph being converted."""
+
+    scope: Any
+    container: Any
+
+    def constant(self, hint: str, values: ArrayLike, dtype: int = TensorProto.DOUBLE) -> str:
+        """A named initializer holding ``values``."""
+        array = np.asarray(values, dtype=np.int64 if dtype == TensorProto.INT64 else np.float64)
+        name: str = self.scope.get_unique_variable_name(hint)
+        self.container.add_initializer(name, dtype, list(array.shape), array.ravel().tolist())
+        return name
+
+    def node(self, op_type: str, *inputs: str, output: str | None = None, **attrs: Any) -> str:
+        """Add one node and return the name of its (single) output."""
+        result: str = output or self.scope.get_unique_variable_name(op_type.lower())
+        op_name = self.scope.get_unique_operator_name(op_type)
+        self.container.add_node(op_type, list(inputs), [result], name=op_name, **attrs)
+        return result
+
+    def as_double(self, variable: Any) -> str:
+        """The variable, cast to float64 unless it already is."""
+        if isinstance(variable.type, DoubleTensorType):
+            return str(variable.full_name)
+        return self.node("Cast", variable.full_name, to=TensorProto.DOUBLE)
+
+
+def _require_tensor(operator: Any, allowed: tuple[type, ...], hint: str) -> int | None:
+    """Check the input type of ``operator``; return its number of columns if known."""
+    types: list[Any] = [variable.type for variable in operator.inputs]
+    if len(types) != 1 or not isinstance(types[0], allowed):
+        names = ", ".join(type(t).__name__ for t in types) or "none"
+        raise ConversionError(
+            f"{operator.raw_operator.__class__.__name__} needs one input of type {hint}, "
+            f"got {names}; declare it so in initial_types."
+        )
+    tensor: Any = types[0]
+    shape = tensor.shape
+    columns = shape[1] if len(shape) == 2 else None
+    return columns if isinstance(columns, int) else None
+
+
+def _datetime_shape(operator: Any) -> None:
+    columns = _require_tensor(operator, (DoubleTensorType, Int64TensorType), "float64")
+    width = None if columns is None else len(DATETIME_FEATURES) * columns
+    operator.outputs[0].type = DoubleTensorType([operator.inputs[0].get_first_dimension(), width])
+
+
+def _datetime_converter(scope: Any, operator: Any, container: Any) -> None:
+    g = _GraphBuilder(scope, container)
+    x = g.as_double(operator.inputs[0])
+    day, hour_s = g.constant("day", [SECONDS_PER_DAY]), g.constant("hour", [SECONDS_PER_HOUR])
+    week = g.constant("week", [7.0])
+    valid = g.node("Less", g.node("Abs", x), g.constant("limit", [MAX_EPOCH_SECONDS]))
+    whole = g.node("Floor", g.node("Where", valid, x, g.constant("nan", [np.nan])))
+    days = g.node("Floor", g.node("Div", whole, day))
+    in_day = g.node("Sub", whole, g.node("Mul", days, day))
+    hour = g.node("Floor", g.node("Div", in_day, hour_s))
+    shifted = g.node("Add", days, g.constant("epoch_weekday", [EPOCH_WEEKDAY]))
+    weeks = g.node("Floor", g.node("Div", shifted, week))
+    dow = g.node("Sub", shifted, g.node("Mul", weeks, week))
+    hour_angle = g.node("Mul", hour, g.constant("hour_angle", [HOUR_ANGLE]))
+    dow_angle = g.node("Mul", dow, g.constant("dow_angle", [DOW_ANGLE]))
+    trig = [g.node("Sin", hour_angle), g.node("Cos", hour_angle)]
+    trig += [g.node("Sin", dow_angle), g.node("Cos", dow_angle)]
+    cyclic = g.node("Concat", *trig, axis=1)
+    is_zero = g.node("Less", g.node("Abs", cyclic), g.constant("trig_zero", [TRIG_ZERO]))
+    cyclic = g.node("Where", is_zero, g.constant("zero", [0.0]), cyclic)
+    g.node("Concat", hour, dow, cyclic, output=operator.outputs[0].full_name, axis=1)
+
+
+def _signed_log_shape(operator: Any) -> None:
+    columns = _require_tensor(operator, _NUMERIC, "float64")
+    operator.outputs[0].type = DoubleTensorType([operator.inputs[0].get_first_dimension(), columns])
+
+
+def _signed_log_converter(scope: Any, operator: Any, container: Any) -> None:
+    g = _GraphBuilder(scope, container)
+    x = g.as_double(operator.inputs[0])
+    magnitude = g.node("Log", g.node("Add", g.node("Abs", x), g.constant("one", [1.0])))
+    g.node("Mul", g.node("Sign", x), magnitude, output=operator.outputs[0].full_name)
+
+
+def _image_source(operator: Any) -> Any:
+    """The variable holding the image rows, seen through skl2onnx's column slicing.
+
+    skl2onnx's ColumnTransformer maps the column name "image" to the graph input of that
+    name, but then keeps only that input's first column, because the input is wider than
+    the one column it selected. An ImageFeatures fed column 0 of a ``[N, 3072]`` input
+    was given the image by name (scikit-learn would reject a single pixel column), so
+    read the whole input instead (the unused slice stays as one cheap node).
+    """
+    variable = operator.inputs[0]
+    producers = getattr(variable, "operators_outputs_", [])
+    if len(producers) != 1 or producers[0].type != "SklearnArrayFeatureExtractor":
+        return variable
+    source = producers[0].inputs[0]
+    is_whole_image = source.get_second_dimension() == IMAGE_VALUES
+    return source if is_whole_image and list(producers[0].column_indices) == [0] else variable
+
+
+def _image_shape(operator: Any) -> None:
+    _require_tensor(operator, _NUMERIC, f"float32 [N, {IMAGE_VALUES}]")
+    columns = _image_source(operator).get_second_dimension()
+    if columns not in (None, IMAGE_VALUES):
+        raise ConversionError(
+            f"ImageFeatures needs {IMAGE_VALUES} pixel values per row, but its input has "
+            f"{columns} columns; declare the image input as FloatTensorType([None, "
+            f"{IMAGE_VALUES}]) in initial_types."
+        )
+    width = operator.raw_operator.pooling_.shape[1] + 3
+    operator.outputs[0].type = DoubleTensorType([operator.inputs[0].get_first_dimension(), width])
+
+
+def _image_converter(scope: Any, operator: Any, container: Any) -> None:
+    g = _GraphBuilder(scope, container)
+    pooling = operator.raw_operator.pooling_
+    x = g.as_double(_image_source(operator))
+    pooled = g.node("MatMul", x, g.constant("pooling", pooling))
+    squares = g.node("Mul", x, x)
+    second = g.node("MatMul", squares, g.constant("moments", pooling[:, -3:] / 255.0))
+    int64 = TensorProto.INT64
+    bounds = [g.constant("start", [-3], int64), g.constant("end", [pooling.shape[1]], int64)]
+    means = g.node("Slice", pooled, *bounds, g.constant("axis", [1], int64))
+    variance = g.node("Sub", second, g.node("Mul", means, means))
+    stds = g.node("Sqrt", g.node("Max", variance, g.constant("zero", [0.0])))
+    g.node("Concat", pooled, stds, output=operator.outputs[0].full_name, axis=1)
+
+
+def register_converters() -> None:
+    """Make skl2onnx convert ``DatetimeFeatures``, ``SignedLog1p`` and ``ImageFeatures``.
+
+    Idempotent: registering again replaces the entries with the same functions.
+    """
+    update_registered_converter(
+        DatetimeFeatures, "SkewguardDatetimeFeatures", _datetime_shape, _datetime_converter
+    )
+    update_registered_converter(SignedLog1p, "SkewguardSignedLog1p", _signed_log_shape, _signed_log_converter)
+    update_registered_converter(ImageFeatures, "SkewguardImageFeatures", _image_shape, _image_converter)

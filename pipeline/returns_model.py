@@ -1,0 +1,92 @@
+"""The demo multimodal model: "will this item be returned?" from tabular, text and image fields.
+
+One scikit-learn pipeline holds every transform — timestamp parts, signed logs, one-hot
+categories, TF-IDF text, pooled image colours — so that packaging puts all of it inside
+the ONNX graph. Trees get a float32 cast first, which makes them convert exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from skl2onnx.sklapi import CastTransformer
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from bentos.images import decode_image
+from bentos.transforms import DatetimeFeatures, ImageFeatures, SignedLog1p, make_text_vectorizer
+from pipeline.demo_data import DemoData
+
+Head = Literal["hgb", "lr", "rf"]
+NUMERIC = ("price", "quantity")
+ONLINE = ("orders_30d", "return_rate_90d", "account_age_days")
+CATEGORICAL = ("category", "channel")
+TEXT = "description"
+TIMESTAMP = "order_ts"
+IMAGE = "image"
+ENTITY_KEY = "customer_id"
+FEATURE_VIEW = "customer_stats"
+
+
+def make_pipeline(
+    head: Head = "hgb", *, numeric: tuple[str, ...] = NUMERIC + ONLINE, seed: int = 0
+) -> Pipeline:
+    """An unfitted pipeline over the raw demo fields with the chosen classifier head."""
+    linear = head == "lr"
+    columns = ColumnTransformer(
+        [
+            (
+                "numeric",
+                Pipeline([("log", SignedLog1p()), ("scale", StandardScaler())]) if linear else SignedLog1p(),
+                list(numeric),
+            ),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
+            ("time", DatetimeFeatures(), TIMESTAMP),
+            ("text", make_text_vectorizer(max_features=300, min_df=3), TEXT),
+            ("image", ImageFeatures(grid=4), IMAGE),
+        ],
+        sparse_threshold=0.0,
+    )
+    heads: dict[str, Any] = {
+        "hgb": HistGradientBoostingClassifier(max_iter=200, learning_rate=0.08, random_state=seed),
+        "rf": RandomForestClassifier(n_estimators=100, min_samples_leaf=5, n_jobs=1, random_state=seed),
+        "lr": LogisticRegression(C=0.5, max_iter=2000),
+    }
+    steps: list[tuple[str, Any]] = [("columns", columns)]
+    if not linear:
+        steps.append(("float32", CastTransformer(dtype=np.float32)))
+    steps.append(("model", heads[head]))
+    return Pipeline(steps)
+
+
+def training_frame(data: DemoData) -> pd.DataFrame:
+    """Orders joined with each customer's stats as of the order time, images decoded."""
+    orders = data.orders.sort_values("order_ts", kind="stable")
+    stats = data.customer_stats.sort_values("event_timestamp", kind="stable")
+    joined = pd.merge_asof(
+        orders,
+        stats,
+        left_on="order_ts",
+        right_on="event_timestamp",
+        by=ENTITY_KEY,
+        direction="backward",
+    ).drop(columns=["event_timestamp"])
+    joined[IMAGE] = [decode_image(png) for png in joined[IMAGE]]
+    return joined.reset_index(drop=True)
+
+
+def feature_columns(numeric: tuple[str, ...] = NUMERIC + ONLINE) -> list[str]:
+    """The raw fields the pipeline reads, in order."""
+    return [*numeric, *CATEGORICAL, TIMESTAMP, TEXT, IMAGE]
+
+
+def split_by_time(frame: pd.DataFrame, holdout: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Oldest rows for training, the most recent ``holdout`` share for evaluation."""
+    ordered = frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+    cut = int(len(ordered) * (1 - holdout))
+    return ordered.iloc[:cut], ordered.iloc[cut:]
