@@ -55,6 +55,24 @@ def demo_data(
         click.echo(f"wrote {name}: {path}")
 
 
+@cli.command("demo-model")
+@click.option("--head", type=click.Choice(["hgb", "lr", "rf"]), default="hgb", show_default=True)
+@click.option("--name", default="returns-demo", show_default=True)
+@click.option("--if-missing", is_flag=True, help="Do nothing when a model of that name is stored.")
+@click.pass_obj
+def demo_model(settings: Settings, head: str, name: str, if_missing: bool) -> None:
+    """Train the demo multimodal 'returned' model on the demo data and package it."""
+    from bentos.store import list_models
+    from pipeline.demo_data import load_demo_data
+    from pipeline.returns_model import train_and_package
+
+    if if_missing and list_models(name):
+        click.echo(f"model {list_models(name)[0]} already in the store")
+        return
+    tag = train_and_package(load_demo_data(settings.data_dir), head=head, name=name)  # type: ignore[arg-type]
+    click.echo(tag)
+
+
 @cli.command("package")
 @click.option(
     "--pipeline",
@@ -115,3 +133,32 @@ def _read_sample(path: Path) -> Any:
         if isinstance(first, bytes | bytearray):
             frame[column] = [decode_image(bytes(v), field=column) for v in frame[column]]
     return frame
+
+
+@cli.group("bento")
+def bento() -> None:
+    """Build and serve one packaged model as a BentoML service."""
+
+
+@bento.command("build")
+@click.option("--model", "tag", default="returns-demo:latest", show_default=True)
+def bento_build(tag: str) -> None:
+    """Build a Bento for a packaged model; print its tag."""
+    from bentos.bento import build_bento
+
+    click.echo(build_bento(tag))
+
+
+@bento.command("serve")
+@click.option("--model", "tag", default="returns-demo:latest", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def bento_serve(tag: str, host: str, port: int) -> None:
+    """Build the model's Bento and serve it with `bentoml serve` (POST /predict)."""
+    import os
+
+    from bentos.bento import build_bento, serve_command
+
+    command = serve_command(build_bento(tag), port, host=host)
+    click.echo(f"serving {tag} on http://{host}:{port}  ({' '.join(command)})")
+    os.execvp(command[0], command)
