@@ -90,8 +90,16 @@ def demo_model(settings: Settings, head: str, name: str, if_missing: bool) -> No
 )
 @click.option("--name", required=True, help="Model name in the store.")
 @click.option("--target", default=None, help="Label column in the sample, for metrics.")
-@click.option("--tolerance", default=1e-4, show_default=True, help="Max abs probability difference.")
-def package(pipeline_file: Path, sample_file: Path, name: str, target: str | None, tolerance: float) -> None:
+@click.option("--tolerance", type=float, default=None, help="Max abs probability difference [1e-4].")
+@click.pass_obj
+def package(
+    settings: Settings,
+    pipeline_file: Path,
+    sample_file: Path,
+    name: str,
+    target: str | None,
+    tolerance: float | None,
+) -> None:
     """Convert a fitted pipeline to ONNX, prove parity, store it; print the tag."""
     from bentos.package import package_model
 
@@ -103,7 +111,7 @@ def package(pipeline_file: Path, sample_file: Path, name: str, target: str | Non
         if target not in X.columns:
             raise ConfigError(f"--target {target!r} is not a column of {sample_file}.", field="target")
         y = X.pop(target).to_numpy()
-    tag = package_model(fitted, X, name=name, y_sample=y, tolerance=tolerance)
+    tag = package_model(fitted, X, name=name, y_sample=y, tolerance=tolerance or settings.parity_tolerance)
     click.echo(tag)
 
 

@@ -1,0 +1,51 @@
+"""The demo multimodal model: every modality inside one graph that passes the parity gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bentos.store import load_model
+from pipeline.demo_data import DemoData, generate_demo_data
+from pipeline.returns_model import ONLINE, split_by_time, train_and_package, training_frame
+
+
+@pytest.fixture(scope="module")
+def data() -> DemoData:
+    return generate_demo_data(n_orders=3_000, n_customers=300, seed=7)
+
+
+def test_training_frame_uses_only_past_snapshots(data: DemoData) -> None:
+    frame = training_frame(data)
+    stats = data.customer_stats
+    row = frame.iloc[len(frame) // 2]
+    history = stats[
+        (stats["customer_id"] == row["customer_id"]) & (stats["event_timestamp"] <= row["order_ts"])
+    ]
+    latest = history.sort_values("event_timestamp").iloc[-1]
+    assert row["return_rate_90d"] == latest["return_rate_90d"]
+    assert frame["image"].iloc[0].shape == (32, 32, 3)
+    train, test = split_by_time(frame)
+    assert train["order_ts"].max() <= test["order_ts"].min()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["hgb", "lr"])
+def test_demo_model_packages_with_every_modality(data: DemoData, head: str) -> None:
+    stored = load_model(train_and_package(data, head=head, name=f"returns-{head}"))  # type: ignore[arg-type]
+    kinds = {field.name: field.kind for field in stored.spec}
+    assert kinds["order_ts"] == "datetime"
+    assert kinds["description"] == "text"
+    assert kinds["image"] == "image"
+    assert kinds["category"] == "categorical"
+    assert stored.parity["passed"] is True
+    assert stored.parity["n_probes"] > 300
+    assert stored.metrics["roc_auc"] > 0.6
+    assert stored.spec.entity_key == "customer_id"
+    assert {o.name for o in stored.spec.online_features} == set(ONLINE)
+    profile = stored.profile["fields"]
+    for online in stored.spec.online_features:
+        assert online.default == pytest.approx(profile[online.name]["median"])
+    assert sum(profile["order_ts"]["hour_counts"]) == profile["order_ts"]["count"]
+    assert np.isfinite(pd.Series(profile["image"]["channel_means"])).all()

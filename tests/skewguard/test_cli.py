@@ -1,0 +1,104 @@
+"""The CLI as a user runs it: demo data, packaging a user's own pickled pipeline, listing."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from bentos.images import encode_png
+from bentos.store import load_model
+from bentos.transforms import ImageFeatures, make_text_vectorizer
+from skewguard.cli import cli, main
+
+
+def _user_files(folder: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    n = 300
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    X = pd.DataFrame(
+        {
+            "amount": rng.normal(50, 10, n),
+            "kind": rng.choice(["a", "b"], n),
+            "note": rng.choice(["late parcel", "fine thanks", "broken box"], n),
+            "photo": list(images),
+        }
+    )
+    y = ((X["amount"] > 50) ^ (X["note"] == "broken box")).astype(int)
+    pipeline = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), ["amount"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["kind"]),
+                        ("text", make_text_vectorizer(), "note"),
+                        ("image", ImageFeatures(grid=2), "photo"),
+                    ]
+                ),
+            ),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    ).fit(X, y)
+    pipeline_file = folder / "pipeline.pkl"
+    pipeline_file.write_bytes(pickle.dumps(pipeline))
+    sample = X.iloc[:80].assign(photo=[encode_png(img) for img in images[:80]], label=y[:80])
+    sample_file = folder / "sample.parquet"
+    sample.to_parquet(sample_file)
+    return pipeline_file, sample_file
+
+
+def test_package_a_users_pickled_pipeline(tmp_path: Path) -> None:
+    pipeline_file, sample_file = _user_files(tmp_path)
+    args = ["package", "--pipeline", str(pipeline_file), "--sample", str(sample_file)]
+    result = CliRunner().invoke(cli, [*args, "--name", "user-model", "--target", "label"])
+    assert result.exit_code == 0, result.output
+    tag = result.output.strip().splitlines()[-1]
+    stored = load_model(tag)
+    assert stored.spec.get("photo").kind == "image"
+    assert stored.spec.get("note").kind == "text"
+    assert stored.parity["passed"] is True
+    assert 0.0 <= stored.metrics["accuracy"] <= 1.0
+    listing = CliRunner().invoke(cli, ["models", "user-model"])
+    assert tag in listing.output
+
+
+def test_unknown_target_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline_file, sample_file = _user_files(tmp_path)
+    argv = ["skewguard", "package", "--pipeline", str(pipeline_file), "--sample", str(sample_file)]
+    monkeypatch.setattr("sys.argv", [*argv, "--name", "x", "--target", "nope"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert "--target 'nope' is not a column" in capsys.readouterr().err
+
+
+def test_bad_setting_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SKEWGUARD_PARITY_TOLERANCE", "-1")
+    monkeypatch.setattr("sys.argv", ["skewguard", "models"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert "SKEWGUARD_PARITY_TOLERANCE" in capsys.readouterr().err
+
+
+def test_demo_data_writes_and_skips_when_present(tmp_path: Path) -> None:
+    args = ["demo-data", "--out", str(tmp_path), "--orders", "300", "--customers", "40"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "orders.parquet").exists()
+    again = CliRunner().invoke(cli, [*args, "--if-missing"])
+    assert "already" in again.output
