@@ -87,9 +87,9 @@ def check_parity(
     frames = [heldout, probe_batch] if probe_list else [heldout]
     sk_labels, sk_proba, ox_labels, ox_proba = [], [], [], []
     for batch in frames:
-        frame = batch.to_frame()
-        sk_labels.append(np.asarray(pipeline.predict(frame)).ravel())
-        sk_proba.append(np.asarray(pipeline.predict_proba(frame), dtype=np.float64))
+        labels, proba = _run_sklearn(pipeline, batch, probe_list if batch is probe_batch else [])
+        sk_labels.append(labels)
+        sk_proba.append(proba)
         labels, proba = run_onnx(session, batch)
         ox_labels.append(labels)
         ox_proba.append(proba)
@@ -116,6 +116,35 @@ def check_parity(
             for i in worst
         ],
     )
+
+
+def _run_sklearn(
+    pipeline: Any, batch: Batch, probes: list[Probe]
+) -> tuple[NDArray[Any], NDArray[np.float64]]:
+    """Labels and probabilities from scikit-learn; a probe it rejects is a refusal naming the field."""
+    try:
+        frame = batch.to_frame()
+        return np.asarray(pipeline.predict(frame)).ravel(), np.asarray(
+            pipeline.predict_proba(frame), dtype=np.float64
+        )
+    except ValueError as exc:
+        culprit = next((p for i, p in enumerate(probes) if _rejects(pipeline, batch, i)), None)
+        if culprit is None:
+            raise ConversionError(f"scikit-learn failed to predict the held-out rows: {exc}") from exc
+        raise ParityError(
+            f"The pipeline itself rejects the probe {culprit.kind!r} in field {culprit.field!r} "
+            f"({str(exc)[:200]}), but its graph would accept it silently. Make the pipeline "
+            "accept such values (e.g. OneHotEncoder(handle_unknown='ignore')).",
+            report={"passed": False, "field": culprit.field, "reason": culprit.kind},
+        ) from exc
+
+
+def _rejects(pipeline: Any, batch: Batch, row: int) -> bool:
+    try:
+        pipeline.predict_proba(batch.take(np.array([row], dtype=np.intp)).to_frame())
+    except ValueError:
+        return True
+    return False
 
 
 def require_parity(report: ParityReport, name: str) -> None:
