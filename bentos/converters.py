@@ -40,6 +40,7 @@ from bentos.transforms import (
     MAX_EPOCH_SECONDS,
     SECONDS_PER_DAY,
     SECONDS_PER_HOUR,
+    SQUARE_SCALE,
     TRIG_ZERO,
     DatetimeFeatures,
     ImageFeatures,
@@ -59,7 +60,8 @@ class _GraphBuilder:
 
     def constant(self, hint: str, values: ArrayLike, dtype: int = TensorProto.DOUBLE) -> str:
         """A named initializer holding ``values``."""
-        array = np.asarray(values, dtype=np.int64 if dtype == TensorProto.INT64 else np.float64)
+        kinds: dict[int, type[np.generic]] = {TensorProto.INT64: np.int64, TensorProto.FLOAT: np.float32}
+        array = np.asarray(values, dtype=kinds.get(dtype, np.float64))
         name: str = self.scope.get_unique_variable_name(hint)
         self.container.add_initializer(name, dtype, list(array.shape), array.ravel().tolist())
         return name
@@ -167,13 +169,21 @@ def _image_shape(operator: Any) -> None:
 
 def _image_converter(scope: Any, operator: Any, container: Any) -> None:
     g = _GraphBuilder(scope, container)
-    pooling = operator.raw_operator.pooling_
-    x = g.as_double(_image_source(operator))
-    pooled = g.node("MatMul", x, g.constant("pooling", pooling))
-    squares = g.node("Mul", x, x)
-    second = g.node("MatMul", squares, g.constant("moments", pooling[:, -3:] / 255.0))
+    model = operator.raw_operator
+    source = _image_source(operator)
+    x = source.full_name
+    if not isinstance(source.type, FloatTensorType):
+        x = g.node("Cast", x, to=TensorProto.FLOAT)
+    f32, f64 = TensorProto.FLOAT, TensorProto.DOUBLE
+    sums = g.node("MatMul", x, g.constant("pooling", model.pooling_, f32))
+    pooled = g.node("Mul", g.node("Cast", sums, to=f64), g.constant("scales", model.scales_))
+    block_sums = g.node("MatMul", g.node("Mul", x, x), g.constant("square_blocks", model.square_blocks_, f32))
+    totals = g.node(
+        "MatMul", g.node("Cast", block_sums, to=f64), g.constant("block_totals", model.block_totals_)
+    )
+    second = g.node("Mul", totals, g.constant("square_scale", [SQUARE_SCALE]))
     int64 = TensorProto.INT64
-    bounds = [g.constant("start", [-3], int64), g.constant("end", [pooling.shape[1]], int64)]
+    bounds = [g.constant("start", [-3], int64), g.constant("end", [model.pooling_.shape[1]], int64)]
     means = g.node("Slice", pooled, *bounds, g.constant("axis", [1], int64))
     variance = g.node("Sub", second, g.node("Mul", means, means))
     stds = g.node("Sqrt", g.node("Max", variance, g.constant("zero", [0.0])))

@@ -175,6 +175,22 @@ def make_pooling_matrix(grid: int) -> Float64Array:
     return matrix.reshape(IMAGE_VALUES, -1) / 255.0
 
 
+SQUARE_BLOCKS = 4
+"""Row blocks of 8 × 32 = 256 pixels: 256 × 255² < 2**24, so block sums of squares are exact."""
+SQUARE_SCALE = 1.0 / (IMAGE_SIZE * IMAGE_SIZE * 255.0 * 255.0)
+
+
+def make_square_blocks() -> Float64Array:
+    """``(IMAGE_VALUES, SQUARE_BLOCKS * 3)`` 0/1 matrix summing each channel per row block."""
+    rows_per_block = IMAGE_SIZE // SQUARE_BLOCKS
+    matrix = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3, SQUARE_BLOCKS * 3))
+    for block in range(SQUARE_BLOCKS):
+        for channel in range(3):
+            rows = slice(block * rows_per_block, (block + 1) * rows_per_block)
+            matrix[rows, :, channel, block * 3 + channel] = 1.0
+    return matrix.reshape(IMAGE_VALUES, -1)
+
+
 def _as_pixel_rows(X: Any) -> tuple[Float64Array, str | None, bool]:
     """``(n, IMAGE_VALUES)`` float64 pixels, the column name, and whether X was a column.
 
@@ -233,15 +249,26 @@ class ImageFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self.n_features_in_ = 1 if is_column else IMAGE_VALUES
-        self.pooling_ = make_pooling_matrix(self.grid)
+        scaled = make_pooling_matrix(self.grid)
+        self.pooling_ = (scaled > 0).astype(np.float64)
+        self.scales_ = scaled.max(axis=0)
+        self.square_blocks_ = make_square_blocks()
+        self.block_totals_ = np.tile(np.eye(3), (SQUARE_BLOCKS, 1))
         return self
 
     def transform(self, X: Any) -> Float64Array:
-        """``grid*grid*3`` cell means, 3 channel means and 3 channel stds per image."""
+        """``grid*grid*3`` cell means, 3 channel means and 3 channel stds per image.
+
+        Every sum is a sum of whole pixel values (or their squares, in blocks of 256
+        pixels) below 2**24, so it is exact in float32 too: the graph computes the sums
+        with float32 MatMuls — four times faster than float64 ones — and gets the same
+        numbers bit for bit before scaling in float64 as here.
+        """
         check_is_fitted(self)
         pixels, _, _ = _as_pixel_rows(X)
-        pooled: Float64Array = pixels @ self.pooling_
-        second = (pixels * pixels) @ (self.pooling_[:, -3:] / 255.0)
+        pooled: Float64Array = (pixels @ self.pooling_) * self.scales_
+        block_sums = (pixels * pixels) @ self.square_blocks_
+        second = (block_sums @ self.block_totals_) * SQUARE_SCALE
         means = pooled[:, -3:]
         stds = np.sqrt(np.maximum(second - means * means, 0.0))
         return np.hstack([pooled, stds])
