@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,44 @@ def bento_serve(tag: str, host: str, port: int) -> None:
     command = serve_command(build_bento(tag), port, host=host)
     click.echo(f"serving {tag} on http://{host}:{port}  ({' '.join(command)})")
     os.execvp(command[0], command)
+
+
+@cli.group("features")
+def features() -> None:
+    """The Feast feature store: register the definitions, fill the online store."""
+
+
+@features.command("apply")
+@click.pass_obj
+def features_apply(settings: Settings) -> None:
+    """Register feature_repo/definitions.py in the configured store."""
+    from pipeline.features import FeastConfig, apply_features
+
+    for name in apply_features(FeastConfig.from_settings(settings)):
+        click.echo(f"applied {name}")
+
+
+@features.command("materialize")
+@click.option(
+    "--end",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="As of (UTC). Default: just after the newest snapshot in the data.",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Default: end minus the feature view's TTL.",
+)
+@click.pass_obj
+def features_materialize(settings: Settings, end: datetime | None, start: datetime | None) -> None:
+    """Write each customer's latest snapshot in [start, end] to the online store."""
+    from pipeline.features import FeastConfig, latest_event_time, materialize_features
+
+    config = FeastConfig.from_settings(settings)
+    done = materialize_features(config, end=end or latest_event_time(config), start=start)
+    click.echo(
+        f"materialized {done.feature_view} {done.start:%Y-%m-%d %H:%M} .. {done.end:%Y-%m-%d %H:%M} "
+        f"into {done.online_store}"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,6 +22,13 @@ class Settings(BaseModel):
     home: Path = Field(default=Path(".skewguard"), description="State folder (data, model store).")
     parity_tolerance: float = Field(default=1e-4, gt=0, description="Max abs probability diff.")
     parity_probe_seed: int = 0
+    online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store.")
+    redis_url: str = Field(
+        default="127.0.0.1:6379", description="Feast Redis connection: host:port[,db=N][,password=...]."
+    )
+    feast_project: str = Field(
+        default="skewguard", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project name."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
