@@ -55,7 +55,9 @@ def make_pipeline(
         sparse_threshold=0.0,
     )
     heads: dict[str, Any] = {
-        "hgb": HistGradientBoostingClassifier(max_iter=200, learning_rate=0.08, random_state=seed),
+        "hgb": HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.08, early_stopping=True, random_state=seed
+        ),
         "rf": RandomForestClassifier(n_estimators=100, min_samples_leaf=5, n_jobs=1, random_state=seed),
         "lr": LogisticRegression(C=0.5, max_iter=2000),
     }

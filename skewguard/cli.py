@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from skewguard.settings import Settings
 
 def main() -> None:
     """Entry point: run the CLI and print skewguard errors as one readable line."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party noise on a terminal
+    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         cli(standalone_mode=True)
     except SkewguardError as exc:
@@ -72,6 +75,49 @@ def demo_model(settings: Settings, head: str, name: str, if_missing: bool) -> No
         return
     tag = train_and_package(load_demo_data(settings.data_dir), head=head, name=name)  # type: ignore[arg-type]
     click.echo(tag)
+
+
+@cli.command("train")
+@click.option("--name", default="returns", show_default=True, help="Cascade name.")
+@click.option("--head", type=click.Choice(["hgb", "lr", "rf"]), default="hgb", show_default=True)
+@click.option("--threshold", default="0.5", show_default=True, help="Routing threshold, or 'max_f1'.")
+@click.option(
+    "--orders", "n_orders", default=20_000, show_default=True, help="Demo orders if data is missing."
+)
+@click.option("--seed", default=0, show_default=True)
+def train(name: str, head: str, threshold: str, n_orders: int, seed: int) -> None:
+    """Run the train_cascade Prefect flow and print the evaluation figures."""
+    from pipeline.flows import train_cascade
+
+    choice: Any = threshold if threshold == "max_f1" else float(threshold)
+    result = train_cascade(name, n_orders=n_orders, seed=seed, head=head, threshold=choice)  # type: ignore[call-overload]
+    click.echo(format_figures(result))
+
+
+def format_figures(result: dict[str, Any]) -> str:
+    """The evaluation table `skewguard train` ends with."""
+    figures = result["figures"]
+    lines = [
+        f"cascade {result['manifest']} ({result['status']}); models: "
+        + ", ".join(f"{role}={tag}" for role, tag in result["models"].items()),
+        f"routing threshold {figures['threshold']['value']:g} ({figures['threshold']['reason']})",
+        "",
+        f"{'held-out slice':<30}{'ROC AUC':>9}{'log loss':>10}{'accuracy':>10}{'rows':>8}",
+    ]
+    for system in ("cascade", "monolithic", "true_label_cascade"):
+        for part, scores in [("overall", figures[system]["overall"]), *figures[system]["branches"].items()]:
+            label = f"{system} {part}" if part != "overall" else system
+            lines.append(
+                f"{label:<30}{_fmt(scores['roc_auc']):>9}{_fmt(scores['log_loss']):>10}"
+                f"{_fmt(scores['accuracy']):>10}{scores['n_rows']:>8}"
+            )
+    cached = sorted(task for task, state in result["task_states"].items() if state == "Cached")
+    lines.append(f"cached tasks: {', '.join(cached) or 'none'}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 @cli.command("package")

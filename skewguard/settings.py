@@ -61,3 +61,8 @@ class Settings(BaseModel):
         os.environ.setdefault("BENTOML_HOME", str(self.bentoml_home.resolve()))
         os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
         os.environ.setdefault("DO_NOT_TRACK", "1")
+        prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str((self.home / "prefect").resolve())))
+        prefect_home.mkdir(parents=True, exist_ok=True)  # its database is created there, not the folder
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # The temporary API server migrates its database on first start: slow on a busy machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -1,0 +1,89 @@
+"""The train_cascade Prefect flow, end to end on real Feast, Prefect and the model store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bentos.manifest import champion, load_manifest
+from bentos.store import load_model
+from pipeline.flows import train_cascade
+
+EXPENSIVE = {
+    "build_training_set",
+    "router_out_of_fold",
+    "fit_router",
+    "fit_specialists",
+    "fit_baselines",
+    "evaluate_cascade",
+    "package[router]",
+    "package[reseller]",
+    "package[retail]",
+}
+ROUTER_SIDE = {"build_training_set", "router_out_of_fold", "fit_router", "package[router]"}
+
+
+def _timed_run(**params: Any) -> tuple[dict[str, Any], float]:
+    start = time.perf_counter()
+    result = train_cascade("returns", n_orders=3_000, n_customers=300, seed=3, **params)
+    return result, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], float]]:
+    home = tmp_path_factory.mktemp("flow-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKEWGUARD_HOME", str(home))
+        first = _timed_run(router_head="hgb", head="hgb")
+        second = _timed_run(router_head="hgb", head="hgb")
+        changed = _timed_run(router_head="hgb", head="lr")
+    return {"first": first, "second": second, "changed": changed, "home": ({"path": str(home)}, 0.0)}
+
+
+@pytest.mark.slow
+def test_first_run_produces_a_champion_cascade_whose_models_pass_parity(runs: dict[str, Any]) -> None:
+    result, _ = runs["first"]
+    assert result["status"] == "champion"
+    assert set(result["task_states"].values()) == {"Completed"}
+    current = champion("returns")
+    assert current is not None
+    assert current.tag == result["manifest"]
+    assert set(current.model_tags()) == {"router", "reseller", "retail"}
+    for tag in current.model_tags().values():
+        assert load_model(tag).parity["passed"] is True
+    for system in ("cascade", "monolithic", "true_label_cascade"):
+        assert 0.5 < current.metrics[system]["overall"]["roc_auc"] <= 1.0
+    assert current.metrics["threshold"]["value"] == current.router.threshold == 0.5
+    assert current.entity_key == "customer_id"
+    assert set(current.feature_refs.values()) == {
+        "customer_stats:orders_30d",
+        "customer_stats:return_rate_90d",
+        "customer_stats:account_age_days",
+    }
+    assert (Path(runs["home"][0]["path"]) / "feast").is_dir()
+
+
+@pytest.mark.slow
+def test_second_run_reuses_every_expensive_step(runs: dict[str, Any]) -> None:
+    (first, first_seconds), (second, second_seconds) = runs["first"], runs["second"]
+    cached = {task for task, state in second["task_states"].items() if state == "Cached"}
+    assert cached == EXPENSIVE
+    assert second["models"] == first["models"]
+    assert second["figures"] == first["figures"]
+    assert load_manifest(second["manifest"]).status == "candidate"
+    print(f"first run {first_seconds:.1f} s, cached run {second_seconds:.1f} s")
+    assert second_seconds < first_seconds
+
+
+@pytest.mark.slow
+def test_changed_specialist_head_reruns_only_what_depends_on_it(runs: dict[str, Any]) -> None:
+    changed, _ = runs["changed"]
+    states = changed["task_states"]
+    assert {task for task in ROUTER_SIDE if states[task] == "Cached"} == ROUTER_SIDE
+    rerun = {"fit_specialists", "fit_baselines", "evaluate_cascade", "package[reseller]", "package[retail]"}
+    assert {task for task in rerun if states[task] == "Completed"} == rerun
+    assert changed["models"]["router"] == runs["first"][0]["models"]["router"]
+    assert changed["models"]["retail"] != runs["first"][0]["models"]["retail"]
