@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(BIN)/skewguard demo-data --if-missing
-	$(BIN)/skewguard demo-model --if-missing
-	$(BIN)/skewguard bento serve --port 8000
+	$(BIN)/skewguard train --if-missing
+	$(BIN)/skewguard features apply
+	$(BIN)/skewguard features materialize
+	$(BIN)/skewguard serve
 
 lint: install
 	$(BIN)/ruff format --check .

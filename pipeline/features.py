@@ -1,10 +1,10 @@
-"""The feature store: Feast behind a few functions, for training sets and the online reader.
+"""Training-side feature store work: apply the definitions, materialize, point-in-time joins.
 
-Feast types stay in here (and in ``pipeline.online``); callers see :class:`FeastConfig`,
-plain data frames and :class:`Materialization`. What Feast and its stores raise is
-translated once, in :func:`translate_feast_errors`, into a
-:class:`~skewguard.errors.ConfigError` that says what to run; a bad entity frame is an
-:class:`~skewguard.errors.InputError`.
+The store connection (:class:`FeastConfig`, :func:`open_store`, :func:`translate_feast_errors`)
+lives in :mod:`bentos.feature_store`, which the gateway shares; its names are re-exported
+here for the pipeline's callers. Callers see :class:`FeastConfig`, plain data frames and
+:class:`Materialization`; what Feast raises becomes a :class:`~skewguard.errors.ConfigError`
+that says what to run, and a bad entity frame is an :class:`~skewguard.errors.InputError`.
 
 Two facts about Feast 0.67 this module works around (both checked in its tests):
 
@@ -19,88 +19,48 @@ Two facts about Feast 0.67 this module works around (both checked in its tests):
 
 from __future__ import annotations
 
-import re
 import runpy
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from feast import FeatureStore, RepoConfig
-from feast.errors import FeastError
-from redis.exceptions import RedisError
 
+from bentos.feature_store import (
+    ENTITY_KEY,
+    FEATURE_NAMES,
+    FEATURE_REFS,
+    FEATURE_REPO,
+    FEATURE_SERVICE,
+    FEATURE_VIEW,
+    ONLINE_STORES,
+    FeastConfig,
+    open_store,
+    translate_feast_errors,
+)
 from skewguard.errors import ConfigError, InputError
-from skewguard.settings import Settings
 
-FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
-FEATURE_VIEW = "customer_stats"
-FEATURE_SERVICE = "returns_cascade"
-ENTITY_KEY = "customer_id"
-FEATURE_NAMES = ("orders_30d", "return_rate_90d", "account_age_days")
-FEATURE_REFS = tuple(f"{FEATURE_VIEW}:{name}" for name in FEATURE_NAMES)
-ONLINE_STORES = ("sqlite", "redis")
+__all__ = [
+    "ENTITY_KEY",
+    "FEATURE_NAMES",
+    "FEATURE_REFS",
+    "FEATURE_REPO",
+    "FEATURE_SERVICE",
+    "FEATURE_VIEW",
+    "ONLINE_STORES",
+    "FeastConfig",
+    "Materialization",
+    "apply_features",
+    "historical_features",
+    "latest_event_time",
+    "materialize_features",
+    "open_store",
+    "teardown_features",
+    "translate_feast_errors",
+]
 
 _EVENT_TS = "event_timestamp"
 _TS_DTYPE = "datetime64[ns, UTC]"
-_PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
-# redis-py 7 retries a refused connection 3 times with backoff: 5-10 s per call measured.
-# Fail at once instead (the reader's callers fall back); a connection string may override.
-_REDIS_FAIL_FAST = {"retry": "null", "socket_connect_timeout": "1"}
-# What Feast, its file store (pyarrow, dask) and its online stores raise on bad state.
-_FEAST_FAILURES = (FeastError, OSError, ValueError, sqlite3.Error, RedisError)
-
-
-@dataclass(frozen=True, slots=True)
-class FeastConfig:
-    """Where Feast keeps its state and reads its data, and which online store serves reads."""
-
-    state_dir: Path  # registry.db, and online.db for SQLite; never inside the source tree
-    data_dir: Path  # customer_stats.parquet
-    project: str = "skewguard"  # also the Redis key suffix: one project per deployment or test run
-    online_store: str = "sqlite"  # "sqlite" | "redis"
-    redis_url: str = "127.0.0.1:6379"  # Feast's form: host:port[,db=N][,password=...]
-    repo_dir: Path = FEATURE_REPO  # holds definitions.py
-
-    def __post_init__(self) -> None:
-        if self.online_store not in ONLINE_STORES:
-            raise ConfigError(
-                f"Online store {self.online_store!r} is not supported; "
-                f"expected one of {', '.join(ONLINE_STORES)}.",
-                field="SKEWGUARD_ONLINE_STORE",
-            )
-        if not _PROJECT_NAME.match(self.project):
-            raise ConfigError(
-                f"Feast project name {self.project!r} is invalid; use letters, digits and underscores.",
-                field="SKEWGUARD_FEAST_PROJECT",
-            )
-        if "://" in self.redis_url:
-            raise ConfigError(
-                f"Redis connection {self.redis_url!r} is a URL; "
-                "Feast expects host:port[,db=N][,password=...].",
-                field="SKEWGUARD_REDIS_URL",
-            )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FeastConfig:
-        """State in ``<home>/feast``, data in ``<home>/data``; the store as the settings say."""
-        return cls(
-            state_dir=settings.home / "feast",
-            data_dir=settings.data_dir,
-            project=settings.feast_project,
-            online_store=settings.online_store,
-            redis_url=settings.redis_url,
-        )
-
-    def describe(self) -> str:
-        """The online store in words, for messages: ``sqlite at …`` or ``redis at host:port``."""
-        if self.online_store == "redis":
-            return f"redis at {self.redis_url.split(',')[0]}"
-        return f"sqlite at {self.state_dir / 'online.db'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,45 +71,6 @@ class Materialization:
     start: datetime
     end: datetime
     online_store: str
-
-
-@contextmanager
-def translate_feast_errors(action: str, config: FeastConfig, hint: str) -> Iterator[None]:
-    """Turn what Feast and its stores raise into a ConfigError that says what to do."""
-    try:
-        yield
-    except _FEAST_FAILURES as exc:
-        raise ConfigError(
-            f"Feast could not {action} (project {config.project!r}, online store {config.describe()}): "
-            f"{type(exc).__name__}: {exc}. {hint}"
-        ) from exc
-
-
-def open_store(config: FeastConfig) -> FeatureStore:
-    """A FeatureStore for ``config``: file offline store, SQLite or Redis online store."""
-    state = config.state_dir.resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    online: dict[str, Any] = (
-        {"type": "redis", "connection_string": _fail_fast(config.redis_url)}
-        if config.online_store == "redis"
-        else {"type": "sqlite", "path": str(state / "online.db")}
-    )
-    repo_config = RepoConfig(
-        project=config.project,
-        provider="local",
-        registry=str(state / "registry.db"),
-        online_store=online,
-        offline_store={"type": "file"},
-        entity_key_serialization_version=3,
-        repo_path=state,  # Feast resolves relative paths against it: keep them out of the source tree
-    )
-    return FeatureStore(repo_path=str(state), config=repo_config)
-
-
-def _fail_fast(connection: str) -> str:
-    """Feast's Redis connection string plus the fail-fast options it does not set itself."""
-    given = {part.split("=", 1)[0].strip() for part in connection.split(",") if "=" in part}
-    return ",".join([connection, *(f"{k}={v}" for k, v in _REDIS_FAIL_FAST.items() if k not in given)])
 
 
 def apply_features(config: FeastConfig) -> list[str]:

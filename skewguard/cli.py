@@ -85,8 +85,15 @@ def demo_model(settings: Settings, head: str, name: str, if_missing: bool) -> No
     "--orders", "n_orders", default=20_000, show_default=True, help="Demo orders if data is missing."
 )
 @click.option("--seed", default=0, show_default=True)
-def train(name: str, head: str, threshold: str, n_orders: int, seed: int) -> None:
+@click.option("--if-missing", is_flag=True, help="Do nothing when the cascade has a champion.")
+def train(name: str, head: str, threshold: str, n_orders: int, seed: int, if_missing: bool) -> None:
     """Run the train_cascade Prefect flow and print the evaluation figures."""
+    if if_missing:
+        from bentos.manifest import champion_tag
+
+        if (tag := champion_tag(name)) is not None:
+            click.echo(f"cascade {name} already has a champion: {tag}")
+            return
     from pipeline.flows import train_cascade
 
     choice: Any = threshold if threshold == "max_f1" else float(threshold)
@@ -258,3 +265,49 @@ def features_materialize(settings: Settings, end: datetime | None, start: dateti
         f"materialized {done.feature_view} {done.start:%Y-%m-%d %H:%M} .. {done.end:%Y-%m-%d %H:%M} "
         f"into {done.online_store}"
     )
+
+
+@cli.command("serve")
+@click.option("--host", default=None, help="Default: SKEWGUARD_HOST or 127.0.0.1.")
+@click.option("--port", type=int, default=None, help="Default: SKEWGUARD_PORT or 8000.")
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the champion cascades through the gateway (POST /v1/cascades/{name}/predict)."""
+    from gateway.server import serve as run_gateway
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings.from_env()
+    settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(f"gateway on {base}  (docs: {base}/docs)")
+    example = _write_example_request(settings)
+    if example is not None:
+        click.echo(
+            f"try:  curl -s {base}/v1/cascades/returns/predict "
+            f"-H 'content-type: application/json' -d @{example}"
+        )
+    run_gateway(settings)
+
+
+def _write_example_request(settings: Settings) -> Path | None:
+    """A real request body from the demo data, for the printed curl example."""
+    import base64
+
+    orders_file = settings.data_dir / "orders.parquet"
+    if not orders_file.exists():
+        return None
+    import pandas as pd
+
+    order = pd.read_parquet(orders_file).iloc[-1]
+    row = {
+        "customer_id": int(order["customer_id"]),
+        "price": float(order["price"]),
+        "quantity": int(order["quantity"]),
+        "category": str(order["category"]),
+        "channel": str(order["channel"]),
+        "order_ts": order["order_ts"].isoformat(),
+        "description": str(order["description"]),
+        "image": base64.b64encode(order["image"]).decode(),
+    }
+    path = settings.home / "example-request.json"
+    path.write_text(json.dumps({"rows": [row]}))
+    return path

@@ -3,15 +3,20 @@
 Each error carries a stable ``code`` string and the HTTP ``status_code`` the gateway and
 the Bento services answer with. Only those HTTP layers turn errors into JSON.
 
-    SkewguardError                  skewguard_error         500
-    ├── InputError                  invalid_input           422   (names the field)
-    │   ├── ImageError              invalid_image           422
-    │   └── PayloadTooLargeError    payload_too_large       413
-    ├── ConfigError                 invalid_config          500
-    ├── ConversionError             conversion_failed       500
-    ├── ParityError                 parity_failed           500   (carries the report)
-    └── ArtifactError               artifact_invalid        500
-        └── ModelNotFoundError      model_not_found         404
+    SkewguardError                  skewguard_error             500
+    ├── InputError                  invalid_input               422   (names the field)
+    │   ├── ImageError              invalid_image               422
+    │   └── PayloadTooLargeError    payload_too_large           413
+    ├── ConfigError                 invalid_config              500
+    ├── ConversionError             conversion_failed           500
+    ├── ParityError                 parity_failed               500   (carries the report)
+    ├── ArtifactError               artifact_invalid            500
+    │   └── ModelNotFoundError      model_not_found             404
+    ├── FeatureStoreUnavailable     feature_store_unavailable   503   (down, failing or too slow)
+    ├── UnauthorizedError           unauthorized                401
+    └── UpstreamError               upstream_error              502
+        ├── UpstreamUnavailableError  upstream_unavailable      503   (a remote model is down)
+        └── UpstreamTimeoutError      upstream_timeout          504   (the request budget ran out)
 """
 
 from __future__ import annotations
@@ -91,3 +96,38 @@ class ModelNotFoundError(ArtifactError):
 
     code = "model_not_found"
     status_code = 404
+
+
+class FeatureStoreUnavailable(SkewguardError):  # noqa: N818  # the name the gateway and its docs use
+    """The online feature store is down, failing or did not answer in time; retrying may help."""
+
+    code = "feature_store_unavailable"
+    status_code = 503
+
+
+class UnauthorizedError(SkewguardError):
+    """The request lacks the bearer token this gateway requires."""
+
+    code = "unauthorized"
+    status_code = 401
+
+
+class UpstreamError(SkewguardError):
+    """A remote model service failed."""
+
+    code = "upstream_error"
+    status_code = 502
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """A remote model service is unreachable or answered with an error."""
+
+    code = "upstream_unavailable"
+    status_code = 503
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A remote model did not answer within what was left of the request budget."""
+
+    code = "upstream_timeout"
+    status_code = 504

@@ -8,7 +8,6 @@ that expired values come back missing, not stale.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 import redis
 
+from bentos.feature_store import OnlineFeatureReader
 from pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
 from pipeline.features import (
     FEATURE_NAMES,
@@ -31,7 +31,6 @@ from pipeline.features import (
     open_store,
     teardown_features,
 )
-from pipeline.online import FeastFeatureSource
 from skewguard.errors import ConfigError, InputError
 from skewguard.settings import Settings
 
@@ -101,13 +100,18 @@ def _latest_snapshots(stats: pd.DataFrame, start: pd.Timestamp, end: pd.Timestam
 
 def _expected_online(
     data: DemoData, ends: list[pd.Timestamp], ids: list[int]
-) -> list[dict[str, float | None]]:
+) -> list[dict[str, float | None] | None]:
     """What reads give after materializing at each of ``ends`` in turn: later writes win."""
     values: dict[int, dict[str, float | None]] = {}
     for end in ends:
         latest = _latest_snapshots(data.customer_stats, end - TTL, end)
         values |= {int(i): {name: float(row[name]) for name in FEATURE_NAMES} for i, row in latest.iterrows()}
-    return [values.get(i, dict.fromkeys(FEATURE_NAMES)) for i in ids]
+    return [values.get(i) for i in ids]
+
+
+def _read_online(config: FeastConfig, ids: list[int]) -> list[dict[str, float | None] | None]:
+    """What the gateway's reader gets (its batching and threads are tested in tests/gateway)."""
+    return OnlineFeatureReader(config).read(ids)
 
 
 def _check_online_reads(config: FeastConfig, data: DemoData) -> None:
@@ -117,10 +121,9 @@ def _check_online_reads(config: FeastConfig, data: DemoData) -> None:
     for done_count, end in enumerate(ends, start=1):
         done = materialize_features(config, end=end.to_pydatetime())
         assert done.start == (end - TTL).to_pydatetime()
-        source = FeastFeatureSource(config)
-        assert source.get(ids) == _expected_online(data, ends[:done_count], ids)
-    assert source.get([UNKNOWN]) == [dict.fromkeys(FEATURE_NAMES)]
-    assert source.get([]) == []
+        assert _read_online(config, ids) == _expected_online(data, ends[:done_count], ids)
+    assert _read_online(config, [UNKNOWN]) == [None]
+    assert _read_online(config, []) == []
 
 
 def test_apply_registers_the_repository_definitions(sqlite_store: FeastConfig) -> None:
@@ -148,19 +151,9 @@ def test_redis_online_reads_follow_materialization(redis_store: FeastConfig, dat
     _check_online_reads(redis_store, data)
 
 
-def test_online_reads_keep_the_order_asked(sqlite_store: FeastConfig, data: DemoData) -> None:
-    end = pd.Timestamp("2026-04-01", tz="UTC")
-    materialize_features(sqlite_store, end=end.to_pydatetime())
-    ids = [100_020, UNKNOWN, 100_007, 100_020]
-    got = FeastFeatureSource(sqlite_store).get(ids)
-    assert got == _expected_online(data, [end], ids)
-    assert got[0] == got[3]
-    assert got[1] == dict.fromkeys(FEATURE_NAMES)
-
-
 def test_a_customer_without_a_fresh_snapshot_is_not_materialized(sqlite_store: FeastConfig) -> None:
     materialize_features(sqlite_store, end=datetime(2026, 5, 15, tzinfo=UTC))
-    assert FeastFeatureSource(sqlite_store).get(QUIET) == [dict.fromkeys(FEATURE_NAMES)] * len(QUIET)
+    assert _read_online(sqlite_store, QUIET) == [None] * len(QUIET)
 
 
 def test_online_values_outlive_their_ttl(sqlite_store: FeastConfig, data: DemoData) -> None:
@@ -172,7 +165,7 @@ def test_online_values_outlive_their_ttl(sqlite_store: FeastConfig, data: DemoDa
         stats[stats["customer_id"].isin(QUIET)].sort_values("event_timestamp").groupby("customer_id").last()
     )
     stale = [{name: float(last.at[i, name]) for name in FEATURE_NAMES} for i in QUIET]
-    assert FeastFeatureSource(sqlite_store).get(QUIET) == stale
+    assert _read_online(sqlite_store, QUIET) == stale
     may = pd.DataFrame({"customer_id": QUIET, "order_ts": pd.Timestamp("2026-05-15", tz="UTC")})
     assert historical_features(sqlite_store, may)[list(FEATURE_NAMES)].isna().all().all()
 
@@ -277,17 +270,6 @@ def test_unapplied_store_says_to_apply(tmp_path: Path, data_dir: Path, data: Dem
         historical_features(config, data.orders.iloc[:5])
     with pytest.raises(ConfigError, match="skewguard features apply"):
         materialize_features(config, end=datetime(2026, 3, 1, tzinfo=UTC))
-    with pytest.raises(ConfigError, match="skewguard features apply"):
-        FeastFeatureSource(config)
-
-
-def test_unreachable_redis_fails_when_the_reader_opens(tmp_path: Path, data_dir: Path) -> None:
-    config = _config(tmp_path, data_dir, online_store="redis", redis_url="127.0.0.1:1")
-    apply_features(config)
-    started = time.monotonic()
-    with pytest.raises(ConfigError, match=r"redis at 127\.0\.0\.1:1"):
-        FeastFeatureSource(config)
-    assert time.monotonic() - started < 2.0  # redis-py's default retries would take 5-10 s
 
 
 def test_config_is_checked_and_follows_settings(tmp_path: Path) -> None:

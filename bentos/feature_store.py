@@ -1,0 +1,221 @@
+"""The feature store connection: where Feast lives, how to open it, and what its failures mean.
+
+Feast types stay in here (and in ``pipeline.features``, which applies, materializes and
+joins with the store :func:`open_store` returns); the gateway sees :class:`FeastConfig`
+and :class:`OnlineFeatureReader`, which answers plain dicts. What Feast and its stores
+raise is translated once: :func:`translate_feast_errors` turns it into a
+:class:`~skewguard.errors.ConfigError` that says what to run; :func:`translate_online_errors`
+does the same for the online read, except that an unreachable or failing online store is
+a :class:`~skewguard.errors.FeatureStoreUnavailable` (the gateway may degrade on it).
+
+Feast does not apply the view's TTL to online reads; freshness is decided when
+materializing (see ``pipeline.features.materialize_features``).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from skewguard.errors import ConfigError, FeatureStoreUnavailable
+from skewguard.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
+FEATURE_VIEW = "customer_stats"
+FEATURE_SERVICE = "returns_cascade"
+ENTITY_KEY = "customer_id"
+FEATURE_NAMES = ("orders_30d", "return_rate_90d", "account_age_days")
+FEATURE_REFS = tuple(f"{FEATURE_VIEW}:{name}" for name in FEATURE_NAMES)
+ONLINE_STORES = ("sqlite", "redis")
+
+_PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+# redis-py 7 retries a refused connection 3 times with backoff: 5-10 s per call measured.
+# Fail at once instead (the reader's callers fall back), and bound a read from a Redis that
+# stopped answering, which would otherwise block its thread forever; a connection string
+# may override either.
+_REDIS_FAIL_FAST = {"retry": "null", "socket_connect_timeout": "1", "socket_timeout": "5"}
+_ONLINE_HINT = (
+    "Check that the online store is reachable (SKEWGUARD_ONLINE_STORE, SKEWGUARD_REDIS_URL) "
+    "and that `skewguard features apply` and `skewguard features materialize` ran."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeastConfig:
+    """Where Feast keeps its state and reads its data, and which online store serves reads."""
+
+    state_dir: Path  # registry.db, and online.db for SQLite; never inside the source tree
+    data_dir: Path  # customer_stats.parquet
+    project: str = "skewguard"  # also the Redis key suffix: one project per deployment or test run
+    online_store: str = "sqlite"  # "sqlite" | "redis"
+    redis_url: str = "127.0.0.1:6379"  # Feast's form: host:port[,db=N][,password=...]
+    repo_dir: Path = FEATURE_REPO  # holds definitions.py
+
+    def __post_init__(self) -> None:
+        if self.online_store not in ONLINE_STORES:
+            raise ConfigError(
+                f"Online store {self.online_store!r} is not supported; "
+                f"expected one of {', '.join(ONLINE_STORES)}.",
+                field="SKEWGUARD_ONLINE_STORE",
+            )
+        if not _PROJECT_NAME.match(self.project):
+            raise ConfigError(
+                f"Feast project name {self.project!r} is invalid; use letters, digits and underscores.",
+                field="SKEWGUARD_FEAST_PROJECT",
+            )
+        if "://" in self.redis_url:
+            raise ConfigError(
+                f"Redis connection {self.redis_url!r} is a URL; "
+                "Feast expects host:port[,db=N][,password=...].",
+                field="SKEWGUARD_REDIS_URL",
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FeastConfig:
+        """State in ``<home>/feast``, data in ``<home>/data``; the store as the settings say."""
+        return cls(
+            state_dir=settings.home / "feast",
+            data_dir=settings.data_dir,
+            project=settings.feast_project,
+            online_store=settings.online_store,
+            redis_url=settings.redis_url,
+        )
+
+    def describe(self) -> str:
+        """The online store in words, for messages: ``sqlite at …`` or ``redis at host:port``."""
+        if self.online_store == "redis":
+            return f"redis at {self.redis_url.split(',')[0]}"
+        return f"sqlite at {self.state_dir / 'online.db'}"
+
+
+def _feast_failures() -> tuple[type[Exception], ...]:
+    """What Feast, its file store (pyarrow, dask) and its online stores raise on bad state.
+
+    Feast is imported when a store is opened or fails, never with this module: it takes
+    seconds, and ``FeastConfig`` alone is wanted by settings and tests.
+    """
+    from feast.errors import FeastError
+    from redis.exceptions import RedisError
+
+    return (FeastError, OSError, ValueError, sqlite3.Error, RedisError)
+
+
+def _store_outages() -> tuple[type[Exception], ...]:
+    """Of those, what an online store raises when it is down or failing, not misconfigured."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, sqlite3.OperationalError)
+
+
+@contextmanager
+def translate_feast_errors(action: str, config: FeastConfig, hint: str) -> Iterator[None]:
+    """Turn what Feast and its stores raise into a ConfigError that says what to do."""
+    try:
+        yield
+    except _feast_failures() as exc:  # evaluated only when something is raised
+        raise ConfigError(_failure(action, config, exc, hint)) from exc
+
+
+@contextmanager
+def translate_online_errors(action: str, config: FeastConfig, hint: str) -> Iterator[None]:
+    """Like :func:`translate_feast_errors`, but a store that is down is FeatureStoreUnavailable."""
+    try:
+        yield
+    except _store_outages() as exc:
+        raise FeatureStoreUnavailable(_failure(action, config, exc, hint)) from exc
+    except _feast_failures() as exc:
+        raise ConfigError(_failure(action, config, exc, hint)) from exc
+
+
+def _failure(action: str, config: FeastConfig, exc: BaseException, hint: str) -> str:
+    return (
+        f"Feast could not {action} (project {config.project!r}, online store {config.describe()}): "
+        f"{type(exc).__name__}: {exc}. {hint}"
+    )
+
+
+def open_store(config: FeastConfig) -> FeatureStore:
+    """A FeatureStore for ``config``: file offline store, SQLite or Redis online store."""
+    from feast import FeatureStore, RepoConfig
+
+    state = config.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    online: dict[str, Any] = (
+        {"type": "redis", "connection_string": _fail_fast(config.redis_url)}
+        if config.online_store == "redis"
+        else {"type": "sqlite", "path": str(state / "online.db")}
+    )
+    repo_config = RepoConfig(
+        project=config.project,
+        provider="local",
+        registry=str(state / "registry.db"),
+        online_store=online,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=state,  # Feast resolves relative paths against it: keep them out of the source tree
+    )
+    return FeatureStore(repo_path=str(state), config=repo_config)
+
+
+def _fail_fast(connection: str) -> str:
+    """Feast's Redis connection string plus the fail-fast options it does not set itself."""
+    given = {part.split("=", 1)[0].strip() for part in connection.split(",") if "=" in part}
+    return ",".join([connection, *(f"{k}={v}" for k, v in _REDIS_FAIL_FAST.items() if k not in given)])
+
+
+class OnlineFeatureReader:
+    """Blocking reads of each customer's latest materialized ``customer_stats``: one Feast call per read.
+
+    Feast's cost is mostly per call, so a caller serving concurrent requests gathers their
+    ids into one :meth:`read`. Not thread-safe (SQLite's online store shares one
+    connection): use it from one thread. The store opens on the first read.
+    """
+
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+
+    def __init__(self, config: FeastConfig) -> None:
+        self.config = config
+        self._store: FeatureStore | None = None
+        self._stamp_columns: list[str] = []
+
+    def read(self, entity_ids: Sequence[int]) -> list[dict[str, float | None] | None]:
+        """The features of each customer id, in the order asked; None for a customer never written.
+
+        A customer is known when any of its features has an event time (Feast answers
+        time 0 and no value for an unknown key, in SQLite and Redis alike).
+        """
+        if not entity_ids:
+            return []
+        rows = {ENTITY_KEY: [int(entity_id) for entity_id in entity_ids]}
+        with translate_online_errors("read online features", self.config, _ONLINE_HINT):
+            if self._store is None:
+                from feast.online_response import TIMESTAMP_POSTFIX
+
+                self._store = open_store(self.config)
+                self._stamp_columns = [name + TIMESTAMP_POSTFIX for name in FEATURE_NAMES]
+            response = self._store.get_online_features(features=list(FEATURE_REFS), entity_rows=rows)
+            columns = response.to_dict(include_event_timestamps=True)
+        values = [columns[name] for name in FEATURE_NAMES]
+        times = [columns[column] for column in self._stamp_columns]
+        return [
+            {name: _number(column[row]) for name, column in zip(FEATURE_NAMES, values, strict=True)}
+            if any(stamps[row] for stamps in times)
+            else None
+            for row in range(len(entity_ids))
+        ]
+
+    def close(self) -> None:
+        """Let go of the store (its connections close with it); the next read opens it again."""
+        self._store = None
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)

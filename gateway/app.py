@@ -1,0 +1,252 @@
+"""The gateway's ASGI app: routes, errors as JSON, auth, body limits, lifespan.
+
+    POST /v1/cascades/{name}/predict   GET /v1/cascades   POST /v1/admin/reload
+    GET /healthz   GET /readyz   GET /metrics   GET /openapi.json   GET /docs
+
+Only this module turns errors into HTTP: every ``SkewguardError`` becomes
+``{"code", "message", "field"?}`` with its status; anything else is a logged 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.cascades import CascadeRegistry, describe, load_cascade
+from gateway.features import FeatureSource
+from gateway.guard import GuardConfig
+from gateway.metrics import GatewayMetrics
+from gateway.openapi import SWAGGER_PAGE, openapi_document, swagger_assets
+from gateway.predict import Outcome, PredictOptions, predict
+from gateway.predlog import PredictionLog
+from gateway.records import to_records
+from gateway.settings import GatewaySettings
+from skewguard.errors import InputError, PayloadTooLargeError, SkewguardError, UnauthorizedError
+
+logger = logging.getLogger("skewguard.gateway")
+
+
+@dataclass(slots=True)
+class Gateway:
+    """The state the routes share."""
+
+    settings: GatewaySettings
+    registry: CascadeRegistry
+    features: FeatureSource
+    log: PredictionLog
+    metrics: GatewayMetrics
+    options: PredictOptions
+    guard_config: GuardConfig
+
+    async def reload(self) -> list[str]:
+        """Load every champion anew (in a worker thread) and swap each in atomically."""
+        loaded = []
+        for name in self.settings.cascade_names:
+            cascade = await asyncio.to_thread(
+                load_cascade, name, guard_config=self.guard_config, remote_urls=self.settings.remote_urls
+            )
+            self.registry.swap(cascade)
+            loaded.append(str(cascade.manifest.tag))
+        return loaded
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json"
+    )
+
+
+def error_response(exc: SkewguardError, gateway: Gateway | None = None) -> Response:
+    if gateway is not None:
+        gateway.metrics.errors.labels(exc.code, str(exc.status_code)).inc()
+    return json_response(exc.to_dict(), exc.status_code)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, refusing more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(
+            f"The body is {declared} bytes; at most {limit} are accepted.", field="body"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The body exceeds {limit} bytes.", field="body")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # NaN and Infinity are not JSON; parse them anyway so the field check can name the field
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"The body is not valid UTF-8 JSON: {exc}.", field="body") from exc
+
+
+def authorize(gateway: Gateway, request: Request, *, admin: bool = False) -> None:
+    token = gateway.settings.api_token
+    if token is None:
+        return
+    sent = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        what = "admin endpoints need" if admin else "this gateway needs"
+        raise UnauthorizedError(f"Missing or wrong bearer token: {what} 'Authorization: Bearer <token>'.")
+
+
+async def predict_route(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    name = request.path_params["name"]
+    started = time.perf_counter()
+    try:
+        authorize(gateway, request)
+        cascade = gateway.registry.get(name)
+        body = await read_json(request, gateway.settings.max_body_bytes)
+        outcome = await predict(cascade, body, gateway.features, gateway.options)
+    except SkewguardError as exc:
+        return error_response(exc, gateway)
+    _observe(gateway, name, outcome, time.perf_counter() - started)
+    gateway.log.submit(to_records(cascade, outcome))
+    return json_response({"cascade": name, "predictions": outcome.rows})
+
+
+def _observe(gateway: Gateway, name: str, outcome: Outcome, seconds: float) -> None:
+    routes = {row["route"] for row in outcome.rows}
+    route = routes.pop() if len(routes) == 1 else "mixed"
+    gateway.metrics.latency.labels(name, route).observe(seconds)
+    for row in outcome.rows:
+        gateway.metrics.rows.labels(name, row["route"]).inc()
+    for flags in outcome.flags:
+        for flag in flags:
+            gateway.metrics.skew_flags.labels(name, flag.kind).inc()
+
+
+async def list_route(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        authorize(gateway, request)
+    except SkewguardError as exc:
+        return error_response(exc, gateway)
+    return json_response({"cascades": [describe(c) for c in gateway.registry.all()]})
+
+
+async def reload_route(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        authorize(gateway, request, admin=True)
+        loaded = await gateway.reload()
+    except SkewguardError as exc:
+        return error_response(exc, gateway)
+    return json_response({"reloaded": loaded})
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    problems = [
+        f"cascade {n!r} not loaded"
+        for n in gateway.settings.cascade_names
+        if n not in gateway.registry.names()
+    ]
+    try:
+        await gateway.features.ping()
+    except SkewguardError as exc:
+        problems.append(exc.message)
+    status = 503 if problems else 200
+    return json_response({"ready": not problems, "problems": problems}, status)
+
+
+async def metrics_route(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def openapi_route(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return json_response(openapi_document(gateway.registry.all()))
+
+
+async def docs_route(request: Request) -> Response:
+    return HTMLResponse(SWAGGER_PAGE)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    return json_response({"code": code, "message": f"{request.method} {request.url.path}: {exc}"}, status)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return json_response(
+        {"code": "internal_error", "message": "An unexpected error; see the gateway log."}, 500
+    )
+
+
+async def _watch(gateway: Gateway) -> None:
+    """Reload a cascade when its champion alias moves (a promotion), without downtime."""
+    while True:
+        await asyncio.sleep(gateway.settings.watch_seconds)
+        if any(gateway.registry.is_stale(name) for name in gateway.settings.cascade_names):
+            try:
+                await gateway.reload()
+            except SkewguardError:
+                logger.exception("reload after a promotion failed; still serving the previous version")
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    """The ASGI app around a ``Gateway`` (whose parts the caller built)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.reload()
+        await gateway.log.start()
+        gateway.metrics.watch_log(lambda: gateway.log.stats)
+        watcher = asyncio.create_task(_watch(gateway)) if gateway.settings.watch_seconds > 0 else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await gateway.log.drain()
+            await gateway.features.close()
+
+    routes = [
+        Route("/v1/cascades/{name}/predict", predict_route, methods=["POST"]),
+        Route("/v1/cascades", list_route, methods=["GET"]),
+        Route("/v1/admin/reload", reload_route, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
+        Route("/openapi.json", openapi_route, methods=["GET"]),
+        Route("/docs", docs_route, methods=["GET"]),
+        Mount("/docs/assets", StaticFiles(directory=swagger_assets()), name="swagger"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: unexpected_error},
+    )
+    app.state.gateway = gateway
+    return app

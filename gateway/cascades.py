@@ -1,0 +1,125 @@
+"""Cascades being served: the champion of each name, loaded whole, swapped atomically.
+
+A ``LoadedCascade`` is immutable: the manifest, its union input spec, a runner per model
+and the skew guard. The ``CascadeRegistry`` maps names to them; a reload builds the new
+cascade completely (files verified, sessions created) before one dict assignment makes it
+visible, so a request holds either the old or the new cascade, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bentos.manifest import CascadeManifest, champion, champion_tag
+from bentos.spec import InputSpec
+from bentos.store import load_model
+from gateway.guard import GuardConfig, SkewGuard
+from gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
+from skewguard.errors import ModelNotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCascade:
+    """Everything one request needs, fixed for the lifetime of this version."""
+
+    manifest: CascadeManifest
+    spec: InputSpec
+    router: ModelRunner
+    branches: Mapping[str, ModelRunner]
+    guard: SkewGuard
+    request_fields: tuple[str, ...]
+    """Fields the client sends: the spec's fields less the online features."""
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {"cascade": str(self.manifest.tag), **self.manifest.model_tags()}
+
+
+def load_cascade(
+    name: str,
+    *,
+    guard_config: GuardConfig,
+    remote_urls: Mapping[str, str] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> LoadedCascade:
+    """The champion cascade of ``name``, its models local unless ``remote_urls`` names them."""
+    manifest = champion(name)
+    if manifest is None:
+        raise ModelNotFoundError(
+            f"No champion cascade named {name!r} in the model store; train one with `skewguard train`.",
+            field="name",
+        )
+    spec = manifest.spec()
+    router_model = load_model(manifest.router.tag)
+    runners = {role: _runner(tag, remote_urls or {}, client) for role, tag in manifest.model_tags().items()}
+    online = {feature.name for feature in spec.online_features}
+    return LoadedCascade(
+        manifest=manifest,
+        spec=spec,
+        router=runners.pop("router"),
+        branches=runners,
+        guard=SkewGuard(router_model.spec, router_model.profile, guard_config),
+        request_fields=tuple(n for n in spec.names if n not in online),
+    )
+
+
+def _runner(tag: str, remote_urls: Mapping[str, str], client: httpx.AsyncClient | None) -> ModelRunner:
+    model = load_model(tag)
+    url = remote_urls.get(model.name) or remote_urls.get(tag)
+    if url is None:
+        return LocalRunner(model)
+    if client is None:
+        raise ValueError("remote runners need an httpx.AsyncClient")
+    return RemoteBentoRunner(model.tag, url, client, model.spec.names)
+
+
+class CascadeRegistry:
+    """Name → the cascade being served. Reads are a dict lookup; swaps are one assignment."""
+
+    def __init__(self) -> None:
+        self._cascades: dict[str, LoadedCascade] = {}
+
+    def get(self, name: str) -> LoadedCascade:
+        cascade = self._cascades.get(name)
+        if cascade is None:
+            known = ", ".join(sorted(self._cascades)) or "none"
+            raise ModelNotFoundError(f"No cascade {name!r} is served here (served: {known}).", field="name")
+        return cascade
+
+    def swap(self, cascade: LoadedCascade) -> None:
+        self._cascades = {**self._cascades, cascade.name: cascade}
+
+    def names(self) -> list[str]:
+        return sorted(self._cascades)
+
+    def all(self) -> list[LoadedCascade]:
+        return [self._cascades[name] for name in self.names()]
+
+    def is_stale(self, name: str) -> bool:
+        """Whether the store's champion alias moved away from the version served."""
+        served = self._cascades.get(name)
+        return served is None or champion_tag(name) != served.manifest.tag
+
+
+def describe(cascade: LoadedCascade) -> dict[str, Any]:
+    """The JSON ``GET /v1/cascades`` lists per cascade."""
+    manifest = cascade.manifest
+    return {
+        "name": manifest.name,
+        "version": manifest.tag,
+        "status": manifest.status,
+        "created_at": manifest.created_at.isoformat(),
+        "models": manifest.model_tags(),
+        "threshold": manifest.router.threshold,
+        "entity_key": manifest.entity_key,
+        "request_fields": list(cascade.request_fields),
+        "online_features": manifest.feature_refs,
+    }

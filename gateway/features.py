@@ -1,0 +1,245 @@
+"""Online features for the request path: the ``FeatureSource`` role and its implementations.
+
+:class:`FeastFeatureSource` reads Feast's online store (SQLite by default, Redis in
+production) without blocking the event loop: the SDK's blocking call runs in one
+dedicated worker thread (SQLite's online store shares one connection, so one thread),
+and the lookups of concurrent requests are gathered into one call, because Feast's cost
+is mostly per call (~85 µs for one entity, ~25 µs per entity in a call of 16). There is
+no timer: a lone request is sent at once; requests arriving while a call is in flight
+are queued and served together by the next call (up to ``max_batch`` distinct ids).
+
+:class:`StaticFeatureSource` answers from a dict, for tests of the modules that use features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bentos.feature_store import FeastConfig, OnlineFeatureReader
+from skewguard.errors import ConfigError, FeatureStoreUnavailable
+
+Row = dict[str, float | None]
+_Outcome = list[Row | None] | BaseException
+_PROBE_ID = -1  # no customer has it: a read that touches registry and store
+
+
+class FeatureSource(Protocol):
+    """Online features by entity id: the role the request path depends on."""
+
+    async def get(self, entity_ids: Sequence[int]) -> list[dict[str, float | None] | None]:
+        """One ``{feature: value}`` per id, in the order asked; None for an unknown entity.
+
+        Raises FeatureStoreUnavailable when the store is down, failing or too slow.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Return when the store answers a read; raise a SkewguardError saying why it does not."""
+        ...
+
+    async def close(self) -> None:
+        """Finish the reads in flight and let go of the store."""
+        ...
+
+
+@dataclass(slots=True)
+class _Lookup:
+    """One caller's ids and the future its answer goes to."""
+
+    ids: list[int]
+    future: asyncio.Future[list[Row | None]]
+
+
+class FeastFeatureSource:
+    """Feast's online store behind a micro-batcher and one worker thread.
+
+    ``timeout`` bounds each SDK call (``open_timeout`` the first, which opens the store);
+    a call that overruns answers its callers FeatureStoreUnavailable, and while it still
+    occupies the worker, later calls wait for it at most their own timeout. ``calls`` and
+    ``entities`` count the SDK calls made and the ids they carried.
+    """
+
+    def __init__(
+        self, config: FeastConfig, *, timeout: float = 0.5, open_timeout: float = 10.0, max_batch: int = 64
+    ) -> None:
+        if timeout <= 0 or open_timeout <= 0 or max_batch < 1:
+            raise ConfigError(
+                f"FeastFeatureSource needs timeout > 0, open_timeout > 0 and max_batch >= 1; got "
+                f"timeout={timeout}, open_timeout={open_timeout}, max_batch={max_batch}."
+            )
+        self.config = config
+        self.timeout = timeout
+        self.open_timeout = open_timeout
+        self.max_batch = max_batch
+        self.calls = 0
+        self.entities = 0
+        self._reader = OnlineFeatureReader(config)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast-online")
+        self._queue: deque[_Lookup] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Future[list[Row | None]] | None = None
+        self._opened = False
+        self._closed = False
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self._reader.feature_names
+
+    async def get(self, entity_ids: Sequence[int]) -> list[dict[str, float | None] | None]:
+        """The features of each id, in the order asked (repeats are fine); None for an unknown id."""
+        if self._closed:
+            raise FeatureStoreUnavailable(
+                f"The online feature source ({self.config.describe()}) is closed; the gateway is stopping."
+            )
+        ids = [int(entity_id) for entity_id in entity_ids]
+        if not ids:
+            return []
+        loop = asyncio.get_running_loop()
+        lookup = _Lookup(ids, loop.create_future())
+        self._queue.append(lookup)
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        return await lookup.future
+
+    async def ping(self) -> None:
+        """Read an id no customer has: opens the store, checks the registry and the connection."""
+        await self.get([_PROBE_ID])
+
+    async def close(self) -> None:
+        """Serve what is queued, refuse new reads, let go of the store and stop the worker."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._drainer is not None:
+            await self._drainer
+        release = asyncio.get_running_loop().run_in_executor(self._worker, self._reader.close)
+        await asyncio.wait({release}, timeout=self.timeout)  # a hung call keeps the worker busy
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self) -> None:
+        """Serve the queue one SDK call at a time until it is empty."""
+        batch: list[_Lookup] = []
+        try:
+            while self._queue:
+                batch, ids = self._take_batch()
+                if ids:
+                    self._answer(batch, ids, await self._call(ids))
+        finally:
+            self._drainer = None
+            stopped = FeatureStoreUnavailable("The online feature reader stopped before answering.")
+            for lookup in [*batch, *self._queue]:  # only left over when the drainer was cancelled
+                _settle(lookup, stopped)
+            self._queue.clear()
+
+    def _take_batch(self) -> tuple[list[_Lookup], list[int]]:
+        """Queued lookups, oldest first, while their distinct ids fit in ``max_batch`` (at least one)."""
+        batch: list[_Lookup] = []
+        ids: dict[int, None] = {}
+        while self._queue:
+            lookup = self._queue[0]
+            if lookup.future.done():  # its caller gave up (cancelled)
+                self._queue.popleft()
+                continue
+            new = [entity_id for entity_id in dict.fromkeys(lookup.ids) if entity_id not in ids]
+            if batch and len(ids) + len(new) > self.max_batch:
+                break
+            self._queue.popleft()
+            batch.append(lookup)
+            ids.update(dict.fromkeys(new))
+        return batch, list(ids)
+
+    async def _call(self, ids: list[int]) -> _Outcome:
+        """One SDK call in the worker thread, within the deadline: its rows, or why there are none."""
+        loop = asyncio.get_running_loop()
+        budget = self.timeout if self._opened else self.open_timeout
+        deadline = loop.time() + budget
+        previous = self._in_flight
+        if previous is not None and not previous.done():  # an earlier call overran and still runs
+            await asyncio.wait({previous}, timeout=budget)
+            if not previous.done():
+                return FeatureStoreUnavailable(
+                    f"The online feature store ({self.config.describe()}) has not answered an earlier "
+                    f"call that overran its timeout, nor within {budget:.3g} s more; its worker is still "
+                    "waiting for it. Check the store."
+                )
+        call = loop.run_in_executor(self._worker, self._reader.read, ids)
+        call.add_done_callback(_retrieve)
+        self._in_flight = call
+        self.calls += 1
+        self.entities += len(ids)
+        await asyncio.wait({call}, timeout=max(deadline - loop.time(), 0.0))
+        if not call.done():
+            return FeatureStoreUnavailable(
+                f"The online feature store ({self.config.describe()}) did not answer {len(ids)} ids "
+                f"within {budget:.3g} s. Check the store, or raise the timeout."
+            )
+        if call.cancelled():
+            return FeatureStoreUnavailable("The online feature read was cancelled: the source is closing.")
+        failure = call.exception()
+        if failure is not None:
+            return failure
+        self._opened = True
+        return call.result()
+
+    @staticmethod
+    def _answer(batch: list[_Lookup], ids: list[int], outcome: _Outcome) -> None:
+        """Each lookup's rows (copies: callers may change them), or the call's failure."""
+        if isinstance(outcome, BaseException):
+            for lookup in batch:
+                _settle(lookup, outcome)
+            return
+        by_id = dict(zip(ids, outcome, strict=True))
+        for lookup in batch:
+            rows = [None if (row := by_id[entity_id]) is None else dict(row) for entity_id in lookup.ids]
+            _settle(lookup, rows)
+
+
+def _settle(lookup: _Lookup, outcome: _Outcome) -> None:
+    if lookup.future.done():  # cancelled by its caller meanwhile
+        return
+    if isinstance(outcome, BaseException):
+        lookup.future.set_exception(outcome)
+    else:
+        lookup.future.set_result(outcome)
+
+
+def _retrieve(call: asyncio.Future[Any]) -> None:
+    """Mark an overrun call's late failure as seen (nobody awaits it any more)."""
+    if not call.cancelled():
+        call.exception()
+
+
+class StaticFeatureSource:
+    """Features from a dict ``{entity_id: {feature: value}}``; ids not in it are unknown.
+
+    For tests of the modules that use features: ``available = False`` makes every read
+    raise FeatureStoreUnavailable; ``calls`` counts the reads.
+    """
+
+    def __init__(self, rows: Mapping[int, Mapping[str, float | None]], *, available: bool = True) -> None:
+        self.rows = {int(entity_id): dict(row) for entity_id, row in rows.items()}
+        self.available = available
+        self.calls = 0
+        self.closed = False
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for row in self.rows.values() for name in row))
+
+    async def get(self, entity_ids: Sequence[int]) -> list[dict[str, float | None] | None]:
+        """A copy of each id's row, in the order asked; None for an id not in the dict."""
+        await self.ping()
+        self.calls += 1
+        return [None if (row := self.rows.get(int(i))) is None else dict(row) for i in entity_ids]
+
+    async def ping(self) -> None:
+        if not self.available:
+            raise FeatureStoreUnavailable("The static feature source is switched off (available=False).")
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,180 @@
+"""One predict request through a cascade: validate → online features → guard → route → answer.
+
+HTTP-free: the app hands in the parsed JSON body and gets back the response rows and the
+prediction-log records. Bad input raises an ``InputError`` that names the field.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bentos.inputs import Batch, encode_rows
+from gateway.cascades import LoadedCascade
+from gateway.features import FeatureSource
+from gateway.guard import SkewFlag
+from skewguard.errors import FeatureStoreUnavailable, InputError
+
+DEFAULT_MAX_ROWS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class PredictOptions:
+    """Per-gateway choices that shape every request."""
+
+    max_rows: int = DEFAULT_MAX_ROWS
+    degrade_on_feature_store_error: bool = True
+    budget_seconds: float = 1.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The answer rows, plus what the log and the metrics need."""
+
+    rows: list[dict[str, Any]]
+    raw_rows: list[dict[str, Any]]
+    batch: Batch
+    flags: list[list[SkewFlag]] = field(default_factory=list)
+
+
+def parse_rows(body: Any, max_rows: int) -> list[dict[str, Any]]:
+    """``{"rows": [...]}`` or one row object → a list of row objects."""
+    if isinstance(body, Mapping) and "rows" in body:
+        extra = sorted(set(body) - {"rows"})
+        if extra:
+            raise InputError(
+                f"Unexpected top-level field {extra[0]!r}; send {{'rows': [...]}}.", field=extra[0]
+            )
+        rows = body["rows"]
+        if not isinstance(rows, list) or not rows:
+            raise InputError("'rows' must be a non-empty list of row objects.", field="rows")
+    elif isinstance(body, Mapping):
+        rows = [body]
+    else:
+        raise InputError("Expected a JSON object: one row, or {'rows': [...]}.", field="body")
+    if len(rows) > max_rows:
+        raise InputError(f"{len(rows)} rows in one request; at most {max_rows} are accepted.", field="rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise InputError(
+                f"Row {i}: expected an object of fields, got {type(row).__name__}.", field="rows"
+            )
+    return [dict(row) for row in rows]
+
+
+async def predict(
+    cascade: LoadedCascade, body: Any, features: FeatureSource, options: PredictOptions
+) -> Outcome:
+    """Run the cascade over the request's rows."""
+    deadline = time.monotonic() + options.budget_seconds
+    rows = parse_rows(body, options.max_rows)
+    keys = _entity_keys(cascade, rows)
+    values, store_down = await _fetch(features, keys, options)
+    merged, missing = _merge(cascade, rows, values)
+    batch = encode_rows(cascade.spec, merged, allowed_extra=(cascade.manifest.entity_key or "",))
+    flags = cascade.guard.check(batch, missing_online=missing)
+    if store_down:
+        flags = [
+            [*row, SkewFlag("feature_store_unavailable", "*", "online features defaulted")] for row in flags
+        ]
+    for row_flags in flags:
+        rejected = cascade.guard.rejected(row_flags)
+        if rejected is not None:
+            raise InputError(f"Rejected by the skew guard: {rejected.detail}", field=rejected.field)
+    routes, router_p = await _route(cascade, batch, merged, deadline)
+    answers: list[dict[str, Any]] = [{} for _ in merged]
+    for branch, runner in cascade.branches.items():
+        index = np.flatnonzero(np.array([r == branch for r in routes]))
+        if index.size == 0:
+            continue
+        out = await runner.predict(batch.take(index), [merged[i] for i in index], deadline)
+        for position, label, proba in zip(index.tolist(), out.labels, out.probabilities, strict=True):
+            answers[position] = {"prediction": label, "probabilities": proba}
+    versions = cascade.versions
+    result = []
+    for i, answer in enumerate(answers):
+        online = {name: merged[i][name] for name in cascade.manifest.feature_refs}
+        result.append(
+            {
+                **answer,
+                "route": routes[i],
+                "router_probability": router_p[i],
+                "versions": {
+                    "cascade": versions["cascade"],
+                    "router": versions["router"],
+                    routes[i]: versions[routes[i]],
+                },
+                "features": online,
+                "defaults_used": bool(missing[i]) or store_down,
+                "skew_flags": [{"kind": f.kind, "field": f.field, "detail": f.detail} for f in flags[i]],
+            }
+        )
+    return Outcome(rows=result, raw_rows=merged, batch=batch, flags=flags)
+
+
+def _entity_keys(cascade: LoadedCascade, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    key = cascade.manifest.entity_key
+    if key is None:
+        return []
+    online = set(cascade.manifest.feature_refs)
+    keys = []
+    for i, row in enumerate(rows):
+        sent = sorted(online & set(row))
+        if sent:
+            raise InputError(
+                f"Row {i}: {sent[0]!r} is an online feature, fetched by {key!r}; do not send it.",
+                field=sent[0],
+            )
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"Row {i}: {key!r} must be an integer entity key, got {value!r}.", field=key)
+        keys.append(value)
+    return keys
+
+
+async def _fetch(
+    features: FeatureSource, keys: list[int], options: PredictOptions
+) -> tuple[list[dict[str, float | None] | None], bool]:
+    if not keys:
+        return [], False
+    try:
+        return await features.get(keys), False
+    except FeatureStoreUnavailable:
+        if not options.degrade_on_feature_store_error:
+            raise
+        return [None] * len(keys), True
+
+
+def _merge(
+    cascade: LoadedCascade, rows: list[dict[str, Any]], values: list[dict[str, float | None] | None]
+) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    defaults = {f.name: f.default for f in cascade.spec.online_features}
+    merged, missing = [], []
+    for i, row in enumerate(rows):
+        fetched = values[i] if i < len(values) else None
+        absent = [n for n in defaults if fetched is None or _is_missing(fetched.get(n))]
+        filled = (
+            {n: defaults[n] if n in absent else fetched[n] for n in defaults} if fetched else dict(defaults)
+        )
+        merged.append({**row, **filled})
+        missing.append(absent)
+    return merged, missing
+
+
+def _is_missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+async def _route(
+    cascade: LoadedCascade, batch: Batch, rows: list[dict[str, Any]], deadline: float
+) -> tuple[list[str], list[float]]:
+    out = await cascade.router.predict(batch, rows, deadline)
+    ref = cascade.manifest.router
+    probabilities = [float(p.get("1", list(p.values())[-1])) for p in out.probabilities]
+    routes = [ref.positive_branch if p >= ref.threshold else ref.negative_branch for p in probabilities]
+    return routes, probabilities

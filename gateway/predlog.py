@@ -1,0 +1,332 @@
+"""The prediction log: one record per served row, written behind the response in batches.
+
+``submit`` never waits: it appends to a bounded in-memory queue and returns. One writer
+task takes up to ``batch_size`` records at a time (or whatever arrived within
+``flush_interval``) and inserts them from a dedicated thread, so the event loop never
+waits on the database. While the database is unreachable the records stay queued and the
+writer retries with exponential backoff, counting ``write_errors``; once the queue holds
+``max_queue`` records, further ones are refused and counted as ``dropped`` — serving goes
+on, and the loss shows in ``stats``. ``drain`` (on shutdown) writes what is queued and
+stops the writer; whatever it could not write in time is counted as dropped as well.
+
+Records are removed from the queue only after their batch is committed, so a failed write
+loses nothing; a batch retried after an ambiguous commit is not written twice (see
+``gateway.predlog_sql``, which owns the table and the database errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import logging
+import operator
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bentos.images import decode_image
+from gateway.predlog_sql import COLUMNS, LogStore, PredictionLogError, open_store
+from skewguard.errors import ConfigError
+
+__all__ = ["PredictionLog", "PredictionLogError", "PredictionRecord", "image_summary", "read_records"]
+
+logger = logging.getLogger(__name__)
+_values = operator.attrgetter(*COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """What was served for one row of one request. Every value is JSON-ready.
+
+    ``fields`` holds the raw input fields as received, except images, which are replaced
+    by ``image_summary(...)``; ``flags`` are the skew guard's flags for this row.
+    """
+
+    request_id: str
+    row: int
+    ts: float
+    cascade: str
+    fields: dict[str, Any]
+    online_features: dict[str, float | None]
+    defaults_used: bool
+    prediction: Any
+    probabilities: dict[str, float]
+    route: str
+    versions: dict[str, str]
+    flags: list[dict[str, str]]
+
+
+def image_summary(image: bytes | str | NDArray[Any], pixels: NDArray[Any] | None = None) -> dict[str, Any]:
+    """The sha256 and size of an image as sent, and the statistics of its decoded pixels.
+
+    ``image`` is what the client sent (encoded bytes, or the base64 text of them) or an
+    already decoded uint8 array. Pass the decoded ``pixels`` when you have them; otherwise
+    the bytes are decoded here. ``brightness`` and ``contrast`` are the mean and standard
+    deviation of the 0–255 pixel values, as in the training profile. The bytes themselves
+    are never part of the summary.
+    """
+    if isinstance(image, np.ndarray):
+        raw = np.ascontiguousarray(image).tobytes()
+        pixels = image if pixels is None else pixels
+    elif isinstance(image, str):
+        try:
+            raw = base64.b64decode(image, validate=True)
+        except (binascii.Error, ValueError):
+            raw = image.encode()  # not base64: still identify it, without keeping it
+    else:
+        raw = bytes(image)
+    if pixels is None:
+        pixels = decode_image(raw)
+    rgb = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
+    return {
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "n_bytes": len(raw),
+        "brightness": float(rgb.mean()),
+        "contrast": float(rgb.std()),
+        "channel_means": [float(x) for x in rgb.mean(axis=0)],
+    }
+
+
+def read_records(
+    url: str,
+    *,
+    table: str = "predictions",
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Records with ``since <= ts < until``, oldest first (synchronous, for the monitor job).
+
+    Each record is a dict with the fields of ``PredictionRecord``. Raises
+    ``PredictionLogError`` when the database cannot be read.
+    """
+    store = open_store(url, table=table)
+    try:
+        return store.read(since, until, limit)
+    finally:
+        store.close()
+
+
+def _write_salvaging(store: LogStore, records: Sequence[PredictionRecord]) -> tuple[int, int, str]:
+    """Write a batch; if rows (not the database) are at fault, write them one by one.
+
+    Returns ``(new, rejected, reason)``. A transient error propagates: the caller retries.
+    """
+    rows = [_values(record) for record in records]
+    try:
+        return store.write(rows), 0, ""
+    except PredictionLogError as exc:
+        if exc.transient:
+            raise
+        reason = exc.message
+    new = rejected = 0
+    for row in rows:
+        try:
+            new += store.write([row])
+        except PredictionLogError as exc:
+            if exc.transient:
+                raise
+            rejected += 1
+    return new, rejected, reason
+
+
+class PredictionLog:
+    """A bounded queue of prediction records and the task that writes them (see module doc).
+
+    Use from the event loop's thread: ``await log.start()`` at start-up, ``log.submit(...)``
+    per response, ``await log.drain()`` at shutdown. ``stats`` is for the metrics endpoint.
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        for name, value in (("max_queue", max_queue), ("batch_size", batch_size)):
+            if value < 1:
+                raise ConfigError(f"Prediction log {name} must be at least 1, got {value}.", field=name)
+        for name, seconds in (("flush_interval", flush_interval), ("max_backoff", max_backoff)):
+            if not seconds > 0:
+                raise ConfigError(f"Prediction log {name} must be positive, got {seconds}.", field=name)
+        self.store = store
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_backoff = max_backoff
+        self.last_error: str | None = None
+        self._queue: deque[PredictionRecord] = deque()
+        self._counts = {"written": 0, "dropped": 0, "write_errors": 0, "duplicates": 0}
+        self._arrived = asyncio.Event()  # the queue stopped being empty, or we are closing
+        self._full = asyncio.Event()  # a whole batch is queued, or we are closing
+        self._closing = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        table: str = "predictions",
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> PredictionLog:
+        """A log writing to ``sqlite:///path/to/log.db`` or ``postgresql://user@host:port/db``."""
+        return cls(
+            open_store(url, table=table),
+            max_queue=max_queue,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_backoff=max_backoff,
+        )
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``queued`` (includes a batch being written), ``written``, ``dropped``, ``write_errors``,
+        ``duplicates`` (rows already in the table, skipped)."""
+        return {"queued": len(self._queue), **self._counts}
+
+    async def start(self) -> None:
+        """Create the table if it is missing and start the writer.
+
+        An unreachable database does not stop start-up: serving goes on, records queue up
+        and the writer keeps retrying (see ``stats`` and ``last_error``).
+        """
+        if self._writer is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predlog")
+        try:
+            await self._in_thread(self.store.prepare)
+        except PredictionLogError as exc:
+            self._failed(exc, first=True)
+        self._writer = asyncio.create_task(self._run(), name="prediction-log-writer")
+        self._writer.add_done_callback(_report_crash)
+
+    def submit(self, records: Sequence[PredictionRecord]) -> bool:
+        """Queue records without waiting; False if some were refused (queue full or drained).
+
+        Refused records are counted in ``stats["dropped"]``.
+        """
+        room = 0 if self._closing else self.max_queue - len(self._queue)
+        accepted = records[: max(room, 0)]
+        if accepted:
+            if not self._queue:
+                self._arrived.set()
+            self._queue.extend(accepted)
+            if len(self._queue) >= self.batch_size:
+                self._full.set()
+        refused = len(records) - len(accepted)
+        if refused:
+            if self._counts["dropped"] == 0:
+                logger.warning(
+                    "Prediction log: queue full or closed; dropping records (%s).", self.store.description
+                )
+            self._counts["dropped"] += refused
+        return refused == 0
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then stop the writer and close the database.
+
+        Records still queued after ``timeout`` seconds (the database is down) are counted
+        as dropped — a batch being written at that moment may still land. Later ``submit``
+        calls are refused and counted the same way.
+        """
+        self._closing = True
+        self._arrived.set()
+        self._full.set()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.wait([writer], timeout=timeout)
+        finished = writer is None or writer.done()
+        if writer is not None:
+            writer.cancel()  # still retrying a database that is down
+        if self._queue:  # not written in time, or never started, or the writer crashed
+            lost = len(self._queue)
+            self._counts["dropped"] += lost
+            self._queue.clear()
+            logger.error("Prediction log: %d records not written before shutdown: %s", lost, self.last_error)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            if finished:  # otherwise the thread may still be inside a call on the connection
+                await asyncio.get_running_loop().run_in_executor(executor, self.store.close)
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def count(self) -> int:
+        """How many records the table holds."""
+        return int(await self._in_thread(self.store.count))
+
+    async def read(
+        self, *, since: float | None = None, until: float | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Records with ``since <= ts < until``, oldest first, as dicts (see ``read_records``)."""
+        rows: list[dict[str, Any]] = await self._in_thread(self.store.read, since, until, limit)
+        return rows
+
+    async def _in_thread(self, call: Any, *args: Any) -> Any:
+        if self._executor is None:
+            raise ConfigError("The prediction log is not running: call `await log.start()` (before `drain`).")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._batch_ready()
+            if not self._queue:
+                return  # closing, and everything is written
+            batch = [self._queue[i] for i in range(min(self.batch_size, len(self._queue)))]
+            try:
+                new, rejected, reason = await self._in_thread(_write_salvaging, self.store, batch)
+            except PredictionLogError as exc:
+                self._failed(exc, first=failures == 0)
+                failures += 1
+                await asyncio.sleep(min(self.max_backoff, 0.05 * 2 ** min(failures, 16)))
+                continue
+            if failures:
+                logger.warning("Prediction log: writing again after %d failed attempts.", failures)
+                failures = 0
+            for _ in batch:
+                self._queue.popleft()
+            self._counts["written"] += new
+            self._counts["duplicates"] += len(batch) - new - rejected
+            if rejected:
+                self._counts["dropped"] += rejected
+                refused = PredictionLogError(f"{rejected} records refused by the database: {reason}")
+                self._failed(refused, first=True)
+
+    async def _batch_ready(self) -> None:
+        """Wait for a first record, then up to ``flush_interval`` for a whole batch."""
+        if not self._queue and not self._closing:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if len(self._queue) < self.batch_size and not self._closing:
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self.flush_interval)
+
+    def _failed(self, exc: PredictionLogError, *, first: bool) -> None:
+        if first:  # once per outage, not once per retry
+            logger.warning("%s", exc.message)
+        self._counts["write_errors"] += 1
+        self.last_error = exc.message
+
+
+def _report_crash(writer: asyncio.Task[None]) -> None:
+    """A writer that died of a bug must not go unnoticed while records pile up."""
+    if not writer.cancelled() and writer.exception() is not None:
+        logger.error(
+            "Prediction log writer stopped: records are no longer written.", exc_info=writer.exception()
+        )

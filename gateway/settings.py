@@ -1,0 +1,52 @@
+"""The gateway's settings: the kernel's plus serving knobs, from ``SKEWGUARD_*`` once at start."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from skewguard.settings import Settings
+
+
+class GatewaySettings(Settings):
+    """What ``skewguard serve`` reads from the environment."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    cascades: str = Field(default="returns", description="Comma-separated cascade names to serve.")
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token; admin always needs it if set."
+    )
+    max_body_bytes: int = Field(default=2_000_000, gt=0)
+    max_rows: int = Field(default=1_000, gt=0)
+    request_budget_ms: float = Field(default=1_000.0, gt=0)
+    on_feature_store_error: Literal["degrade", "reject"] = "degrade"
+    guard_reject: str = Field(default="", description="Comma-separated skew flag kinds answered with 422.")
+    guard_range_quantiles: str = Field(default="0.0,1.0", description="Training quantiles bounding values.")
+    remote_models: str = Field(default="{}", description='JSON {"model-name": "http://host:port"}.')
+    log_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...")
+    log_queue: int = Field(default=10_000, gt=0)
+    watch_seconds: float = Field(default=2.0, ge=0, description="Champion alias poll interval; 0 = off.")
+
+    @field_validator("remote_models")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        parsed = json.loads(value)
+        if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+            raise ValueError("expected a JSON object of model name → URL")
+        return value
+
+    @property
+    def cascade_names(self) -> list[str]:
+        return [name.strip() for name in self.cascades.split(",") if name.strip()]
+
+    @property
+    def remote_urls(self) -> dict[str, str]:
+        urls: dict[str, str] = json.loads(self.remote_models)
+        return urls
+
+    @property
+    def prediction_log_url(self) -> str:
+        return self.log_url or f"sqlite:///{(self.home / 'predictions.db').resolve()}"

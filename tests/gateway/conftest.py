@@ -1,0 +1,119 @@
+"""A real champion cascade in the session's model store, and a gateway app around it."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from bentos.manifest import compose_manifest, promote, save_manifest
+from bentos.package import package_model
+from gateway.app import Gateway, create_app
+from gateway.features import StaticFeatureSource
+from gateway.server import build_gateway
+from gateway.settings import GatewaySettings
+from pipeline.demo_data import DemoData, generate_demo_data
+from pipeline.returns_model import (
+    ENTITY_KEY,
+    FEATURE_VIEW,
+    ONLINE,
+    feature_columns,
+    make_pipeline,
+    split_by_time,
+    training_frame,
+)
+
+CASCADE = "gwtest"
+
+
+@pytest.fixture(scope="session")
+def demo() -> DemoData:
+    return generate_demo_data(n_orders=2_000, n_customers=200, seed=11)
+
+
+@pytest.fixture(scope="session")
+def champion_tag(demo: DemoData) -> str:
+    """Router and two specialists (linear heads, small data), packaged and promoted."""
+    train, test = split_by_time(training_frame(demo))
+    columns, refs = feature_columns(), {feature: f"{FEATURE_VIEW}:{feature}" for feature in ONLINE}
+    parts = {
+        "router": (train, "is_reseller"),
+        "reseller": (train[train["is_reseller"] == 1], "returned"),
+        "retail": (train[train["is_reseller"] == 0], "returned"),
+    }
+    tags = {}
+    for role, (rows, target) in parts.items():
+        pipeline = make_pipeline("lr").fit(rows[columns], rows[target])
+        tags[role] = package_model(
+            pipeline,
+            test[columns].iloc[:80],
+            name=f"{CASCADE}-{role}",
+            X_profile=rows[columns],
+            entity_key=ENTITY_KEY,
+            online_features=refs,
+        )
+    manifest = compose_manifest(
+        CASCADE,
+        router_tag=tags["router"],
+        threshold=0.5,
+        branches={"reseller": tags["reseller"], "retail": tags["retail"]},
+    )
+    tag = save_manifest(manifest)
+    promote(tag)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def online_rows(demo: DemoData) -> dict[int, dict[str, float | None]]:
+    latest = demo.customer_stats.sort_values("event_timestamp").groupby(ENTITY_KEY).tail(1)
+    return {int(r[ENTITY_KEY]): {name: float(r[name]) for name in ONLINE} for _, r in latest.iterrows()}
+
+
+def request_row(demo: DemoData, i: int = -1) -> dict[str, Any]:
+    """A raw request as a client sends it (image base64, timestamp ISO-8601)."""
+    order = demo.orders.iloc[i]
+    return {
+        "customer_id": int(order["customer_id"]),
+        "price": float(order["price"]),
+        "quantity": int(order["quantity"]),
+        "category": str(order["category"]),
+        "channel": str(order["channel"]),
+        "order_ts": pd.Timestamp(order["order_ts"]).isoformat(),
+        "description": str(order["description"]),
+        "image": base64.b64encode(order["image"]).decode(),
+    }
+
+
+def make_gateway(tmp_path: Path, features: StaticFeatureSource, **env: str) -> Gateway:
+    values = {
+        "SKEWGUARD_HOME": str(tmp_path),
+        "SKEWGUARD_CASCADES": CASCADE,
+        "SKEWGUARD_WATCH_SECONDS": "0",
+        **env,
+    }
+    return build_gateway(GatewaySettings.from_env(values), features=features)
+
+
+@pytest.fixture
+async def gateway_client(
+    tmp_path: Path, champion_tag: str, online_rows: dict[int, dict[str, float | None]]
+) -> AsyncIterator[Any]:
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    gateway = make_gateway(tmp_path, StaticFeatureSource(online_rows))
+    app = create_app(gateway)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            client.gateway = gateway  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

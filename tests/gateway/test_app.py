@@ -1,0 +1,164 @@
+"""The gateway over HTTP (in-process ASGI): predict, list, health, metrics, errors, auth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+from gateway.features import StaticFeatureSource
+from tests.gateway.conftest import CASCADE, make_gateway, request_row
+
+pytestmark = pytest.mark.anyio
+PREDICT = f"/v1/cascades/{CASCADE}/predict"
+
+
+async def test_predict_one_row_answers_with_route_versions_features_and_flags(
+    gateway_client: Any, demo: Any, champion_tag: str
+) -> None:
+    response = await gateway_client.post(PREDICT, json=request_row(demo))
+    assert response.status_code == 200, response.text
+    [row] = response.json()["predictions"]
+    assert row["route"] in {"reseller", "retail"}
+    assert set(row["probabilities"]) == {"0", "1"}
+    assert abs(sum(row["probabilities"].values()) - 1) < 1e-6
+    assert row["versions"]["cascade"] == champion_tag
+    assert row["versions"]["router"].startswith(f"{CASCADE}-router:")
+    assert set(row["features"]) == {"orders_30d", "return_rate_90d", "account_age_days"}
+    assert row["defaults_used"] is False
+    assert isinstance(row["skew_flags"], list)
+
+
+async def test_batch_rows_take_both_routes_and_unknown_entity_uses_defaults(
+    gateway_client: Any, demo: Any
+) -> None:
+    rows = [request_row(demo, i) for i in range(-40, 0)]
+    rows[0]["customer_id"] = 999_999_999
+    response = await gateway_client.post(PREDICT, json={"rows": rows})
+    assert response.status_code == 200, response.text
+    answers = response.json()["predictions"]
+    assert len(answers) == 40
+    assert answers[0]["defaults_used"] is True
+    assert {f["kind"] for f in answers[0]["skew_flags"]} >= {"missing_online_feature"}
+    assert all(not a["defaults_used"] for a in answers[1:])
+
+
+async def test_skew_flags_for_unseen_category_and_range(gateway_client: Any, demo: Any) -> None:
+    row = request_row(demo) | {"category": "drones", "price": 9e9}
+    response = await gateway_client.post(PREDICT, json=row)
+    kinds = {f["kind"]: f["field"] for f in response.json()["predictions"][0]["skew_flags"]}
+    assert kinds["unseen_category"] == "category"
+    assert kinds["out_of_range"] == "price"
+    metrics = (await gateway_client.get("/metrics")).text
+    assert 'skewguard_skew_flags_total{cascade="gwtest",kind="unseen_category"}' in metrics
+    assert "skewguard_request_seconds_bucket" in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"rows": [', 422, "body"),
+        (b'{"rows": 3}', 422, "rows"),
+        (b'{"rows": [], "x": 1}', 422, "x"),
+        (b"[1, 2]", 422, "body"),
+        (b'\xff\xfe{"a"', 422, "body"),
+    ],
+)
+async def test_malformed_bodies_are_4xx_naming_the_field(
+    gateway_client: Any, body: bytes, status: int, field: str
+) -> None:
+    response = await gateway_client.post(PREDICT, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"price": "cheap"}, "price"),
+        ({"price": float("nan")}, "price"),
+        ({"orders_30d": 3}, "orders_30d"),
+        ({"colour": "red"}, "colour"),
+        ({"customer_id": "abc"}, "customer_id"),
+        ({"image": "bm90IGFuIGltYWdl"}, "image"),
+        ({"description": "x" * 20_000}, "description"),
+    ],
+)
+async def test_bad_fields_are_4xx_naming_the_field(
+    gateway_client: Any, demo: Any, change: dict[str, Any], field: str
+) -> None:
+    row = request_row(demo) | change
+    body = json.dumps(row)  # NaN as JSON's non-standard literal, as careless clients send it
+    response = await gateway_client.post(PREDICT, content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500
+    assert response.json()["field"] == field
+    again = await gateway_client.post(PREDICT, json=request_row(demo))
+    assert again.status_code == 200
+
+
+async def test_missing_field_unknown_cascade_and_route(gateway_client: Any, demo: Any) -> None:
+    row = request_row(demo)
+    del row["price"]
+    missing = await gateway_client.post(PREDICT, json=row)
+    assert (missing.status_code, missing.json()["field"]) == (422, "price")
+    unknown = await gateway_client.post("/v1/cascades/nope/predict", json=request_row(demo))
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "model_not_found")
+    nowhere = await gateway_client.get("/nowhere")
+    assert (nowhere.status_code, nowhere.json()["code"]) == (404, "not_found")
+
+
+async def test_listing_health_readiness_and_openapi(gateway_client: Any, champion_tag: str) -> None:
+    listed = (await gateway_client.get("/v1/cascades")).json()["cascades"]
+    assert [(c["name"], c["version"], c["status"]) for c in listed] == [(CASCADE, champion_tag, "champion")]
+    assert (await gateway_client.get("/healthz")).json() == {"status": "ok"}
+    ready = await gateway_client.get("/readyz")
+    assert ready.status_code == 200
+    document = (await gateway_client.get("/openapi.json")).json()
+    row = document["components"]["schemas"][f"{CASCADE}_row"]
+    assert "customer_id" in row["required"]
+    assert "orders_30d" not in row["properties"]
+    docs = await gateway_client.get("/docs")
+    assert "swagger-ui" in docs.text
+    assert (await gateway_client.get("/docs/assets/swagger-ui-bundle.js")).status_code == 200
+
+
+async def test_feature_store_down_degrades_or_rejects(tmp_path: Path, champion_tag: str, demo: Any) -> None:
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    for mode, expected in (("degrade", 200), ("reject", 503)):
+        source = StaticFeatureSource({}, available=False)
+        gateway = make_gateway(tmp_path / mode, source, SKEWGUARD_ON_FEATURE_STORE_ERROR=mode)
+        async with LifespanManager(create_app(gateway)) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                response = await client.post(PREDICT, json=request_row(demo))
+                ready = await client.get("/readyz")
+        assert response.status_code == expected, response.text
+        assert ready.status_code == 503
+        if mode == "degrade":
+            [row] = response.json()["predictions"]
+            assert row["defaults_used"] is True
+            assert "feature_store_unavailable" in {f["kind"] for f in row["skew_flags"]}
+
+
+async def test_bearer_token_guards_predict_and_admin(tmp_path: Path, champion_tag: str, demo: Any) -> None:
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    source = StaticFeatureSource({})
+    gateway = make_gateway(tmp_path, source, SKEWGUARD_API_TOKEN="s3cret")
+    async with LifespanManager(create_app(gateway)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            denied = await client.post(PREDICT, json=request_row(demo))
+            admin = await client.post("/v1/admin/reload")
+            allowed = await client.post("/v1/admin/reload", headers={"authorization": "Bearer s3cret"})
+    assert denied.status_code == 401
+    assert admin.status_code == 401
+    assert "s3cret" not in denied.text
+    assert allowed.status_code == 200
+    assert allowed.json()["reloaded"] == [champion_tag]
