@@ -221,6 +221,10 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.reload()
+        try:  # opens the store now rather than in the first request
+            await gateway.features.ping()
+        except SkewguardError as exc:
+            logger.warning("online feature store not reachable at start-up: %s", exc.message)
         await gateway.log.start()
         gateway.metrics.watch_log(lambda: gateway.log.stats)
         watcher = asyncio.create_task(_watch(gateway)) if gateway.settings.watch_seconds > 0 else None
