@@ -15,6 +15,8 @@ import click
 from skewguard.errors import ConfigError, SkewguardError
 from skewguard.settings import Settings
 
+EXAMPLE_REQUEST = "example-request.json"
+
 
 def main() -> None:
     """Entry point: run the CLI and print skewguard errors as one readable line."""
@@ -55,6 +57,7 @@ def demo_data(
         return
     data = generate_demo_data(n_orders=n_orders, n_customers=n_customers, seed=seed)
     paths = write_demo_data(data, folder)
+    paths["example request"] = _write_example_request(settings, data.orders)
     for name, path in paths.items():
         click.echo(f"wrote {name}: {path}")
 
@@ -279,8 +282,8 @@ def serve(host: str | None, port: int | None) -> None:
     settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
     base = f"http://{settings.host}:{settings.port}"
     click.echo(f"gateway on {base}  (docs: {base}/docs)")
-    example = _write_example_request(settings)
-    if example is not None:
+    example = settings.home / EXAMPLE_REQUEST
+    if example.exists():
         click.echo(
             f"try:  curl -s {base}/v1/cascades/returns/predict "
             f"-H 'content-type: application/json' -d @{example}"
@@ -288,16 +291,11 @@ def serve(host: str | None, port: int | None) -> None:
     run_gateway(settings)
 
 
-def _write_example_request(settings: Settings) -> Path | None:
-    """A real request body from the demo data, for the printed curl example."""
+def _write_example_request(settings: Settings, orders: Any) -> Path:
+    """A real request body from the demo data, for the curl example `serve` prints."""
     import base64
 
-    orders_file = settings.data_dir / "orders.parquet"
-    if not orders_file.exists():
-        return None
-    import pandas as pd
-
-    order = pd.read_parquet(orders_file).iloc[-1]
+    order = orders.iloc[-1]
     row = {
         "customer_id": int(order["customer_id"]),
         "price": float(order["price"]),
@@ -308,6 +306,6 @@ def _write_example_request(settings: Settings) -> Path | None:
         "description": str(order["description"]),
         "image": base64.b64encode(order["image"]).decode(),
     }
-    path = settings.home / "example-request.json"
+    path = settings.home / EXAMPLE_REQUEST
     path.write_text(json.dumps({"rows": [row]}))
     return path
