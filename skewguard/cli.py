@@ -307,5 +307,6 @@ def _write_example_request(settings: Settings, orders: Any) -> Path:
         "image": base64.b64encode(order["image"]).decode(),
     }
     path = settings.home / EXAMPLE_REQUEST
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rows": [row]}))
     return path
