@@ -16,9 +16,10 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -52,13 +53,19 @@ class Gateway:
     metrics: GatewayMetrics
     options: PredictOptions
     guard_config: GuardConfig
+    upstream: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
+    """The pooled client of the remote model runners (``SKEWGUARD_REMOTE_MODELS``)."""
 
     async def reload(self) -> list[str]:
         """Load every champion anew (in a worker thread) and swap each in atomically."""
         loaded = []
         for name in self.settings.cascade_names:
             cascade = await asyncio.to_thread(
-                load_cascade, name, guard_config=self.guard_config, remote_urls=self.settings.remote_urls
+                load_cascade,
+                name,
+                guard_config=self.guard_config,
+                remote_urls=self.settings.remote_urls,
+                client=self.upstream,
             )
             self.registry.swap(cascade)
             loaded.append(str(cascade.manifest.tag))
@@ -208,11 +215,11 @@ async def _watch(gateway: Gateway) -> None:
     """Reload a cascade when its champion alias moves (a promotion), without downtime."""
     while True:
         await asyncio.sleep(gateway.settings.watch_seconds)
-        if any(gateway.registry.is_stale(name) for name in gateway.settings.cascade_names):
-            try:
+        try:
+            if any(gateway.registry.is_stale(name) for name in gateway.settings.cascade_names):
                 await gateway.reload()
-            except SkewguardError:
-                logger.exception("reload after a promotion failed; still serving the previous version")
+        except Exception:  # a failed reload must not end the watcher; logged with its traceback
+            logger.exception("reload after a promotion failed; still serving the previous version")
 
 
 def create_app(gateway: Gateway) -> Starlette:
@@ -235,6 +242,7 @@ def create_app(gateway: Gateway) -> Starlette:
                 watcher.cancel()
             await gateway.log.drain()
             await gateway.features.close()
+            await gateway.upstream.aclose()
 
     routes = [
         Route("/v1/cascades/{name}/predict", predict_route, methods=["POST"]),

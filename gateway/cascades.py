@@ -19,7 +19,7 @@ from bentos.spec import InputSpec
 from bentos.store import load_model
 from gateway.guard import GuardConfig, SkewGuard
 from gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
-from skewguard.errors import ModelNotFoundError
+from skewguard.errors import ConfigError, ModelNotFoundError
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ def _runner(tag: str, remote_urls: Mapping[str, str], client: httpx.AsyncClient 
     if url is None:
         return LocalRunner(model)
     if client is None:
-        raise ValueError("remote runners need an httpx.AsyncClient")
+        raise ConfigError(f"Model {tag} is configured as remote, but no HTTP client was given.")
     return RemoteBentoRunner(model.tag, url, client, model.spec.names)
 
 

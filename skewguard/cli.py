@@ -285,7 +285,7 @@ def serve(host: str | None, port: int | None) -> None:
     example = settings.home / EXAMPLE_REQUEST
     if example.exists():
         click.echo(
-            f"try:  curl -s {base}/v1/cascades/returns/predict "
+            f"try:  curl -s {base}/v1/cascades/{settings.cascade_names[0]}/predict "
             f"-H 'content-type: application/json' -d @{example}"
         )
     run_gateway(settings)
