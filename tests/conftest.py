@@ -15,3 +15,37 @@ os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ.setdefault("LANG", "C.UTF-8")
+
+
+def package_cascade_models(demo: object, prefix: str, *, n_sample: int = 100) -> dict[str, str]:
+    """A router and two specialists on the demo data, packaged for real (linear heads, fast)."""
+    from bentos.package import package_model
+    from pipeline.returns_model import (
+        ENTITY_KEY,
+        FEATURE_VIEW,
+        ONLINE,
+        feature_columns,
+        make_pipeline,
+        split_by_time,
+        training_frame,
+    )
+
+    train, test = split_by_time(training_frame(demo))  # type: ignore[arg-type]
+    columns, refs = feature_columns(), {feature: f"{FEATURE_VIEW}:{feature}" for feature in ONLINE}
+    parts = {
+        "router": (train, "is_reseller"),
+        "reseller": (train[train["is_reseller"] == 1], "returned"),
+        "retail": (train[train["is_reseller"] == 0], "returned"),
+    }
+    tags = {}
+    for role, (rows, target) in parts.items():
+        pipeline = make_pipeline("lr").fit(rows[columns], rows[target])
+        tags[role] = package_model(
+            pipeline,
+            test[columns].iloc[:n_sample],
+            name=f"{prefix}-{role}",
+            X_profile=rows[columns],
+            entity_key=ENTITY_KEY,
+            online_features=refs,
+        )
+    return tags

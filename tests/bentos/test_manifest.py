@@ -24,7 +24,6 @@ from bentos.manifest import (
     save_manifest,
     union_specs,
 )
-from bentos.package import package_model
 from bentos.spec import FieldSpec, InputSpec, OnlineFeature
 from bentos.store import list_models
 from pipeline.demo_data import generate_demo_data
@@ -33,11 +32,9 @@ from pipeline.returns_model import (
     FEATURE_VIEW,
     ONLINE,
     feature_columns,
-    make_pipeline,
-    split_by_time,
-    training_frame,
 )
 from skewguard.errors import ArtifactError, ConfigError
+from tests.conftest import package_cascade_models
 
 SPEC = InputSpec(fields=(FieldSpec("price", "numeric", nullable=False),), entity_key="customer_id")
 
@@ -45,25 +42,7 @@ SPEC = InputSpec(fields=(FieldSpec("price", "numeric", nullable=False),), entity
 @pytest.fixture(scope="module")
 def model_tags() -> dict[str, str]:
     """A router and two specialists, packaged for real (small data, linear heads)."""
-    train, test = split_by_time(training_frame(generate_demo_data(n_orders=3_000, n_customers=300, seed=5)))
-    columns, refs = feature_columns(), {feature: f"{FEATURE_VIEW}:{feature}" for feature in ONLINE}
-    parts = {
-        "router": (train, "is_reseller"),
-        "reseller": (train[train["is_reseller"] == 1], "returned"),
-        "retail": (train[train["is_reseller"] == 0], "returned"),
-    }
-    tags = {}
-    for role, (rows, target) in parts.items():
-        pipeline = make_pipeline("lr").fit(rows[columns], rows[target])
-        tags[role] = package_model(
-            pipeline,
-            test[columns].iloc[:100],
-            name=f"manifest-{role}",
-            X_profile=rows[columns],
-            entity_key=ENTITY_KEY,
-            online_features=refs,
-        )
-    return tags
+    return package_cascade_models(generate_demo_data(n_orders=3_000, n_customers=300, seed=5), "manifest")
 
 
 def _name() -> str:

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from bentos.manifest import compose_manifest, promote, save_manifest
-from bentos.package import package_model
 from gateway.app import Gateway, create_app
 from gateway.features import StaticFeatureSource
 from gateway.server import build_gateway
@@ -19,13 +18,9 @@ from gateway.settings import GatewaySettings
 from pipeline.demo_data import DemoData, generate_demo_data
 from pipeline.returns_model import (
     ENTITY_KEY,
-    FEATURE_VIEW,
     ONLINE,
-    feature_columns,
-    make_pipeline,
-    split_by_time,
-    training_frame,
 )
+from tests.conftest import package_cascade_models
 
 CASCADE = "gwtest"
 
@@ -38,24 +33,7 @@ def demo() -> DemoData:
 @pytest.fixture(scope="session")
 def champion_tag(demo: DemoData) -> str:
     """Router and two specialists (linear heads, small data), packaged and promoted."""
-    train, test = split_by_time(training_frame(demo))
-    columns, refs = feature_columns(), {feature: f"{FEATURE_VIEW}:{feature}" for feature in ONLINE}
-    parts = {
-        "router": (train, "is_reseller"),
-        "reseller": (train[train["is_reseller"] == 1], "returned"),
-        "retail": (train[train["is_reseller"] == 0], "returned"),
-    }
-    tags = {}
-    for role, (rows, target) in parts.items():
-        pipeline = make_pipeline("lr").fit(rows[columns], rows[target])
-        tags[role] = package_model(
-            pipeline,
-            test[columns].iloc[:80],
-            name=f"{CASCADE}-{role}",
-            X_profile=rows[columns],
-            entity_key=ENTITY_KEY,
-            online_features=refs,
-        )
+    tags = package_cascade_models(demo, CASCADE, n_sample=80)
     manifest = compose_manifest(
         CASCADE,
         router_tag=tags["router"],
