@@ -39,6 +39,7 @@ def build_gateway(settings: GatewaySettings, *, features: FeatureSource | None =
 def serve(settings: GatewaySettings) -> None:
     """Run the gateway under uvicorn until SIGTERM/SIGINT (then drain the prediction log)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call otherwise
     app = create_app(build_gateway(settings))
     uvicorn.run(
         app,

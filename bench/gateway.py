@@ -1,0 +1,397 @@
+"""Gateway benchmark: the skewguard gateway against BentoML composition and a naive app, over HTTP.
+
+    .venv/bin/python bench/gateway.py [--seconds 10] [--concurrency 16,64] [--variants 1,2,3,4]
+        [--orders 20000] [--loadgen auto|wrk|httpx] [--home DIR] [--quick]
+
+In a throw-away SKEWGUARD_HOME (BENTOML_HOME and PREFECT_HOME inside it) it runs
+``skewguard demo-data`` and ``skewguard train``, builds a Bento per model and recovers the
+fitted pipelines. Then, one variant at a time, it starts the variant's servers as
+subprocesses, checks their answers, warms them up and drives them with single-row requests
+(real demo orders, image included) from a load generator in its own process
+(``bench/gateway_load.py``: wrk, or async httpx when wrk is absent), at each concurrency:
+
+(1) the gateway co-located (``skewguard serve``): validation, Feast SQLite, skew guard,
+    router and specialist in onnxruntime, prediction log (SQLite);
+(2) the gateway remote: the same, SKEWGUARD_REMOTE_MODELS naming three ``bentoml serve`` Bentos;
+(3) the same ONNX graphs composed the BentoML way (``bench/gateway_bentoml.py``);
+(4) the naive way: Starlette, Feast and ``predict_proba`` (``bench/gateway_naive.py``).
+
+Prints one table (2xx req/s, p50/p99, errors, 5xx, peak RSS of the server process trees),
+the ratios (1)/(4) and (2)/(3) of this run, the issue's targets and the machine. The load
+generator and the servers share the machine's CPUs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if not __package__:  # run as `python bench/gateway.py`: import the bench package from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.gateway_report import (
+    LABELS,
+    LEGEND,
+    Cell,
+    ImageCost,
+    agreement,
+    describe_machine,
+    format_table,
+    ratios,
+    targets,
+)
+from bench.gateway_servers import (
+    Server,
+    free_port,
+    get_text,
+    post_json,
+    sampling_rss,
+    start,
+    stop,
+    wait_ready,
+)
+
+BENCH = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+CASCADE = "returns"
+N_BODIES = 256
+N_CHECKED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """The prepared state every variant serves from."""
+
+    home: Path
+    env: dict[str, str]
+    build: dict[str, Any]
+    pipelines: Path
+    pipelines_source: str
+    bodies: Path
+    body_bytes: float
+    image: ImageCost
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A variant's cells, its answers to the checked rows, notes, or why it failed."""
+
+    cells: list[Cell] = field(default_factory=list)
+    p1: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tools: set[str] = field(default_factory=set)
+    failure: str | None = None
+
+
+def environment(home: Path) -> dict[str, str]:
+    """This process's environment less any SKEWGUARD_* setting, pointed at ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWGUARD_", "BENTOML_CONFIG"))}
+    return env | {
+        "SKEWGUARD_HOME": str(home),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "PREFECT_HOME": str(home / "prefect"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "LANG": "C.UTF-8",
+        # Per-request access logs cost BentoML throughput; the gateway writes none either.
+        "BENTOML_CONFIG_OPTIONS": "services.logging.access.enabled=false",
+    }
+
+
+def _run(command: Sequence[str], env: dict[str, str], log: Path) -> str:
+    with log.open("ab") as sink:
+        done = subprocess.run(command, env=env, cwd=log.parent, stdout=subprocess.PIPE, stderr=sink)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{tail}")
+    return done.stdout.decode()
+
+
+def prepare(home: Path, n_orders: int, n_customers: int) -> Setup:
+    """Demo data, the trained cascade, Bentos, the fitted pipelines and the request bodies."""
+    env, log = environment(home), home / "setup.log"
+    skewguard, orders = str(BIN / "skewguard"), ["--orders", str(n_orders)]
+    _run([skewguard, "demo-data", *orders, "--customers", str(n_customers), "--if-missing"], env, log)
+    _run([skewguard, "train", *orders, "--if-missing"], env, log)
+    build = json.loads(_run([sys.executable, str(BENCH / "gateway_bentoml.py"), "build"], env, log))
+    training = max((home / "training").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    pipelines = home / "bench-pipelines.pkl"
+    naive = [sys.executable, str(BENCH / "gateway_naive.py"), "extract", "--out", str(pipelines)]
+    source = _run(
+        [*naive, "--storage", str(home / "prefect" / "storage"), "--training", str(training)], env, log
+    )
+    bodies, images = request_bodies(home / "data" / "orders.parquet", N_BODIES)
+    path = home / "bodies.jsonl"
+    path.write_text("".join(line + "\n" for line in bodies))
+    return Setup(
+        home=home,
+        env=env,
+        build=build,
+        pipelines=pipelines,
+        pipelines_source=source.strip(),
+        bodies=path,
+        body_bytes=sum(map(len, bodies)) / len(bodies),
+        image=ImageCost(sum(map(len, images)) / len(images), time_image_decode(images)),
+    )
+
+
+def request_bodies(orders_file: Path, n: int) -> tuple[list[str], list[str]]:
+    """``{"rows": [row]}`` of the newest ``n`` orders as a client sends them, and their images."""
+    import pandas as pd
+
+    orders = pd.read_parquet(orders_file).sort_values("order_ts", kind="stable").tail(n)
+    bodies, images = [], []
+    for order in orders.itertuples(index=False):
+        image = base64.b64encode(order.image).decode("ascii")
+        row = {
+            "customer_id": int(order.customer_id),
+            "price": float(order.price),
+            "quantity": int(order.quantity),
+            "category": str(order.category),
+            "channel": str(order.channel),
+            "order_ts": pd.Timestamp(order.order_ts).isoformat(),
+            "description": str(order.description),
+            "image": image,
+        }
+        bodies.append(json.dumps({"rows": [row]}))
+        images.append(image)
+    return bodies, images
+
+
+def time_image_decode(images: Sequence[str], calls: int = 2_000) -> float:
+    """µs per ``decode_base64_image`` call: what validating the image costs a request."""
+    from bentos.images import decode_base64_image
+
+    started = time.perf_counter()
+    for i in range(calls):
+        decode_base64_image(images[i % len(images)])
+    return (time.perf_counter() - started) * 1e6 / calls
+
+
+def launch(key: str, setup: Setup, servers: list[Server]) -> str:
+    """Start variant ``key``'s servers into ``servers`` (so a failure still stops them); return its URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    if key in ("1", "2"):
+        remote = launch_bentos(setup, servers) if key == "2" else {}
+        env = setup.env | {
+            "SKEWGUARD_PORT": str(port),
+            "SKEWGUARD_WATCH_SECONDS": "0",
+            "SKEWGUARD_REMOTE_MODELS": json.dumps(remote),
+        }
+        servers.append(start("gateway", [str(BIN / "skewguard"), "serve"], env, setup.home, front=True))
+        wait_ready(servers[-1], f"{base}/readyz")
+        return f"{base}/v1/cascades/{CASCADE}/predict"
+    if key == "3":
+        models = setup.build["models"]
+        tags = {f"SKEWGUARD_BENCH_{role.upper()}": model["tag"] for role, model in models.items()}
+        serve = [sys.executable, "-m", "bentoml", "serve", "gateway_bentoml:CascadeService"]
+        command = [*serve, "--working-dir", str(BENCH), "--host", "127.0.0.1", "--port", str(port)]
+        servers.append(start("bentoml", command, setup.env | tags, setup.home, front=True))
+        wait_ready(servers[-1], f"{base}/readyz")
+        return f"{base}/predict"
+    naive = [sys.executable, str(BENCH / "gateway_naive.py"), "serve", "--pipelines", str(setup.pipelines)]
+    servers.append(start("naive", [*naive, "--port", str(port)], setup.env, setup.home, front=True))
+    wait_ready(servers[-1], f"{base}/healthz")
+    return f"{base}/v1/cascades/{CASCADE}/predict"
+
+
+def launch_bentos(setup: Setup, servers: list[Server]) -> dict[str, str]:
+    """Variant (2)'s model services, each Bento under ``bentoml serve``; {model name: URL}."""
+    urls = {}
+    for role, model in setup.build["models"].items():
+        port = free_port()
+        command = [sys.executable, "-m", "bentoml", "serve", model["bento"], "--host", "127.0.0.1"]
+        servers.append(start(role, [*command, "--port", str(port)], setup.env, setup.home, front=False))
+        urls[model["name"]] = f"http://127.0.0.1:{port}"
+    for server, url in zip(servers[-len(urls) :], urls.values(), strict=True):
+        wait_ready(server, f"{url}/readyz")
+    return urls
+
+
+def check_answers(url: str, bodies: Path) -> tuple[list[float], int]:
+    """P(returned) of the first rows, one request at a time, and how many attempts failed.
+
+    Every variant serves the same models, so the answers must agree; a row is tried three
+    times before the variant counts as failed.
+    """
+    p1, failed = [], 0
+    for line in bodies.read_text().splitlines()[:N_CHECKED]:
+        for attempt in range(3):
+            try:
+                (prediction,) = post_json(url, line.encode())["predictions"]
+                break
+            except urllib.error.HTTPError:
+                failed += 1
+                if attempt == 2:
+                    raise
+        p1.append(float(prediction["probabilities"]["1"]))
+    return p1, failed
+
+
+def settle(url: str, bodies: Path) -> None:
+    """Wait until the server has answered what the last load left queued: one request, answered.
+
+    A server that blocks its event loop (4) keeps working through the requests of closed
+    connections; without this, a short cell would start behind that backlog.
+    """
+    with contextlib.suppress(urllib.error.HTTPError):
+        post_json(url, bodies.read_text().splitlines()[0].encode(), timeout=120)
+
+
+def load(url: str, bodies: Path, concurrency: int, seconds: int, tool: str) -> dict[str, Any]:
+    """One run of the load generator, in its own process."""
+    command = [sys.executable, str(BENCH / "gateway_load.py"), "--url", url, "--bodies", str(bodies)]
+    args = ["--concurrency", str(concurrency), "--seconds", str(seconds), "--tool", tool]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, check=False)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("LOAD-RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the load generator failed ({done.returncode}): {done.stderr[-1000:]}")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("LOAD-RESULT "))
+    return result
+
+
+def to_cell(key: str, concurrency: int, result: dict[str, Any], servers: Sequence[Server]) -> Cell:
+    statuses = {int(status): n for status, n in result["statuses"].items()}
+    ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
+    return Cell(
+        variant=key,
+        concurrency=concurrency,
+        ok_rps=ok / result["duration_s"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        errors=result["requests"] - ok + result["socket_errors"] + result["timeouts"],
+        errors_5xx=sum(n for status, n in statuses.items() if status >= 500),
+        rss_front_mb=sum(s.peak_rss for s in servers if s.front) / 2**20,
+        rss_all_mb=sum(s.peak_rss for s in servers) / 2**20,
+    )
+
+
+def log_stats(url: str) -> str:
+    """The gateway's prediction-log gauges after the load, from /metrics."""
+    prefix = "skewguard_prediction_log_"
+    text = get_text(url.split("/v1/")[0] + "/metrics")
+    gauges = [line.removeprefix(prefix).split() for line in text.splitlines() if line.startswith(prefix)]
+    return ", ".join(f"{name} {float(value):,.0f}" for name, value, *_ in gauges) or "n/a"
+
+
+def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
+    """Start, check, warm up, measure at each concurrency, stop."""
+    outcome, servers = Outcome(), list[Server]()
+    try:
+        url = launch(key, setup, servers)
+        outcome.p1, failed = check_answers(url, setup.bodies)
+        if failed:
+            outcome.notes.append(f"{LABELS[key][:3]} {failed} one-at-a-time check request(s) failed")
+        load(url, setup.bodies, max(options.concurrency), options.warmup, options.loadgen)
+        for concurrency in options.concurrency:
+            settle(url, setup.bodies)
+            with sampling_rss(servers):
+                result = load(url, setup.bodies, concurrency, options.seconds, options.loadgen)
+            outcome.cells.append(to_cell(key, concurrency, result, servers))
+            outcome.tools.add(result["tool"])
+        if key in ("1", "2"):
+            outcome.notes.append(f"{LABELS[key][:3]} prediction log after the load: {log_stats(url)}")
+    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+        outcome.failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        stop(servers)
+    return outcome
+
+
+def run(options: argparse.Namespace) -> list[str]:
+    """The whole benchmark; returns the report's lines."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="skewguard-gwbench-") as scratch:
+        home = Path(options.home or scratch).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        setup = prepare(home, options.orders, options.customers)
+        setup_s = time.perf_counter() - started
+        load_before = os.getloadavg()[0]
+        outcomes = {key: run_variant(key, setup, options) for key in options.variants}
+    measure_s = time.perf_counter() - started - setup_s
+    cells = [cell for outcome in outcomes.values() for cell in outcome.cells]
+    failures = {key: o.failure for key, o in outcomes.items() if o.failure is not None}
+    notes = [note for outcome in outcomes.values() for note in outcome.notes]
+    tools = sorted({tool for outcome in outcomes.values() for tool in outcome.tools})
+    models = ", ".join(f"{role} {m['tag']}" for role, m in setup.build["models"].items())
+    return [
+        "skewguard gateway benchmark: single-row POSTs of real demo orders over HTTP on 127.0.0.1",
+        describe_machine(),
+        f"load average (1 min): {load_before:.2f} before measuring, {os.getloadavg()[0]:.2f} after; the load "
+        "generator and the servers share these CPUs",
+        f"load generator: {' / '.join(tools) or 'none ran'}, in its own process",
+        f"cascade {setup.build['cascade']} from {options.orders:,} demo orders: {models}",
+        f"(4) serves {setup.pipelines_source}",
+        f"requests: {N_BODIES} distinct newest orders, round-robin; body {setup.body_bytes / 1e3:.1f} kB "
+        f"(image {setup.image.base64_bytes / 1e3:.1f} kB base64, a 32×32 PNG); {options.seconds} s per cell "
+        f"after a {options.warmup} s warm-up at c={max(options.concurrency)}",
+        "RSS: peak during the cell of the front server's process tree (RSS MB) and of all the variant's "
+        "servers (RSS all), from /proc",
+        "",
+        *format_table(cells, failures),
+        *(LEGEND[key] for key in options.variants),
+        "",
+        "ratios from this run:",
+        *ratios(cells),
+        "issue targets:",
+        *targets(cells, setup.image),
+        agreement({key: o.p1 for key, o in outcomes.items()}),
+        *notes,
+        *(f"{LABELS[key]} failed: {why}" for key, why in failures.items()),
+        f"runtime: setup {setup_s:.0f} s (demo data, train, Bentos, pipelines), measuring {measure_s:.0f} s",
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=int, help="seconds per cell, whole (10; --quick 1)")
+    parser.add_argument("--concurrency", default="16,64", help="comma-separated (16,64)")
+    parser.add_argument("--variants", help="comma-separated of 1,2,3,4 (all; --quick 1,4)")
+    parser.add_argument("--orders", type=int, help="demo orders (20,000; --quick 2,000)")
+    parser.add_argument(
+        "--loadgen", choices=("auto", "wrk", "httpx"), default="auto", help="auto: wrk if found"
+    )
+    parser.add_argument(
+        "--home", type=Path, help="keep state here and reuse it (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 s cells, variants 1 and 4, small data"
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.seconds = args.seconds or (1 if quick else 10)
+    args.variants = (args.variants or ("1,4" if quick else "1,2,3,4")).split(",")
+    args.orders = args.orders or (2_000 if quick else 20_000)
+    args.customers = 200 if args.orders < 10_000 else 2_000
+    args.warmup = 1 if quick else 3
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.seconds < 1 or not set(args.variants) <= set(LABELS) or min(args.concurrency) < 1:
+        parser.error("--seconds must be ≥ 1, --variants among 1,2,3,4 and each concurrency ≥ 1.")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the report; 1 if a variant failed (its reason is printed), else 0."""
+    lines = run(parse_args(argv))
+    print("\n".join(lines), flush=True)
+    return 1 if any(" failed: " in line for line in lines) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""The gateway benchmark's report: the table, the ratios of one run, the issue's targets, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+LABELS = {
+    "1": "(1) gateway co-located, full path",
+    "2": "(2) gateway remote, 3 bentoml serve",
+    "3": "(3) BentoML composed, bentoml.depends",
+    "4": "(4) naive: Starlette + sklearn + Feast",
+}
+LEGEND = {
+    "1": "  (1) one uvicorn process: validation, Feast (lookups gathered), skew guard, 2 ONNX runs, "
+    "SQLite log",
+    "2": "  (2) as (1), the ONNX runs as HTTP calls (httpx) to 3 `bentoml serve` Bentos, 1 worker "
+    "each; BentoML access logs off in (2) and (3)",
+    "3": "  (3) 4 BentoML services, 1 worker each; one Feast call per request; validation in the model "
+    "services; no guard, no log",
+    "4": "  (4) one uvicorn process; per request a Feast call, a pandas frame and 2 predict_proba in the "
+    "event loop; no guard, no log",
+}
+TARGET_RPS, TARGET_P99_MS, TARGET_REMOTE_RATIO, TARGET_RSS_MB = 5_000, 10.0, 1.5, 300
+PACKAGES = ("starlette", "uvicorn", "onnxruntime", "bentoml", "feast", "scikit-learn", "httpx")
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One variant at one concurrency: 2xx responses per second, latency, errors, peak RSS."""
+
+    variant: str
+    concurrency: int
+    ok_rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    errors_5xx: int
+    rss_front_mb: float
+    rss_all_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImageCost:
+    """What the image adds to each request: base64 size and in-process decode time."""
+
+    base64_bytes: float
+    decode_us: float
+
+
+def describe_machine() -> str:
+    """CPU, cores, memory, OS and the versions that shape the numbers."""
+    models = [
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("model name")
+    ]
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    versions = " · ".join(f"{name} {metadata.version(name)}" for name in PACKAGES)
+    return (
+        f"machine: {models[0] if models else platform.processor()}, {os.cpu_count()} logical CPUs "
+        f"({len(os.sched_getaffinity(0))} usable), {memory:.0f} GiB · {platform.system()} "
+        f"{platform.release()} · python {platform.python_version()} · {versions}"
+    )
+
+
+def format_table(cells: Sequence[Cell], failures: Mapping[str, str]) -> list[str]:
+    head = (
+        f"{'variant':<40}{'c':>4}{'2xx req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'5xx':>7}"
+        f"{'RSS MB':>8}{'RSS all':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for c in cells:
+        lines.append(
+            f"{LABELS[c.variant]:<40}{c.concurrency:>4}{c.ok_rps:>11,.0f}{c.p50_ms:>9.2f}{c.p99_ms:>9.2f}"
+            f"{c.errors:>8,}{c.errors_5xx:>7,}{c.rss_front_mb:>8,.0f}{c.rss_all_mb:>9,.0f}"
+        )
+    lines += [f"{LABELS[key]:<40}  failed: {why.splitlines()[0]}" for key, why in failures.items()]
+    return lines
+
+
+def ratios(cells: Sequence[Cell]) -> list[str]:
+    """(1)/(4) and (2)/(3) at each concurrency both were measured at."""
+    by = {(c.variant, c.concurrency): c for c in cells}
+    lines = []
+    for a, b in (("1", "4"), ("2", "3")):
+        for n in sorted({c.concurrency for c in cells}):
+            x, y = by.get((a, n)), by.get((b, n))
+            if x is not None and y is not None and y.ok_rps > 0 and x.p99_ms > 0:
+                lines.append(
+                    f"  ({a})/({b}) at c={n:<3}  2xx req/s {x.ok_rps / y.ok_rps:>7.2f}×   "
+                    f"p99 {y.p99_ms / x.p99_ms:>6.2f}× lower"
+                )
+    return lines or ["  (no pair of variants measured)"]
+
+
+def targets(cells: Sequence[Cell], image: ImageCost) -> list[str]:
+    """Each target of the issue that this run measured: met or NOT met, with the figures."""
+    by = {(c.variant, c.concurrency): c for c in cells}
+    lines = []
+    if (one := by.get(("1", 16))) is not None:
+        met = one.ok_rps >= TARGET_RPS and one.p99_ms <= TARGET_P99_MS
+        lines += [
+            f"  (1) at c=16 ≥ {TARGET_RPS:,} req/s with p99 ≤ {TARGET_P99_MS:g} ms: "
+            f"{_verdict(met)} ({one.ok_rps:,.0f} req/s, p99 {one.p99_ms:.2f} ms)",
+            "      measured with the image: the graphs' input spec has `image` non-nullable (a request",
+            "      without it is a 422), so the target as worded applies to a graph without an image input.",
+            f"      The image adds {image.base64_bytes / 1e3:.1f} kB of base64 per request and "
+            f"{image.decode_us:.0f} µs of CPU to decode it",
+            "      (bentos.images.decode_base64_image, timed in this process), plus its hash and",
+            "      statistics for the prediction log.",
+        ]
+    for n in sorted({c.concurrency for c in cells}):
+        two, three = by.get(("2", n)), by.get(("3", n))
+        if two is not None and three is not None:
+            ratio = two.ok_rps / three.ok_rps if three.ok_rps else float("inf")
+            lines.append(
+                f"  (2) ≥ {TARGET_REMOTE_RATIO}× (3) with zero errors at c={n}: "
+                f"{_verdict(ratio >= TARGET_REMOTE_RATIO and two.errors == 0)} "
+                f"({ratio:.2f}×; errors (2) {two.errors:,}, (3) {three.errors:,})"
+            )
+    if rss := [c.rss_front_mb for c in cells if c.variant == "1"]:
+        lines.append(
+            f"  gateway RSS ≤ {TARGET_RSS_MB} MB with three models: {_verdict(max(rss) <= TARGET_RSS_MB)} "
+            f"(peak {max(rss):.0f} MB under load, (1))"
+        )
+    return lines or ["  (no variant measured)"]
+
+
+def agreement(p1: Mapping[str, Sequence[float]]) -> str:
+    """How far each variant's P(returned) is from (1)'s on the rows checked one at a time."""
+    base = p1.get("1")
+    if not base:
+        return "answers: (1) was not checked"
+    parts = [
+        f"({key}) {max(abs(a - b) for a, b in zip(base, values, strict=True)):.2g}"
+        for key, values in p1.items()
+        if key != "1" and values
+    ]
+    return f"answers vs (1), max |Δ P(returned)| over {len(base)} rows: " + (", ".join(parts) or "-")
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"

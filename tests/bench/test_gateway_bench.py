@@ -1,0 +1,44 @@
+"""The gateway benchmark runs end to end in --quick mode and prints its table (no timing thresholds)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import gateway as gateway_bench
+
+NUMBER = r"([\d,]+(?:\.\d+)?)"
+ROWS = ("(1) gateway co-located, full path", "(4) naive: Starlette + sklearn + Feast")
+PARITY_TOLERANCE = 1e-4
+"""The packaging gate's default: (4) serves the pipelines whose graphs (1) serves."""
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_quick_run_measures_the_gateway_and_the_naive_app(capsys: pytest.CaptureFixture[str]) -> None:
+    # Everything the script serves lives in its own temporary home, in subprocesses: the
+    # session's BentoML store and Prefect state are neither read nor written.
+    assert gateway_bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+
+    assert re.search(r"^machine: .+, \d+ logical CPUs .* python 3\.\d+", out, re.M), out
+    assert re.search(r"^load generator: (wrk |async httpx )", out, re.M), out
+    for label in ROWS:
+        for concurrency in (16, 64):
+            pattern = rf"^{re.escape(label)}\s+{concurrency}" + rf"\s+{NUMBER}" * 7 + r"\s*$"
+            row = re.search(pattern, out, re.M)
+            assert row is not None, f"no row {label!r} at c={concurrency} in:\n{out}"
+            rps, p50, p99, _errors, errors_5xx, rss, rss_all = (_number(v) for v in row.groups())
+            assert min(rps, p50, p99, rss, rss_all) > 0, row.group(0)
+            if label.startswith("(1)"):
+                assert errors_5xx == 0, row.group(0)
+    assert re.search(r"^  \(1\)/\(4\) at c=16\s+2xx req/s\s+[\d.]+×", out, re.M), out
+    agree = re.search(r"^answers vs \(1\), max \|Δ P\(returned\)\| over \d+ rows: \(4\) (\S+)$", out, re.M)
+    assert agree is not None, out
+    assert float(agree.group(1)) <= PARITY_TOLERANCE
+    assert re.search(r"^\(1\) prediction log after the load: .*dropped 0\b", out, re.M), out
