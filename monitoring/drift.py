@@ -1,0 +1,255 @@
+"""Drift with Evidently 0.7: the training reference against the served window, overall and per branch.
+
+Every Evidently type stays in this module; callers get a ``DriftRun``: our ``DriftSummary``
+plus ``save_html`` for Evidently's self-contained report. One report per scope — all rows,
+then the rows of each cascade branch (``route``) on both sides — with one ``ValueDrift``
+test per column and method. Whether a column drifted is Evidently's test decision (the test
+whose ``metric_config.metric_id`` is the metric's id has status FAIL), never our reading of
+the score, whose direction depends on the method.
+
+Methods are fixed per kind (``DriftMethods``), not Evidently's defaults, which switch at
+1,000 reference rows from p-values to distances — a branch would otherwise be judged by
+other rules than the whole. Categorical columns get the L-infinity distance as well (the
+TFDV/Vertex skew measure, ``monitoring.distance``), registered as an Evidently stat test
+so that it shows in the HTML report too.
+
+Evidently fails the whole report for one bad column, so columns are screened first: one
+that is missing or all-missing on either side, or a text column too poor in words for the
+domain classifier ("After pruning, no terms remain"), is reported as "no data" instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+from evidently.legacy.core import ColumnType
+from evidently.metrics import ValueDrift
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import train_test_split
+
+from monitoring.distance import linf_distance
+from monitoring.findings import Check, ColumnDrift, DriftSummary, ScopeDrift
+from monitoring.frames import ROUTE, Column, ColumnSet
+from monitoring.verdict import DriftPolicy, combine, decide
+from skewguard.errors import SkewguardError
+
+LINF = "linf"
+OVERALL = "overall"
+
+
+class DriftReportError(SkewguardError):
+    """Evidently could not compute a report even after the columns were screened."""
+
+    code: ClassVar[str] = "drift_report_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class DriftMethods:
+    """The test and threshold per column kind; ``linf_threshold=None`` leaves L-infinity out.
+
+    Distances with fixed thresholds, so that a sample's size does not decide the rule:
+    normed Wasserstein (in reference standard deviations), Jensen–Shannon distance, and for
+    text the ROC AUC of a classifier telling reference from current texts.
+    """
+
+    numeric: tuple[str, float] = ("wasserstein", 0.1)
+    categorical: tuple[str, float] = ("jensenshannon", 0.1)
+    text: tuple[str, float] = ("abs_text_content_drift", 0.55)
+    linf_threshold: float | None = 0.1
+
+    def for_kind(self, kind: str) -> list[tuple[str, float]]:
+        if kind == "categorical" and self.linf_threshold is not None:
+            return [self.categorical, (LINF, self.linf_threshold)]
+        return [getattr(self, kind)]
+
+
+class DriftRun:
+    """The findings of one run, and Evidently's HTML report of each compared scope."""
+
+    __slots__ = ("_snapshots", "summary")
+
+    def __init__(self, summary: DriftSummary, snapshots: Mapping[str, Any]) -> None:
+        self.summary = summary
+        self._snapshots = dict(snapshots)
+
+    def save_html(self, path: Path, scope: str = OVERALL) -> Path:
+        """Write the self-contained HTML report of ``scope``; a short page if it was not compared."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        snapshot = self._snapshots.get(scope)
+        if snapshot is not None:
+            snapshot.save_html(str(path))
+        else:
+            path.write_text(_placeholder_page(self.summary, scope), encoding="utf-8")
+        return path
+
+
+def run_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: ColumnSet,
+    *,
+    cascade: str = "",
+    policy: DriftPolicy | None = None,
+    methods: DriftMethods | None = None,
+    branch_column: str = ROUTE,
+) -> DriftRun:
+    """Compare ``current`` with ``reference`` (frames from ``monitoring.frames``) overall and per branch."""
+    policy, methods = policy or DriftPolicy(), methods or DriftMethods()
+    _register_linf()
+    overall, snapshot = _compare(OVERALL, reference, current, columns, policy, methods)
+    snapshots, branches, notes = {OVERALL: snapshot}, [], []
+    if branch_column not in columns.names:
+        notes.append(f"no branch comparison: no {branch_column!r} column")
+    elif reference[branch_column].isna().all():
+        notes.append("no branch comparison: the reference has no routes (replay the cascade on it)")
+    else:
+        names = set(reference[branch_column].dropna()) | set(current[branch_column].dropna())
+        for name in sorted(names):
+            ref, cur = (f[f[branch_column] == name] for f in (reference, current))
+            scope, snapshots[name] = _compare(
+                name, ref, cur, columns.without([branch_column]), policy, methods
+            )
+            branches.append(scope)
+    verdict = combine(overall.verdict, {b.scope: b.verdict for b in branches})
+    summary = DriftSummary(cascade, datetime.now(UTC), verdict, overall, tuple(branches), tuple(notes))
+    return DriftRun(summary, snapshots)
+
+
+def _compare(
+    scope: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: ColumnSet,
+    policy: DriftPolicy,
+    methods: DriftMethods,
+) -> tuple[ScopeDrift, Any]:
+    """One scope: screen the columns, run Evidently on the rest, decide."""
+    n_ref, n_cur = len(reference), len(current)
+    if n_ref < policy.min_rows or n_cur < policy.min_rows:
+        verdict = decide((), n_reference=n_ref, n_current=n_cur, policy=policy)
+        return ScopeDrift(scope, n_ref, n_cur, (), verdict), None
+    no_data = {c.name: reason for c in columns if (reason := _screen(c, reference, current))}
+    usable = ColumnSet(tuple(c for c in columns if c.name not in no_data))
+    snapshot, checks = None, {}
+    if len(usable):
+        snapshot = _run_report(scope, reference, current, usable, methods)
+        checks = _read_checks(snapshot)
+    findings = tuple(
+        ColumnDrift(c.name, c.kind, tuple(checks.get(c.name, ())), no_data.get(c.name, "")) for c in columns
+    )
+    verdict = decide(findings, n_reference=n_ref, n_current=n_cur, policy=policy)
+    return ScopeDrift(scope, n_ref, n_cur, findings, verdict), snapshot
+
+
+def _screen(column: Column, reference: pd.DataFrame, current: pd.DataFrame) -> str:
+    """Why Evidently cannot test this column ("" when it can)."""
+    for side, frame in (("current", current), ("reference", reference)):
+        if column.name not in frame.columns:
+            return f"missing in {side}"
+        if frame[column.name].replace([np.inf, -np.inf], np.nan).isna().all():  # Evidently drops ±inf
+            return f"all values missing in {side}"
+    if column.kind == "text" and not _has_vocabulary(reference[column.name], current[column.name]):
+        return "too few distinct words for the text drift classifier"
+    return ""
+
+
+def _has_vocabulary(reference: pd.Series, current: pd.Series) -> bool:
+    """Whether Evidently's text test can fit: it mirrors that test's 50/50 split (seed 42) and
+    its TF-IDF (``max_df=0.5``, English stop words), which raises when no term survives."""
+    texts = pd.concat([reference.dropna(), current.dropna()], ignore_index=True)
+    labels = [0] * int(reference.notna().sum()) + [1] * int(current.notna().sum())
+    if len(texts) < 4:
+        return False
+    train, _, y_train, y_test = train_test_split(texts, labels, test_size=0.5, random_state=42, shuffle=True)
+    if len(set(y_train)) < 2 or len(set(y_test)) < 2:
+        return False
+    try:
+        TfidfVectorizer(sublinear_tf=True, max_df=0.5, stop_words="english").fit(train)
+    except ValueError:  # "After pruning, no terms remain" / "empty vocabulary"
+        return False
+    return True
+
+
+def _run_report(
+    scope: str, reference: pd.DataFrame, current: pd.DataFrame, columns: ColumnSet, methods: DriftMethods
+) -> Any:
+    kinds = {kind: [c.name for c in columns if c.kind == kind] for kind in ("numeric", "categorical", "text")}
+    definition = DataDefinition(
+        numerical_columns=kinds["numeric"],
+        categorical_columns=kinds["categorical"],
+        text_columns=kinds["text"],
+        datetime_columns=[],
+        unknown_columns=[],
+        list_columns=[],
+    )
+    metrics = [
+        ValueDrift(column=c.name, method=method, threshold=threshold)
+        for c in columns
+        for method, threshold in methods.for_kind(c.kind)
+    ]
+    names = list(columns.names)
+    try:
+        return Report(metrics, include_tests=True).run(
+            Dataset.from_pandas(current[names].reset_index(drop=True), data_definition=definition),
+            Dataset.from_pandas(reference[names].reset_index(drop=True), data_definition=definition),
+        )
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise DriftReportError(f"Evidently could not compare the {scope!r} scope: {exc}") from exc
+
+
+def _read_checks(snapshot: Any) -> dict[str, list[Check]]:
+    """Column → checks; drifted = the metric's own test failed."""
+    data = snapshot.dict()
+    status = {test["metric_config"]["metric_id"]: test["status"] for test in data["tests"]}
+    checks: dict[str, list[Check]] = {}
+    for metric in data["metrics"]:
+        config = metric["config"]
+        if metric["id"] not in status:
+            raise DriftReportError(f"Evidently returned no drift test for column {config['column']!r}.")
+        outcome = str(getattr(status[metric["id"]], "value", status[metric["id"]]))
+        check = Check(
+            str(config["method"]), float(metric["value"]), float(config["threshold"]), outcome == "FAIL"
+        )
+        checks.setdefault(str(config["column"]), []).append(check)
+    return checks
+
+
+@functools.cache
+def _register_linf() -> None:
+    """Make ``method="linf"`` known to Evidently (its registry is process-wide; once is enough)."""
+    test = StatTest(
+        name=LINF,
+        display_name="L-infinity distance",
+        allowed_feature_types=[ColumnType.Categorical],
+        default_threshold=0.1,
+    )
+    register_stattest(test, _linf_stattest)
+
+
+def _linf_stattest(
+    reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
+) -> tuple[float, bool]:
+    score = linf_distance(reference, current)
+    return score, score > threshold  # TFDV flags a distance above the threshold
+
+
+def _placeholder_page(summary: DriftSummary, scope: str) -> str:
+    found = [s for s in (summary.overall, *summary.branches) if s.scope == scope]
+    reasons = found[0].verdict.reasons if found else (f"no scope {scope!r} in this run",)
+    items = "".join(f"<li>{html.escape(reason)}</li>" for reason in reasons)
+    title = html.escape(f"Drift report: {summary.cascade or 'cascade'} — {scope}")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
+        f"<body><h1>{title}</h1><p>Not compared ({summary.created_at:%Y-%m-%d %H:%M} UTC):</p>"
+        f"<ul>{items}</ul></body></html>\n"
+    )
