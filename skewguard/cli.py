@@ -310,3 +310,41 @@ def _write_example_request(settings: Settings, orders: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rows": [row]}))
     return path
+
+
+@cli.command("monitor")
+@click.argument("name", default="returns")
+@click.option("--since", type=float, default=None, help="Only rows logged after this epoch second.")
+@click.option("--last", type=int, default=None, help="Only the newest N logged rows.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: <home>/reports.")
+@click.option("--min-rows", default=500, show_default=True, help="Fewer served rows: no verdict.")
+@click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict (default: all).")
+def monitor(
+    name: str, since: float | None, last: int | None, out: Path | None, min_rows: int, watch: tuple[str, ...]
+) -> None:
+    """Compare served traffic with the champion's training data (Evidently); exit 1 on drift."""
+    import pandas as pd
+
+    from bentos.manifest import champion
+    from gateway.predlog import read_records
+    from gateway.settings import GatewaySettings
+    from monitoring.job import check_drift, latest_training_set
+    from monitoring.verdict import DriftPolicy
+
+    settings = GatewaySettings.from_env()
+    manifest = champion(name)
+    if manifest is None:
+        raise ConfigError(f"No champion cascade named {name!r}; run `skewguard train`.", field="name")
+    records = read_records(settings.prediction_log_url, since=since)
+    if last is not None:
+        records = records[-last:]
+    training = pd.read_parquet(latest_training_set(settings.home))
+    policy = DriftPolicy(min_rows=min_rows, watched=frozenset(watch) if watch else None)
+    result = check_drift(records, training, manifest, out or settings.home / "reports", policy=policy)
+    verdict = result.summary.verdict
+    click.echo(f"{len(records)} served rows of {name}; drift: {verdict.drift}")
+    for reason in verdict.reasons:
+        click.echo(f"  - {reason}")
+    click.echo(f"report: {result.html}\nsummary: {result.summary_json}\nmetrics: {result.metrics}")
+    if verdict.drift:
+        sys.exit(1)
