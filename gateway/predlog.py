@@ -33,8 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bentos.images import decode_image
-from gateway.predlog_sql import COLUMNS, LogStore, PredictionLogError, open_store
-from skewguard.errors import ConfigError
+from gateway.predlog_sql import COLUMNS, LogStore, open_store
+from skewguard.errors import ConfigError, PredictionLogError
 
 __all__ = ["PredictionLog", "PredictionLogError", "PredictionRecord", "image_summary", "read_records"]
 

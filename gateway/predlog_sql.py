@@ -28,7 +28,7 @@ import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from skewguard.errors import ConfigError, SkewguardError
+from skewguard.errors import ConfigError, PredictionLogError
 
 COLUMNS = (
     "request_id",
@@ -50,17 +50,6 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 5
-
-
-class PredictionLogError(SkewguardError):
-    """The prediction log's database refused a read or a write."""
-
-    code = "prediction_log_failed"
-    status_code = 503
-
-    def __init__(self, message: str, *, transient: bool = True) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 class LogStore(Protocol):

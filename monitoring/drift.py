@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,16 +41,10 @@ from monitoring.distance import linf_distance
 from monitoring.findings import Check, ColumnDrift, DriftSummary, ScopeDrift
 from monitoring.frames import ROUTE, Column, ColumnSet
 from monitoring.verdict import DriftPolicy, combine, decide
-from skewguard.errors import SkewguardError
+from skewguard.errors import DriftReportError
 
 LINF = "linf"
 OVERALL = "overall"
-
-
-class DriftReportError(SkewguardError):
-    """Evidently could not compute a report even after the columns were screened."""
-
-    code: ClassVar[str] = "drift_report_failed"
 
 
 @dataclass(frozen=True, slots=True)

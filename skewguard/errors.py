@@ -13,6 +13,8 @@ the Bento services answer with. Only those HTTP layers turn errors into JSON.
     ├── ArtifactError               artifact_invalid            500
     │   └── ModelNotFoundError      model_not_found             404
     ├── FeatureStoreUnavailable     feature_store_unavailable   503   (down, failing or too slow)
+    ├── PredictionLogError          prediction_log_failed       503   (``transient`` or not)
+    ├── DriftReportError            drift_report_failed         500
     ├── UnauthorizedError           unauthorized                401
     └── UpstreamError               upstream_error              502
         ├── UpstreamUnavailableError  upstream_unavailable      503   (a remote model is down)
@@ -131,3 +133,20 @@ class UpstreamTimeoutError(UpstreamError):
 
     code = "upstream_timeout"
     status_code = 504
+
+
+class PredictionLogError(SkewguardError):
+    """The prediction log's database refused a read or a write."""
+
+    code = "prediction_log_failed"
+    status_code = 503
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class DriftReportError(SkewguardError):
+    """Evidently could not compute a report even after the columns were screened."""
+
+    code = "drift_report_failed"

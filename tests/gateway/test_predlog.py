@@ -31,8 +31,8 @@ import pytest
 
 from bentos.images import encode_png
 from gateway.predlog import PredictionLog, PredictionRecord, image_summary, read_records
-from gateway.predlog_sql import PredictionLogError, SQLiteStore, open_store
-from skewguard.errors import ConfigError
+from gateway.predlog_sql import SQLiteStore, open_store
+from skewguard.errors import ConfigError, PredictionLogError
 
 POSTGRES_URL = os.environ.get("SKEWGUARD_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 CLOSED_PORT_URL = "postgresql://root@127.0.0.1:1/x"
