@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from bentos.convert import convert_pipeline, is_plain_tree_model
 from bentos.inputs import Batch, encode_frame
-from bentos.parity import check_parity, make_session, require_parity, run_onnx
+from bentos.parity import accepts, check_parity, make_session, require_parity, run_onnx
 from bentos.probes import generate_probes
 from bentos.profile import build_profile
 from bentos.spec import FieldKind, FieldSpec, InputSpec, OnlineFeature, infer_spec
@@ -120,17 +120,9 @@ def _with_nullability(pipeline: Any, spec: InputSpec, row: Batch) -> InputSpec:
         elif field.kind in ("numeric", "datetime"):
             columns = dict(row.columns)
             columns[field.name] = np.full((1, 1), np.nan)
-            nullable = _accepts(pipeline, Batch(spec, columns).to_frame())
+            nullable = accepts(pipeline, Batch(spec, columns))
         fields.append(dataclasses.replace(field, nullable=nullable))
     return dataclasses.replace(spec, fields=tuple(fields))
-
-
-def _accepts(pipeline: Any, frame: pd.DataFrame) -> bool:
-    try:
-        pipeline.predict_proba(frame)
-    except ValueError:
-        return False
-    return True
 
 
 def _with_online_features(

@@ -128,7 +128,8 @@ def _run_sklearn(
             pipeline.predict_proba(frame), dtype=np.float64
         )
     except ValueError as exc:
-        culprit = next((p for i, p in enumerate(probes) if _rejects(pipeline, batch, i)), None)
+        rows = (batch.take(np.array([i], dtype=np.intp)) for i in range(len(probes)))
+        culprit = next((p for p, row in zip(probes, rows, strict=True) if not accepts(pipeline, row)), None)
         if culprit is None:
             raise ConversionError(f"scikit-learn failed to predict the held-out rows: {exc}") from exc
         raise ParityError(
@@ -139,12 +140,13 @@ def _run_sklearn(
         ) from exc
 
 
-def _rejects(pipeline: Any, batch: Batch, row: int) -> bool:
+def accepts(pipeline: Any, batch: Batch) -> bool:
+    """Whether scikit-learn predicts these rows rather than raising ``ValueError``."""
     try:
-        pipeline.predict_proba(batch.take(np.array([row], dtype=np.intp)).to_frame())
+        pipeline.predict_proba(batch.to_frame())
     except ValueError:
-        return True
-    return False
+        return False
+    return True
 
 
 def require_parity(report: ParityReport, name: str) -> None:
