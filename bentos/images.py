@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import warnings
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,6 +71,15 @@ def decode_image(
             field=field,
         ) from exc
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def pixel_stats(pixels: NDArray[Any]) -> tuple[float, float]:
+    """Brightness and contrast of one image: mean and standard deviation of its 0–255 values.
+
+    The one definition behind the training profile, the prediction log and the monitor.
+    """
+    values = np.asarray(pixels, dtype=np.float64)
+    return float(values.mean()), float(values.std())
 
 
 def decode_base64_image(text: str, *, field: str = "image") -> NDArray[np.uint8]:

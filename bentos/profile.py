@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bentos.images import pixel_stats
 from bentos.inputs import Batch
 from bentos.spec import FieldSpec
 
@@ -101,8 +102,7 @@ def _text(values: list[str]) -> dict[str, Any]:
 
 def _images(pixels: NDArray[np.float32]) -> dict[str, Any]:
     rgb = pixels.reshape(len(pixels), -1, 3).astype(np.float64)
-    brightness = rgb.mean(axis=(1, 2))
-    contrast = rgb.std(axis=(1, 2))
+    brightness, contrast = np.array([pixel_stats(image) for image in rgb]).reshape(-1, 2).T
     channel_means = rgb.mean(axis=1)
     return {
         "kind": "image",

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bentos.images import decode_image
+from bentos.images import decode_image, pixel_stats
 from gateway.predlog_sql import COLUMNS, LogStore, open_store
 from skewguard.errors import ConfigError, PredictionLogError
 
@@ -86,11 +86,12 @@ def image_summary(image: bytes | str | NDArray[Any], pixels: NDArray[Any] | None
     if pixels is None:
         pixels = decode_image(raw)
     rgb = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
+    brightness, contrast = pixel_stats(rgb)
     return {
         "sha256": hashlib.sha256(raw).hexdigest(),
         "n_bytes": len(raw),
-        "brightness": float(rgb.mean()),
-        "contrast": float(rgb.std()),
+        "brightness": brightness,
+        "contrast": contrast,
         "channel_means": [float(x) for x in rgb.mean(axis=0)],
     }
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from bentos.images import decode_image
+from bentos.images import decode_image, pixel_stats
 from bentos.spec import InputSpec
 from skewguard.errors import ConfigError
 
@@ -231,7 +231,7 @@ def _epoch_seconds(value: Any) -> float:
 
 
 def _image_stats(images: pd.Series) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Brightness and contrast per image, computed as ``gateway.predlog.image_summary`` does."""
+    """Brightness and contrast per image (``bentos.images.pixel_stats``, as the log records them)."""
     brightness = np.full(len(images), np.nan)
     contrast = np.full(len(images), np.nan)
     for i, image in enumerate(images):
@@ -241,8 +241,7 @@ def _image_stats(images: pd.Series) -> tuple[NDArray[np.float64], NDArray[np.flo
             pixels = image
         else:
             continue
-        rgb = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
-        brightness[i], contrast[i] = rgb.mean(), rgb.std()
+        brightness[i], contrast[i] = pixel_stats(pixels)
     return brightness, contrast
 
 
