@@ -16,7 +16,7 @@ import httpx
 
 from bentos.manifest import CascadeManifest, champion, champion_tag
 from bentos.spec import InputSpec
-from bentos.store import load_model
+from bentos.store import StoredModel, load_model
 from gateway.guard import GuardConfig, SkewGuard
 from gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
 from skewguard.errors import ConfigError, ModelNotFoundError
@@ -58,26 +58,27 @@ def load_cascade(
             field="name",
         )
     spec = manifest.spec()
-    router_model = load_model(manifest.router.tag)
-    runners = {role: _runner(tag, remote_urls or {}, client) for role, tag in manifest.model_tags().items()}
+    models = {role: load_model(tag) for role, tag in manifest.model_tags().items()}  # each verified once
+    runners = {role: _runner(model, remote_urls or {}, client) for role, model in models.items()}
     online = {feature.name for feature in spec.online_features}
     return LoadedCascade(
         manifest=manifest,
         spec=spec,
         router=runners.pop("router"),
         branches=runners,
-        guard=SkewGuard(router_model.spec, router_model.profile, guard_config),
+        guard=SkewGuard(models["router"].spec, models["router"].profile, guard_config),
         request_fields=tuple(n for n in spec.names if n not in online),
     )
 
 
-def _runner(tag: str, remote_urls: Mapping[str, str], client: httpx.AsyncClient | None) -> ModelRunner:
-    model = load_model(tag)
-    url = remote_urls.get(model.name) or remote_urls.get(tag)
+def _runner(
+    model: StoredModel, remote_urls: Mapping[str, str], client: httpx.AsyncClient | None
+) -> ModelRunner:
+    url = remote_urls.get(model.name) or remote_urls.get(model.tag)
     if url is None:
         return LocalRunner(model)
     if client is None:
-        raise ConfigError(f"Model {tag} is configured as remote, but no HTTP client was given.")
+        raise ConfigError(f"Model {model.tag} is configured as remote, but no HTTP client was given.")
     return RemoteBentoRunner(model.tag, url, client, model.spec.names)
 
 
