@@ -30,7 +30,6 @@ if not __package__:  # run as `python bench/gateway.py`: import the bench packag
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -154,22 +153,14 @@ def request_bodies(orders_file: Path, n: int) -> tuple[list[str], list[str]]:
     """``{"rows": [row]}`` of the newest ``n`` orders as a client sends them, and their images."""
     import pandas as pd
 
+    from pipeline.demo_data import request_row
+
     orders = pd.read_parquet(orders_file).sort_values("order_ts", kind="stable").tail(n)
     bodies, images = [], []
-    for order in orders.itertuples(index=False):
-        image = base64.b64encode(order.image).decode("ascii")
-        row = {
-            "customer_id": int(order.customer_id),
-            "price": float(order.price),
-            "quantity": int(order.quantity),
-            "category": str(order.category),
-            "channel": str(order.channel),
-            "order_ts": pd.Timestamp(order.order_ts).isoformat(),
-            "description": str(order.description),
-            "image": image,
-        }
+    for _, order in orders.iterrows():
+        row = request_row(order)
         bodies.append(json.dumps({"rows": [row]}))
-        images.append(image)
+        images.append(row["image"])
     return bodies, images
 
 

@@ -11,8 +11,11 @@ gives other values than the latest snapshot. One seed, one generator, same bytes
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -331,3 +334,17 @@ def _read_table(path: Path, dtypes: dict[str, str]) -> pd.DataFrame:
             f"Demo data file {path} lacks the columns {shown}; run `skewguard demo-data` to regenerate it."
         )
     return frame[list(dtypes)].astype(dtypes)
+
+
+def request_row(order: Mapping[str, Any]) -> dict[str, Any]:
+    """One demo order as a client sends it: the entity key and raw fields, the image base64."""
+    return {
+        "customer_id": int(order["customer_id"]),
+        "price": float(order["price"]),
+        "quantity": int(order["quantity"]),
+        "category": str(order["category"]),
+        "channel": str(order["channel"]),
+        "order_ts": pd.Timestamp(order["order_ts"]).isoformat(),
+        "description": str(order["description"]),
+        "image": base64.b64encode(order["image"]).decode("ascii"),
+    }

@@ -293,19 +293,9 @@ def serve(host: str | None, port: int | None) -> None:
 
 def _write_example_request(settings: Settings, orders: Any) -> Path:
     """A real request body from the demo data, for the curl example `serve` prints."""
-    import base64
+    from pipeline.demo_data import request_row
 
-    order = orders.iloc[-1]
-    row = {
-        "customer_id": int(order["customer_id"]),
-        "price": float(order["price"]),
-        "quantity": int(order["quantity"]),
-        "category": str(order["category"]),
-        "channel": str(order["channel"]),
-        "order_ts": order["order_ts"].isoformat(),
-        "description": str(order["description"]),
-        "image": base64.b64encode(order["image"]).decode(),
-    }
+    row = request_row(orders.iloc[-1])
     path = settings.home / EXAMPLE_REQUEST
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rows": [row]}))

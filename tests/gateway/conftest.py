@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from bentos.manifest import compose_manifest, promote, save_manifest
@@ -16,6 +14,7 @@ from gateway.features import StaticFeatureSource
 from gateway.server import build_gateway
 from gateway.settings import GatewaySettings
 from pipeline.demo_data import DemoData, generate_demo_data
+from pipeline.demo_data import request_row as demo_request_row
 from pipeline.returns_model import (
     ENTITY_KEY,
     ONLINE,
@@ -53,17 +52,7 @@ def online_rows(demo: DemoData) -> dict[int, dict[str, float | None]]:
 
 def request_row(demo: DemoData, i: int = -1) -> dict[str, Any]:
     """A raw request as a client sends it (image base64, timestamp ISO-8601)."""
-    order = demo.orders.iloc[i]
-    return {
-        "customer_id": int(order["customer_id"]),
-        "price": float(order["price"]),
-        "quantity": int(order["quantity"]),
-        "category": str(order["category"]),
-        "channel": str(order["channel"]),
-        "order_ts": pd.Timestamp(order["order_ts"]).isoformat(),
-        "description": str(order["description"]),
-        "image": base64.b64encode(order["image"]).decode(),
-    }
+    return demo_request_row(demo.orders.iloc[i])
 
 
 def make_gateway(tmp_path: Path, features: StaticFeatureSource, **env: str) -> Gateway:
