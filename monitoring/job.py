@@ -107,6 +107,17 @@ def write_summary(summary: DriftSummary, path: Path) -> Path:
     return path
 
 
+def training_set_of(manifest: CascadeManifest, home: Path) -> Path:
+    """The training set the cascade was fitted on (named in its metrics), else the newest one.
+
+    The newest file is not always the champion's: a candidate that lost its gate wrote one too.
+    """
+    name = manifest.metrics.get("training_set")
+    if isinstance(name, str) and (path := home / "training" / Path(name).name).is_file():
+        return path
+    return latest_training_set(home)
+
+
 def latest_training_set(home: Path) -> Path:
     """The newest training set the pipeline wrote (``<home>/training/training-*.parquet``)."""
     found = sorted((home / "training").glob(TRAINING_PATTERN), key=lambda p: p.stat().st_mtime)

@@ -52,6 +52,7 @@ MODELS_KEYED: dict[str, Any] = {
     "persist_result": True,
 }
 MAX_GATE_ROWS = 2_000
+HOLDOUT = 0.2  # the newest share of the labeled rows, held out of fitting (split_by_time)
 
 
 @task(cache_policy=NO_CACHE)
@@ -245,6 +246,8 @@ def train_cascade(
         tags[role] = _run(states, package, *args, key=role)
     branches = {branch: tags[branch] for branch in (cascade.POSITIVE_BRANCH, cascade.NEGATIVE_BRANCH)}
     figures["threshold"] = {"value": chosen.value, "rule": chosen.rule, "reason": chosen.reason}
+    figures["training_set"] = Path(path).name  # the monitor's reference: <home>/training/<this>
+    figures["holdout"] = HOLDOUT
     manifest, status = _run(states, write_manifest, name, tags["router"], chosen, branches, figures)
     print(f"cascade {manifest} stored as {status}")
     return {"manifest": manifest, "status": status, "models": tags, "figures": figures, "task_states": states}

@@ -318,7 +318,7 @@ def monitor(
     from bentos.manifest import champion
     from gateway.predlog import read_records
     from gateway.settings import GatewaySettings
-    from monitoring.job import check_drift, latest_training_set
+    from monitoring.job import check_drift, training_set_of
     from monitoring.verdict import DriftPolicy
 
     settings = GatewaySettings.from_env()
@@ -328,7 +328,7 @@ def monitor(
     records = read_records(settings.prediction_log_url, since=since)
     if last is not None:
         records = records[-last:]
-    training = pd.read_parquet(latest_training_set(settings.home))
+    training = pd.read_parquet(training_set_of(manifest, settings.home))
     policy = DriftPolicy(min_rows=min_rows, watched=frozenset(watch) if watch else None)
     result = check_drift(records, training, manifest, out or settings.home / "reports", policy=policy)
     verdict = result.summary.verdict
