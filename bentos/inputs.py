@@ -175,7 +175,7 @@ def _timestamp(spec: FieldSpec, value: Any) -> float:
         return math.nan
     if isinstance(value, pd.Timestamp | datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return _seconds(moment)
+        return _seconds(spec, moment)
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
@@ -185,12 +185,19 @@ def _timestamp(spec: FieldSpec, value: Any) -> float:
                 f"'2026-03-01T14:30:00Z' or epoch seconds, got {_short(value)}.",
                 field=spec.name,
             ) from exc
-        return _seconds(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        return _seconds(spec, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     return float(_number(spec, value))
 
 
-def _seconds(moment: datetime) -> float:
-    nanos = int(pd.Timestamp(moment).value)
+def _seconds(spec: FieldSpec, moment: datetime) -> float:
+    try:  # pandas, which trains the models, holds time as int64 nanoseconds: years 1677 to 2262
+        nanos = int(pd.Timestamp(moment).value)
+    except (OverflowError, ValueError) as exc:
+        raise InputError(
+            f"Field {spec.name!r}: {_short(moment.isoformat())} is outside the supported range "
+            f"{pd.Timestamp.min.isoformat()} to {pd.Timestamp.max.isoformat()} (UTC).",
+            field=spec.name,
+        ) from exc
     return float(nanos // 1_000_000_000) + (nanos % 1_000_000_000) / 1e9
 
 
