@@ -15,7 +15,7 @@ import swagger_ui_bundle
 from bentos.inputs import MAX_CATEGORY_CHARS, MAX_TEXT_CHARS
 from bentos.spec import FieldSpec
 from gateway.cascades import LoadedCascade
-from gateway.predict import DEFAULT_MAX_ROWS
+from gateway.predict import DEFAULT_MAX_ROWS, ENTITY_KEY_MAX, ENTITY_KEY_MIN
 
 ERROR = {
     "type": "object",
@@ -82,7 +82,12 @@ def row_schema(cascade: LoadedCascade) -> dict[str, Any]:
     properties = {name: field_schema(cascade.spec.get(name)) for name in cascade.request_fields}
     key = cascade.manifest.entity_key
     if key:
-        properties[key] = {"type": "integer", "description": "Entity key for the online features."}
+        properties[key] = {
+            "type": "integer",
+            "minimum": ENTITY_KEY_MIN,
+            "maximum": ENTITY_KEY_MAX,
+            "description": "Entity key for the online features.",
+        }
     return {
         "type": "object",
         "required": sorted(properties),

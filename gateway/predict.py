@@ -21,6 +21,8 @@ from gateway.guard import SkewFlag
 from skewguard.errors import FeatureStoreUnavailable, InputError
 
 DEFAULT_MAX_ROWS = 1_000
+ENTITY_KEY_MIN, ENTITY_KEY_MAX = -(2**63), 2**63 - 1
+"""Feast keys are int64: a larger key failed the whole batched read, a 500 for every request in it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,8 @@ def _entity_keys(cascade: LoadedCascade, rows: Sequence[Mapping[str, Any]]) -> l
         value = row.get(key)
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"Row {i}: {key!r} must be an integer entity key, got {value!r}.", field=key)
+        if not ENTITY_KEY_MIN <= value <= ENTITY_KEY_MAX:
+            raise InputError(f"Row {i}: {key!r} must be a 64-bit signed integer, got {value}.", field=key)
         keys.append(value)
     return keys
 
