@@ -67,7 +67,11 @@ def field_schema(spec: FieldSpec) -> dict[str, Any]:
     if spec.kind == "numeric":
         schema = {"type": "number"}
     elif spec.kind == "datetime":
-        schema = {"type": "string", "format": "date-time", "description": "ISO-8601; naive = UTC"}
+        schema = {
+            "type": "string",
+            "format": "date-time",
+            "description": "ISO-8601; naive = UTC; between 1677-09-21 and 2262-04-11",
+        }
     elif spec.kind == "image":
         schema = {"type": "string", "format": "byte", "description": "base64-encoded PNG or JPEG"}
     else:
