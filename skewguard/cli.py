@@ -338,3 +338,24 @@ def monitor(
     click.echo(f"report: {result.html}\nsummary: {result.summary_json}\nmetrics: {result.metrics}")
     if verdict.drift:
         sys.exit(1)
+
+
+@cli.group("reports")
+def reports() -> None:
+    """Drift reports for operators: an index of the runs and the reports themselves."""
+
+
+@reports.command("serve")
+@click.option(
+    "--dir", "folder", type=click.Path(path_type=Path), default=None, help="Default: <home>/reports."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="No authentication: keep it local.")
+@click.option("--port", default=8001, show_default=True)
+@click.pass_obj
+def reports_serve(settings: Settings, folder: Path | None, host: str, port: int) -> None:
+    """Serve the index of drift reports (newest first) and the report files over HTTP."""
+    from monitoring.reports_server import serve_reports
+
+    root = folder or settings.home / "reports"
+    click.echo(f"drift reports in {root} on http://{host}:{port}/")
+    serve_reports(root, host=host, port=port)
