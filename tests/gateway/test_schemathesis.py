@@ -1,0 +1,156 @@
+"""The HTTP contract, fuzzed: schemathesis generates requests from the gateway's own /openapi.json.
+
+The gateway under test is the real one — the session's champion cascade, a Feast SQLite
+online store materialized from the demo data — driven in-process through schemathesis'
+ASGI transport (which runs the app's lifespan). Every documented operation gets positive
+cases (valid per the schema) and negative ones (the schema violated on purpose). Half of
+the positive predict cases carry a real demo image and timestamp (random base64 is never an
+image, and random years mostly fall outside 1677-2262), so random prices, categories,
+texts, nulls and entity keys also reach the online store, the skew guard and the models.
+
+Each response must be no 5xx, a documented status with a documented content type, a body
+that matches its documented schema, and for negative cases a 4xx. The number of cases
+actually sent is counted and must reach ``MIN_CASES``. Hypothesis runs derandomized, so
+CI replays the same cases.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from bentos.feature_store import FeastConfig
+from gateway.app import create_app
+from gateway.features import FeastFeatureSource
+from gateway.server import build_gateway
+from gateway.settings import GatewaySettings
+from pipeline.demo_data import DemoData, write_demo_data
+from pipeline.features import apply_features, materialize_features
+from tests.gateway.conftest import CASCADE, request_row
+
+pytestmark = pytest.mark.slow
+MIN_CASES = 1_000
+EXAMPLES = {GenerationMode.POSITIVE: 600, GenerationMode.NEGATIVE: 500}
+"""Per mode, for the predict operation; the GET operations have a handful of distinct cases each."""
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+REJECTED = ["400", "401", "404", "413", "422"]
+"""Negative data must be refused with one of these (413: a string past its maxLength)."""
+
+
+@pytest.fixture(scope="module")
+def feast_store(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> FeastConfig:
+    """The demo customers' features in a real Feast SQLite online store."""
+    data = tmp_path_factory.mktemp("fuzz-data")
+    write_demo_data(demo, data)
+    config = FeastConfig(tmp_path_factory.mktemp("fuzz-feast"), data, f"sg_fuzz_{uuid.uuid4().hex[:10]}")
+    apply_features(config)
+    end = pd.Timestamp(demo.customer_stats["event_timestamp"].max()).to_pydatetime()
+    materialize_features(config, end=end, start=datetime(2020, 1, 1, tzinfo=UTC))
+    return config
+
+
+@pytest.fixture(scope="module")
+def schema(
+    champion_tag: str, feast_store: FeastConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    gateway_settings = GatewaySettings.from_env(
+        {
+            "SKEWGUARD_HOME": str(tmp_path_factory.mktemp("fuzz-home")),
+            "SKEWGUARD_CASCADES": CASCADE,
+            "SKEWGUARD_WATCH_SECONDS": "0",
+        }
+    )
+    app = create_app(build_gateway(gateway_settings, features=FeastFeatureSource(feast_store)))
+    config = schemathesis.Config.from_dict(
+        {"checks": {"negative_data_rejection": {"expected-statuses": REJECTED}}}
+    )
+    loaded = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+    yield loaded
+    from schemathesis.python import asgi  # runs the app's lifespan end: the prediction log drains
+
+    asgi.shutdown_lifespans()
+
+
+def _fuzz(operation: Any, mode: GenerationMode, examples: int, anchor: dict[str, Any]) -> Counter[int]:
+    """Send up to ``examples`` generated cases to one operation; count the answers by status.
+
+    A positive case is sent as generated, or — when ``anchored`` is drawn — with the fields
+    in ``anchor`` (a real image and timestamp) set in every row, the rest left random.
+    """
+    statuses: Counter[int] = Counter()
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode), anchored=st.booleans())
+    def run(case: Any, anchored: bool) -> None:
+        rows = case.body.get("rows") if isinstance(case.body, dict) else None
+        if anchored and mode is GenerationMode.POSITIVE and isinstance(rows, list):
+            for row in rows:
+                row.update(anchor)
+        response = case.call_and_validate(checks=CHECKS)
+        statuses[response.status_code] += 1
+
+    run()
+    return statuses
+
+
+def test_generated_requests_get_no_5xx_and_documented_answers(schema: Any, demo: DemoData) -> None:
+    row = request_row(demo)
+    anchor = {"image": row["image"], "order_ts": row["order_ts"]}
+    counts: dict[str, Counter[int]] = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode, examples in EXAMPLES.items():
+            if mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET":
+                continue  # no parameters and no body: nothing to make invalid
+            counts[f"{operation.label} {mode.value}"] = _fuzz(operation, mode, examples, anchor)
+    predict = f"POST /v1/cascades/{CASCADE}/predict"
+    positive, negative = counts[f"{predict} positive"], counts[f"{predict} negative"]
+    assert positive[200] >= EXAMPLES[GenerationMode.POSITIVE] // 5, counts  # random values reach the models
+    assert sum(negative.values()) >= EXAMPLES[GenerationMode.NEGATIVE] // 2, counts
+    assert sum(sum(c.values()) for c in counts.values()) >= MIN_CASES, counts
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"order_ts": "0001-01-01T00:00:00+00:00"}, "order_ts"),  # past pandas' nanosecond range: was a 500
+        ({"customer_id": 2**63}, "customer_id"),  # past Feast's int64 keys: was a 500
+    ],
+)
+async def test_what_the_fuzzer_found_is_a_4xx_naming_the_field(
+    gateway_client: Any, demo: DemoData, change: dict[str, Any], field: str
+) -> None:
+    response = await gateway_client.post(f"/v1/cascades/{CASCADE}/predict", json=request_row(demo) | change)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["field"] == field
