@@ -1,11 +1,16 @@
 """Drift with Evidently 0.7: the training reference against the served window, overall and per branch.
 
 Every Evidently type stays in this module; callers get a ``DriftRun``: our ``DriftSummary``
-plus ``save_html`` for Evidently's self-contained report. One report per scope — all rows,
-then the rows of each cascade branch (``route``) on both sides — with one ``ValueDrift``
-test per column and method. Whether a column drifted is Evidently's test decision (the test
-whose ``metric_config.metric_id`` is the metric's id has status FAIL), never our reading of
-the score, whose direction depends on the method.
+plus ``save_html`` for Evidently's self-contained report. Scopes: all rows, then the rows of
+each cascade branch (``route``) on both sides, with one ``ValueDrift`` test per column and
+method. Whether a column drifted is Evidently's test decision (the test whose
+``metric_config.metric_id`` is the metric's id has status FAIL), never our reading of the
+score, whose direction depends on the method.
+
+The overall scope runs as an Evidently ``Report``. A branch is decided by the very stat-test
+functions that ``ValueDrift`` calls (same cleaning, same results to the last digit), without
+the plots a report draws for every column — those took half of a report's time, and the
+branches' reports were rarely opened; ``save_html(scope=branch)`` builds one on demand.
 
 Methods are fixed per kind (``DriftMethods``), not Evidently's defaults, which switch at
 1,000 reference rows from p-values to distances — a branch would otherwise be judged by
@@ -14,15 +19,16 @@ TFDV/Vertex skew measure, ``monitoring.distance``), registered as an Evidently s
 so that it shows in the HTML report too.
 
 Evidently fails the whole report for one bad column, so columns are screened first: one
-that is missing or all-missing on either side, or a text column too poor in words for the
-domain classifier ("After pruning, no terms remain"), is reported as "no data" instead.
+that is missing or all-missing on either side is reported as "no data" instead, and so is a
+text column too poor in words for the domain classifier ("After pruning, no terms remain") —
+that check fits a TF-IDF, so it runs only when Evidently failed.
 """
 
 from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
-from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+from evidently.legacy.calculations.stattests.registry import StatTest, get_stattest, register_stattest
 from evidently.legacy.core import ColumnType
 from evidently.metrics import ValueDrift
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -45,6 +51,12 @@ from skewguard.errors import DriftReportError
 
 LINF = "linf"
 OVERALL = "overall"
+POOR_TEXT = "too few distinct words for the text drift classifier"
+_COLUMN_TYPES = {
+    "numeric": ColumnType.Numerical,
+    "categorical": ColumnType.Categorical,
+    "text": ColumnType.Text,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +82,29 @@ class DriftMethods:
 class DriftRun:
     """The findings of one run, and Evidently's HTML report of each compared scope."""
 
-    __slots__ = ("_snapshots", "summary")
+    __slots__ = ("_reports", "_snapshots", "summary")
 
-    def __init__(self, summary: DriftSummary, snapshots: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        summary: DriftSummary,
+        snapshots: Mapping[str, Any],
+        reports: Mapping[str, Callable[[], Any]] | None = None,
+    ) -> None:
         self.summary = summary
         self._snapshots = dict(snapshots)
+        self._reports = dict(reports or {})
+        """Scopes decided without a report: how to build their report when it is asked for."""
 
     def save_html(self, path: Path, scope: str = OVERALL) -> Path:
         """Write the self-contained HTML report of ``scope``; a short page if it was not compared."""
         path.parent.mkdir(parents=True, exist_ok=True)
         snapshot = self._snapshots.get(scope)
+        if snapshot is None and scope in self._reports:
+            snapshot = self._snapshots[scope] = self._reports.pop(scope)()
         if snapshot is not None:
-            snapshot.save_html(str(path))
+            page = snapshot.get_html_str(as_iframe=False)  # Evidently's page has no <title>: add ours
+            title = f"<title>{html.escape(_title(self.summary, scope))}</title>"
+            path.write_text(page.replace("<head>", f"<head>{title}", 1), encoding="utf-8")
         else:
             path.write_text(_placeholder_page(self.summary, scope), encoding="utf-8")
         return path
@@ -101,7 +124,9 @@ def run_drift(
     policy, methods = policy or DriftPolicy(), methods or DriftMethods()
     _register_linf()
     overall, snapshot = _compare(OVERALL, reference, current, columns, policy, methods)
-    snapshots, branches, notes = {OVERALL: snapshot}, [], []
+    branches: list[ScopeDrift] = []
+    reports: dict[str, Callable[[], Any]] = {}
+    notes: list[str] = []
     if branch_column not in columns.names:
         notes.append(f"no branch comparison: no {branch_column!r} column")
     elif reference[branch_column].isna().all():
@@ -110,13 +135,14 @@ def run_drift(
         names = set(reference[branch_column].dropna()) | set(current[branch_column].dropna())
         for name in sorted(names):
             ref, cur = (f[f[branch_column] == name] for f in (reference, current))
-            scope, snapshots[name] = _compare(
-                name, ref, cur, columns.without([branch_column]), policy, methods
-            )
+            scope = _compare_by_stattests(name, ref, cur, columns.without([branch_column]), policy, methods)
+            checked = ColumnSet(tuple(columns.get(c.column) for c in scope.checked))
+            if len(checked):
+                reports[name] = functools.partial(_run_report, name, ref, cur, checked, methods)
             branches.append(scope)
     verdict = combine(overall.verdict, {b.scope: b.verdict for b in branches})
     summary = DriftSummary(cascade, datetime.now(UTC), verdict, overall, tuple(branches), tuple(notes))
-    return DriftRun(summary, snapshots)
+    return DriftRun(summary, {OVERALL: snapshot}, reports)
 
 
 def _compare(
@@ -127,34 +153,98 @@ def _compare(
     policy: DriftPolicy,
     methods: DriftMethods,
 ) -> tuple[ScopeDrift, Any]:
-    """One scope: screen the columns, run Evidently on the rest, decide."""
+    """One scope as an Evidently report: screen the columns, run the report on the rest, decide."""
     n_ref, n_cur = len(reference), len(current)
     if n_ref < policy.min_rows or n_cur < policy.min_rows:
         verdict = decide((), n_reference=n_ref, n_current=n_cur, policy=policy)
         return ScopeDrift(scope, n_ref, n_cur, (), verdict), None
     no_data = {c.name: reason for c in columns if (reason := _screen(c, reference, current))}
-    usable = ColumnSet(tuple(c for c in columns if c.name not in no_data))
+    usable = columns.without(list(no_data))
     snapshot, checks = None, {}
     if len(usable):
-        snapshot = _run_report(scope, reference, current, usable, methods)
-        checks = _read_checks(snapshot)
+        try:
+            snapshot = _run_report(scope, reference, current, usable, methods)
+        except DriftReportError:
+            poor = {
+                c.name: POOR_TEXT for c in usable if c.kind == "text" and _is_poor_text(c, reference, current)
+            }
+            if not poor:
+                raise
+            no_data |= poor
+            usable = usable.without(list(poor))
+            snapshot = _run_report(scope, reference, current, usable, methods) if len(usable) else None
+        checks = _read_checks(snapshot) if snapshot is not None else {}
+    return _scope(scope, reference, current, columns, checks, no_data, policy), snapshot
+
+
+def _compare_by_stattests(
+    scope: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: ColumnSet,
+    policy: DriftPolicy,
+    methods: DriftMethods,
+) -> ScopeDrift:
+    """One scope decided by the stat tests ``ValueDrift`` runs, without building a report."""
+    if len(reference) < policy.min_rows or len(current) < policy.min_rows:
+        return _scope(scope, reference, current, ColumnSet(()), {}, {}, policy)
+    no_data = {c.name: reason for c in columns if (reason := _screen(c, reference, current))}
+    checks: dict[str, list[Check]] = {}
+    for column in columns.without(list(no_data)):
+        try:
+            checks[column.name] = _stattest_checks(column, reference, current, methods)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            if column.kind == "text" and _is_poor_text(column, reference, current):
+                no_data[column.name] = POOR_TEXT
+                continue
+            raise DriftReportError(
+                f"Evidently could not compare {column.name!r} in the {scope!r} scope: {exc}"
+            ) from exc
+    return _scope(scope, reference, current, columns, checks, no_data, policy)
+
+
+def _stattest_checks(
+    column: Column, reference: pd.DataFrame, current: pd.DataFrame, methods: DriftMethods
+) -> list[Check]:
+    """What ``ValueDrift`` computes for its test: the same cleaning (±inf and NaN dropped), the same call."""
+    kind = _COLUMN_TYPES[column.kind]
+    ref, cur = (f[column.name].replace([np.inf, -np.inf], np.nan).dropna() for f in (reference, current))
+    checks = []
+    for method, threshold in methods.for_kind(column.kind):
+        result = get_stattest(ref, cur, kind, method)(ref, cur, kind, threshold)
+        checks.append(Check(method, float(result.drift_score), float(threshold), bool(result.drifted)))
+    return checks
+
+
+def _scope(
+    scope: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: ColumnSet,
+    checks: Mapping[str, list[Check]],
+    no_data: Mapping[str, str],
+    policy: DriftPolicy,
+) -> ScopeDrift:
+    n_ref, n_cur = len(reference), len(current)
     findings = tuple(
         ColumnDrift(c.name, c.kind, tuple(checks.get(c.name, ())), no_data.get(c.name, "")) for c in columns
     )
     verdict = decide(findings, n_reference=n_ref, n_current=n_cur, policy=policy)
-    return ScopeDrift(scope, n_ref, n_cur, findings, verdict), snapshot
+    return ScopeDrift(scope, n_ref, n_cur, findings, verdict)
 
 
 def _screen(column: Column, reference: pd.DataFrame, current: pd.DataFrame) -> str:
-    """Why Evidently cannot test this column ("" when it can)."""
+    """Why Evidently cannot test this column ("" when it can), short of fitting anything."""
     for side, frame in (("current", current), ("reference", reference)):
         if column.name not in frame.columns:
             return f"missing in {side}"
         if frame[column.name].replace([np.inf, -np.inf], np.nan).isna().all():  # Evidently drops ±inf
             return f"all values missing in {side}"
-    if column.kind == "text" and not _has_vocabulary(reference[column.name], current[column.name]):
-        return "too few distinct words for the text drift classifier"
     return ""
+
+
+def _is_poor_text(column: Column, reference: pd.DataFrame, current: pd.DataFrame) -> bool:
+    return not _has_vocabulary(reference[column.name], current[column.name])
 
 
 def _has_vocabulary(reference: pd.Series, current: pd.Series) -> bool:
@@ -237,11 +327,15 @@ def _linf_stattest(
     return score, score > threshold  # TFDV flags a distance above the threshold
 
 
+def _title(summary: DriftSummary, scope: str) -> str:
+    return f"Drift report: {summary.cascade or 'cascade'} — {scope}"
+
+
 def _placeholder_page(summary: DriftSummary, scope: str) -> str:
     found = [s for s in (summary.overall, *summary.branches) if s.scope == scope]
     reasons = found[0].verdict.reasons if found else (f"no scope {scope!r} in this run",)
     items = "".join(f"<li>{html.escape(reason)}</li>" for reason in reasons)
-    title = html.escape(f"Drift report: {summary.cascade or 'cascade'} — {scope}")
+    title = html.escape(_title(summary, scope))
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
         f"<body><h1>{title}</h1><p>Not compared ({summary.created_at:%Y-%m-%d %H:%M} UTC):</p>"

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monitoring import drift as drift_module
 from monitoring.drift import DriftMethods, DriftRun, run_drift
 from monitoring.frames import ColumnSet, current_frame
 from monitoring.verdict import DriftPolicy
@@ -144,6 +145,29 @@ def test_the_html_report_is_written_and_self_contained(drifted: DriftRun, tmp_pa
     assert text.lstrip().lower().startswith("<html") or "<html" in text[:500].lower()
     assert "L-infinity distance" in text  # our stat test is part of Evidently's report
     assert drifted.save_html(tmp_path / "retail.html", scope="retail").stat().st_size > 100_000
+
+
+def test_a_branch_is_decided_as_an_evidently_report_of_it_would(
+    drifted: DriftRun, reference: pd.DataFrame, drifted_records: list[dict[str, Any]], columns: ColumnSet
+) -> None:
+    # Branches are decided by Evidently's stat-test functions, without a report: same numbers.
+    current = current_frame(drifted_records, columns)
+    ref, cur = (frame[frame["route"] == "retail"] for frame in (reference, current))
+    branch_columns = columns.without(["route"])
+    report = drift_module._run_report("retail", ref, cur, branch_columns, DriftMethods())
+    expected = drift_module._read_checks(report)
+    retail = drifted.summary.branch("retail")
+    assert {c.column: list(c.checks) for c in retail.columns} == expected
+    assert len(expected) == len(branch_columns)
+
+
+def test_the_saved_report_has_a_title(drifted: DriftRun, tmp_path: Path) -> None:
+    text = drifted.save_html(tmp_path / "overall.html").read_text(encoding="utf-8")
+    assert "<title>Drift report: monitor — overall</title>" in text[:2_000]
+    assert (
+        "<title>Drift report: monitor — retail</title>"
+        in drifted.save_html(tmp_path / "retail.html", scope="retail").read_text(encoding="utf-8")[:2_000]
+    )
 
 
 def test_an_empty_window_is_undecided_everywhere(reference: pd.DataFrame, columns: ColumnSet) -> None:
