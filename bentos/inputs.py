@@ -167,6 +167,15 @@ def _string(spec: FieldSpec, value: Any) -> str:
             f"Field {spec.name!r}: the string has {len(value)} characters; at most {limit} are accepted.",
             field=spec.name,
         )
+    if not value.isascii():
+        try:  # JSON's \ud800 escape parses to a lone surrogate, which the graph's UTF-8 strings cannot hold
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"Field {spec.name!r}: character {exc.start} is a lone UTF-16 surrogate, not text; "
+                "send valid Unicode (a surrogate pair or the character itself).",
+                field=spec.name,
+            ) from exc
     return value
 
 
