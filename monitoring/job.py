@@ -27,7 +27,7 @@ import pandas as pd
 
 from bentos.manifest import CascadeManifest
 from monitoring.drift import DriftMethods, run_drift
-from monitoring.exposition import write_metrics
+from monitoring.exposition import add_skew_table, write_metrics
 from monitoring.findings import DriftSummary
 from monitoring.frames import (
     MAX_REFERENCE_ROWS,
@@ -37,7 +37,8 @@ from monitoring.frames import (
     reference_rows,
 )
 from monitoring.replay import replay_cascade
-from monitoring.verdict import DriftPolicy
+from monitoring.skew import SkewCheck, SkewSummary
+from monitoring.verdict import DriftPolicy, with_skew
 from skewguard.errors import ConfigError
 
 HTML_FILE = "drift-report.html"
@@ -54,6 +55,7 @@ class DriftJobResult:
     html: Path
     summary_json: Path
     metrics: Path
+    skew: SkewSummary | None = None
 
 
 def check_drift(
@@ -67,11 +69,14 @@ def check_drift(
     replay: bool = True,
     holdout: float = 0.2,
     max_reference_rows: int = MAX_REFERENCE_ROWS,
+    skew: SkewCheck | None = None,
 ) -> DriftJobResult:
     """Compare the served ``records`` of ``manifest``'s cascade with its training reference.
 
     ``replay=False`` skips running the cascade on the reference: the output columns are then
-    reported as "no data" and the branches are not compared.
+    reported as "no data" and the branches are not compared. With ``skew``, the served online
+    features are also compared with the offline store's (``monitoring.skew``): a
+    ``feature_skew`` section, gauges, a table in the report, and skew reasons in the verdict.
     """
     spec = manifest.spec()
     served = [r for r in records if r.get("cascade", manifest.name) == manifest.name]
@@ -83,18 +88,24 @@ def check_drift(
     current = current_frame(served, columns)
     run = run_drift(reference, current, columns, cascade=manifest.name, policy=policy, methods=methods)
     summary = dataclasses.replace(run.summary, window=_window(served))
+    found = skew.run(served, manifest, rows) if skew is not None else None
+    if found is not None:
+        summary = dataclasses.replace(summary, verdict=with_skew(summary.verdict, found.reasons()))
     out_dir.mkdir(parents=True, exist_ok=True)
+    html = run.save_html(out_dir / HTML_FILE)
     return DriftJobResult(
         summary=summary,
-        html=run.save_html(out_dir / HTML_FILE),
-        summary_json=write_summary(summary, out_dir / SUMMARY_FILE),
-        metrics=write_metrics(summary, out_dir / METRICS_FILE),
+        html=html if found is None else add_skew_table(html, found),
+        summary_json=write_summary(summary, out_dir / SUMMARY_FILE, found),
+        metrics=write_metrics(summary, out_dir / METRICS_FILE, found),
+        skew=found,
     )
 
 
-def write_summary(summary: DriftSummary, path: Path) -> Path:
+def write_summary(summary: DriftSummary, path: Path, skew: SkewSummary | None = None) -> Path:
     """Write the JSON summary atomically (a reader sees the old file or the new one)."""
-    text = json.dumps(summary.to_dict(), indent=1, allow_nan=False)
+    data = summary.to_dict() | ({"feature_skew": skew.to_dict()} if skew is not None else {})
+    text = json.dumps(data, indent=1, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

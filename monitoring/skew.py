@@ -99,11 +99,11 @@ class FeatureSkew:
         return self.mean_abs_diff / self.scale
 
     def to_dict(self) -> dict[str, Any]:
-        found = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        found = {field.name: _finite(getattr(self, field.name)) for field in dataclasses.fields(self)}
         del found["feature"]
         found["examples"] = list(self.examples)
         found |= {"mismatches": self.mismatches, "mismatch_rate": self.mismatch_rate}
-        return found | {"normalized_mean_abs_diff": self.normalized_mean_abs_diff}
+        return found | {"normalized_mean_abs_diff": _finite(self.normalized_mean_abs_diff)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -154,6 +154,23 @@ class OfflineFeatures(Protocol):
         in the same order and one float column per name of ``refs`` (``{name: "view:feature"}``),
         NaN where the store has no value at that time."""
         ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SkewCheck:
+    """What the monitor job needs for a skew check: the offline values, the policy, the time field."""
+
+    offline: OfflineFeatures
+    policy: SkewPolicy = SkewPolicy()
+    at: str | None = None
+    """A request field holding the time to compare at; None: when the gateway served the row."""
+
+    def run(
+        self, records: Sequence[Mapping[str, Any]], manifest: CascadeManifest, training: pd.DataFrame
+    ) -> SkewSummary:
+        """:func:`check_skew` on ``records``, distances scaled by the spread in ``training``."""
+        scales = training_scales(training, manifest.feature_refs)
+        return check_skew(records, manifest, self.offline, policy=self.policy, scales=scales, at=self.at)
 
 
 def served_frame(
@@ -337,6 +354,11 @@ def _moment(value: Any) -> pd.Timestamp | None:
     except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
         return None
     return None if pd.isna(moment) else moment
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: a float that is not finite becomes None."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _number(value: Any) -> float:

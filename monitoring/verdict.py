@@ -7,6 +7,10 @@ small window says "not enough data" instead of guessing. Otherwise it drifts whe
 column drifts, or when more than ``max_share`` of the checked columns drift. The run's
 verdict is drift when any decided scope drifts: a change confined to a small branch is
 diluted in the overall comparison but not in its own.
+
+Feature skew (``monitoring.skew``: served online values that are not the offline ones)
+joins the run's verdict through :func:`with_skew`: without skew the verdict stays what
+drift made it; with skew it says drift, and each skew reason begins "feature skew:".
 """
 
 from __future__ import annotations
@@ -74,6 +78,18 @@ def combine(overall: Verdict, branches: Mapping[str, Verdict]) -> Verdict:
     if drifting:
         return Verdict(True, tuple(drifting))
     return Verdict(False, tuple(f"{name}: {reason}" for name, v in scopes.items() for reason in v.reasons))
+
+
+def with_skew(verdict: Verdict, skew_reasons: Sequence[str]) -> Verdict:
+    """The run's verdict with feature skew as a reason: unchanged when ``skew_reasons`` is empty.
+
+    Skew is a count of served values that differ from the offline store, not a statistical
+    test, so it decides even when the drift comparison had too few rows; the drift reasons
+    are kept only when drift itself was found.
+    """
+    if not skew_reasons:
+        return verdict
+    return Verdict(True, (*(verdict.reasons if verdict.drift else ()), *skew_reasons))
 
 
 def _describe(column: ColumnDrift) -> str:

@@ -10,6 +10,7 @@ check that exactly the affected entities and features show up.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -20,22 +21,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bentos.feature_store import FEATURE_NAMES, FEATURE_REFS, FeastConfig, OnlineFeatureReader
 from bentos.manifest import CascadeManifest
 from gateway.predlog import PredictionRecord
+from monitoring.findings import Verdict
+from monitoring.job import check_drift
 from monitoring.skew import (
     EVENT_TS,
     FeastOfflineFeatures,
+    SkewCheck,
     SkewPolicy,
     check_skew,
     compare_features,
     served_frame,
     training_scales,
 )
+from monitoring.verdict import DriftPolicy, with_skew
 from pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
 from pipeline.features import apply_features, historical_features, latest_event_time, materialize_features
 from skewguard.errors import ConfigError
+from tests.monitoring.conftest import WATCHED
 
 KEY = "customer_id"
 DEFAULTS = {"orders_30d": 0.0, "return_rate_90d": 0.1, "account_age_days": 365.0}
@@ -211,7 +218,7 @@ LATE_RETURNS = [100_020, 100_021]  # a new snapshot changes return_rate_90d only
 
 
 @pytest.fixture(scope="module")
-def demo() -> DemoData:
+def quiet_demo() -> DemoData:
     """1,000 orders of 60 customers over four months; three customers go quiet on 1 February."""
     data = generate_demo_data(n_orders=1_000, n_customers=60, days=120)
     stats = data.customer_stats
@@ -220,9 +227,9 @@ def demo() -> DemoData:
 
 
 @pytest.fixture
-def store(tmp_path: Path, demo: DemoData) -> FeastConfig:
+def store(tmp_path: Path, quiet_demo: DemoData) -> FeastConfig:
     """A Feast repository of its own: demo data written, definitions applied, nothing materialized."""
-    write_demo_data(demo, tmp_path / "data")
+    write_demo_data(quiet_demo, tmp_path / "data")
     config = FeastConfig(tmp_path / "feast", tmp_path / "data", f"sg_skew_{uuid.uuid4().hex[:12]}")
     apply_features(config)
     return config
@@ -262,11 +269,11 @@ def _check(config: FeastConfig, records: list[dict[str, Any]], demo: DemoData) -
 
 
 @pytest.mark.slow
-def test_no_skew_right_after_materializing(store: FeastConfig, demo: DemoData) -> None:
+def test_no_skew_right_after_materializing(store: FeastConfig, quiet_demo: DemoData) -> None:
     now = latest_event_time(store)
     materialize_features(store, end=now)
-    records = _serve(store, _customers(demo) * 2, now)  # each customer twice: repeated (key, time)
-    found = _check(store, records, demo)
+    records = _serve(store, _customers(quiet_demo) * 2, now)  # each customer twice: repeated (key, time)
+    found = _check(store, records, quiet_demo)
     assert [f.feature for f in found.features] == list(FEATURE_NAMES)
     for feature in found.features:
         assert (feature.rows, feature.mismatches, feature.skewed) == (120, 0, False), feature
@@ -277,20 +284,20 @@ def test_no_skew_right_after_materializing(store: FeastConfig, demo: DemoData) -
 
 @pytest.mark.slow
 def test_offline_rows_that_arrive_after_materializing_show_as_mismatches(
-    store: FeastConfig, demo: DemoData
+    store: FeastConfig, quiet_demo: DemoData
 ) -> None:
     now = latest_event_time(store)
     materialize_features(store, end=now)
-    stats = demo.customer_stats
+    stats = quiet_demo.customer_stats
     last = stats.sort_values(EVENT_TS).groupby(KEY).last()
     late = last.loc[LATE_ORDERS + LATE_RETURNS].reset_index()
     late[EVENT_TS] = pd.Timestamp(now) + pd.Timedelta(days=1)
     late.loc[late[KEY].isin(LATE_ORDERS), "orders_30d"] += 5
     late.loc[late[KEY].isin(LATE_RETURNS), "return_rate_90d"] += 0.25
-    write_demo_data(DemoData(demo.orders, pd.concat([stats, late], ignore_index=True)), store.data_dir)
+    write_demo_data(DemoData(quiet_demo.orders, pd.concat([stats, late], ignore_index=True)), store.data_dir)
 
     served_at = now + pd.Timedelta(days=2).to_pytimedelta()
-    found = _check(store, _serve(store, _customers(demo), served_at), demo)
+    found = _check(store, _serve(store, _customers(quiet_demo), served_at), quiet_demo)
     orders, returns, age = (found.feature(n) for n in FEATURE_NAMES)
     assert (orders.differ, orders.missing_online, orders.missing_offline) == (len(LATE_ORDERS), 0, 0)
     assert orders.examples == tuple(LATE_ORDERS)
@@ -304,13 +311,13 @@ def test_offline_rows_that_arrive_after_materializing_show_as_mismatches(
 
 @pytest.mark.slow
 def test_online_values_past_their_ttl_are_stale_while_training_sees_none(
-    store: FeastConfig, demo: DemoData
+    store: FeastConfig, quiet_demo: DemoData
 ) -> None:
     """Feast ignores the TTL on online reads: a customer who went quiet keeps its last value."""
     materialize_features(store, end=datetime(2026, 2, 10, tzinfo=UTC))  # the quiet ones are written
     now = latest_event_time(store)
     materialize_features(store, end=now)  # they have no fresh snapshot: their old value stays
-    found = _check(store, _serve(store, _customers(demo), now), demo)
+    found = _check(store, _serve(store, _customers(quiet_demo), now), quiet_demo)
     for feature in found.features:
         assert (feature.missing_offline, feature.differ, feature.missing_online) == (len(QUIET), 0, 0)
         assert feature.examples == tuple(QUIET)
@@ -319,6 +326,84 @@ def test_online_values_past_their_ttl_are_stale_while_training_sees_none(
     assert historical_features(store, quiet_at_now)[list(FEATURE_NAMES)].isna().all().all()
     served = OnlineFeatureReader(store).read(QUIET)
     assert all(values is not None and values["orders_30d"] is not None for values in served)
-    newest = demo.customer_stats.groupby(KEY)[EVENT_TS].max()
+    newest = quiet_demo.customer_stats.groupby(KEY)[EVENT_TS].max()
     age_days = (pd.Timestamp(now) - newest.loc[QUIET]).dt.days
     assert (age_days > 30).all(), "served values older than the 30-day TTL"
+
+
+# --- the monitor job and its verdict ----------------------------------------------------------------
+
+
+def test_skew_joins_the_verdict_named_as_such() -> None:
+    no_drift = Verdict(False, ("overall: 0 of 12 columns drifted",))
+    assert with_skew(no_drift, ()) is no_drift  # no skew: the drift verdict is unchanged
+    skewed = with_skew(no_drift, ("feature skew: orders_30d ...",))
+    assert skewed == Verdict(True, ("feature skew: orders_30d ...",))
+    drift = Verdict(True, ("overall: price drifted",))
+    assert with_skew(drift, ("feature skew: a",)).reasons == ("overall: price drifted", "feature skew: a")
+    undecided = Verdict(None, ("not enough data",))
+    assert with_skew(undecided, ("feature skew: a",)) == Verdict(True, ("feature skew: a",))
+
+
+@pytest.mark.slow
+def test_the_monitor_job_reports_skew_from_a_real_store(
+    tmp_path: Path,
+    demo: DemoData,
+    training: pd.DataFrame,
+    served_records: list[dict[str, Any]],
+    cascade: CascadeManifest,
+) -> None:
+    """The served window of the drift tests against the Feast store of the same demo data.
+
+    The records carry the training join's values; the store answers as of each order's time.
+    A stale online value is planted for two customers: exactly their rows show up.
+    """
+    write_demo_data(demo, tmp_path / "data")
+    config = FeastConfig(tmp_path / "feast", tmp_path / "data", f"sg_skew_{uuid.uuid4().hex[:12]}")
+    apply_features(config)
+    stale = {int(served_records[0]["fields"][KEY]), int(served_records[1]["fields"][KEY])}
+    records = [dict(r) for r in served_records]
+    for record in records:
+        if record["fields"][KEY] in stale:
+            record["online_features"] = {**record["online_features"], "orders_30d": 999.0}
+    planted = sum(r["fields"][KEY] in stale for r in records)
+
+    result = check_drift(
+        records,
+        training,
+        cascade,
+        tmp_path / "out",
+        policy=DriftPolicy(watched=WATCHED),
+        skew=SkewCheck(FeastOfflineFeatures(config), SkewPolicy(max_mismatch_rate=0.001)),
+    )
+    skew = result.skew
+    assert skew is not None
+    orders = skew.feature("orders_30d")
+    assert (orders.rows, orders.differ, orders.missing_online) == (2_000, planted, 0)
+    assert set(orders.examples) == stale
+    assert skew.skewed_features == ("orders_30d",)
+    assert [f.mismatches for f in skew.features if f.feature != "orders_30d"] == [0, 0]
+    assert result.summary.verdict.drift is True
+    assert [r for r in result.summary.verdict.reasons if "skew" in r] == list(skew.reasons())
+
+    summary = json.loads(result.summary_json.read_text())
+    assert summary["feature_skew"]["skewed"] == ["orders_30d"]
+    assert summary["feature_skew"]["features"]["orders_30d"]["differ"] == planted
+    assert any(r.startswith("feature skew: orders_30d") for r in summary["verdict"]["reasons"])
+    gauges = {
+        (s.name, s.labels.get("feature"), s.labels.get("side")): s.value
+        for family in text_string_to_metric_families(result.metrics.read_text())
+        for s in family.samples
+        if s.name.startswith("skewguard_feature_skew_")
+    }
+    assert gauges[("skewguard_feature_skew_detected", "orders_30d", None)] == 1
+    assert gauges[("skewguard_feature_skew_detected", "account_age_days", None)] == 0
+    assert gauges[("skewguard_feature_skew_mismatch_rate", "orders_30d", None)] == pytest.approx(
+        planted / 2_000
+    )
+    assert gauges[("skewguard_feature_skew_missing", "orders_30d", "offline")] == 0
+    page = result.html.read_text(encoding="utf-8")
+    assert page.index("id='feature-skew'") < page.index("</body>")
+    assert (
+        "<td style='padding:2px 10px;text-align:right;border-bottom:1px solid #ddd'>orders_30d</td>" in page
+    )
