@@ -309,16 +309,37 @@ def _write_example_request(settings: Settings, orders: Any) -> Path:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: <home>/reports.")
 @click.option("--min-rows", default=500, show_default=True, help="Fewer served rows: no verdict.")
 @click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict (default: all).")
+@click.option(
+    "--skew/--no-skew",
+    default=True,
+    show_default=True,
+    help="Compare served online features with Feast's point-in-time offline values "
+    "(--no-skew when Feast is not set up).",
+)
+@click.option("--skew-threshold", default=0.01, show_default=True, help="Mismatching share that is skew.")
+@click.option(
+    "--skew-at", default=None, help="Request field with the time to compare at (default: serving time)."
+)
 def monitor(
-    name: str, since: float | None, last: int | None, out: Path | None, min_rows: int, watch: tuple[str, ...]
+    name: str,
+    since: float | None,
+    last: int | None,
+    out: Path | None,
+    min_rows: int,
+    watch: tuple[str, ...],
+    skew: bool,
+    skew_threshold: float,
+    skew_at: str | None,
 ) -> None:
-    """Compare served traffic with the champion's training data (Evidently); exit 1 on drift."""
+    """Compare served traffic with the champion's training data (Evidently); exit 1 on drift or skew."""
     import pandas as pd
 
+    from bentos.feature_store import FeastConfig
     from bentos.manifest import champion
     from gateway.predlog import read_records
     from gateway.settings import GatewaySettings
     from monitoring.job import check_drift, training_set_of
+    from monitoring.skew import FeastOfflineFeatures, SkewCheck, SkewPolicy
     from monitoring.verdict import DriftPolicy
 
     settings = GatewaySettings.from_env()
@@ -330,11 +351,17 @@ def monitor(
         records = records[-last:]
     training = pd.read_parquet(training_set_of(manifest, settings.home))
     policy = DriftPolicy(min_rows=min_rows, watched=frozenset(watch) if watch else None)
-    result = check_drift(records, training, manifest, out or settings.home / "reports", policy=policy)
+    offline = FeastOfflineFeatures(FeastConfig.from_settings(settings))
+    check = SkewCheck(offline, SkewPolicy(max_mismatch_rate=skew_threshold), skew_at) if skew else None
+    result = check_drift(
+        records, training, manifest, out or settings.home / "reports", policy=policy, skew=check
+    )
     verdict = result.summary.verdict
     click.echo(f"{len(records)} served rows of {name}; drift: {verdict.drift}")
     for reason in verdict.reasons:
         click.echo(f"  - {reason}")
+    if result.skew is not None:
+        click.echo(f"feature skew: {', '.join(result.skew.skewed_features) or 'none'}")
     click.echo(f"report: {result.html}\nsummary: {result.summary_json}\nmetrics: {result.metrics}")
     if verdict.drift:
         sys.exit(1)
