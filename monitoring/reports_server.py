@@ -165,9 +165,17 @@ def create_app(root: Path) -> Starlette:
         routes=[
             Route("/", index),
             Route("/index.json", index_json),
-            Mount(FILES_PREFIX, StaticFiles(directory=root, check_dir=False), name="files"),
+            Mount(FILES_PREFIX, _ReportFiles(directory=root, check_dir=False), name="files"),
         ]
     )
+
+
+class _ReportFiles(StaticFiles):
+    """``StaticFiles`` that answers 404, not 500, while the reports folder does not exist yet."""
+
+    async def check_config(self) -> None:
+        if self.directory is not None and os.path.isdir(self.directory):
+            await super().check_config()
 
 
 def _entry_json(entry: ReportEntry) -> dict[str, Any]:
