@@ -367,6 +367,99 @@ def monitor(
         sys.exit(1)
 
 
+@cli.command("retrain")
+@click.argument("name", default="returns")
+@click.option("--last", type=int, default=None, help="Monitor the newest N logged rows (default: all).")
+@click.option("--min-rows", default=500, show_default=True, help="Fewer served rows: no verdict, no retrain.")
+@click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict (default: all).")
+@click.option("--skew-at", default=None, help="Passed to the monitor: request field with the feature time.")
+@click.option("--margin", default=0.005, show_default=True, help="How much better the candidate must be.")
+@click.option(
+    "--metric", type=click.Choice(["roc_auc", "log_loss", "accuracy"]), default="roc_auc", show_default=True
+)
+@click.option("--force", is_flag=True, help="Train a candidate even without drift (the gate still applies).")
+@click.option("--gateway-url", default=None, help="Gateway to reload after a promotion (admin endpoint).")
+@click.option("--schedule", default=None, help="A cron line: serve the flow as a Prefect deployment on it.")
+def retrain(
+    name: str,
+    last: int | None,
+    min_rows: int,
+    watch: tuple[str, ...],
+    skew_at: str | None,
+    margin: float,
+    metric: str,
+    force: bool,
+    gateway_url: str | None,
+    schedule: str | None,
+) -> None:
+    """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate."""
+    from pipeline.retrain import retrain_if_drifted
+
+    parameters: dict[str, Any] = {
+        "name": name,
+        "last": last,
+        "min_rows": min_rows,
+        "watch": list(watch),
+        "monitor_options": ["--skew-at", skew_at] if skew_at else [],
+        "margin": margin,
+        "metric": metric,
+        "force": force,
+        "gateway_url": gateway_url,
+    }
+    if schedule:
+        click.echo(f"serving retrain_if_drifted for {name} on the schedule {schedule!r} (Ctrl-C stops)")
+        retrain_if_drifted.serve(name=f"retrain-{name}", cron=schedule, parameters=parameters)
+        return
+    decision = retrain_if_drifted(**parameters)
+    click.echo(f"decision: {decision['decision']}")
+    for reason in decision.get("reasons", []):
+        click.echo(f"  - {reason}")
+
+
+@cli.command("demo-traffic")
+@click.argument("name", default="returns")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The gateway.")
+@click.option("--orders", "n_orders", default=1_500, show_default=True, help="Orders to send.")
+@click.option("--days", default=14, show_default=True, help="Days the orders span (after the labeled data).")
+@click.option("--seed", default=1, show_default=True, help="Any seed but 0 (the training data's).")
+@click.option("--price-inflation", default=1.0, show_default=True)
+@click.option("--unseen-category", default=0.0, show_default=True, help="Share of orders in a new category.")
+@click.option("--vocabulary-shift", default=0.0, show_default=True, help="Share of words never seen.")
+@click.option("--label", is_flag=True, help="Then add the orders with their labels to the labeled data.")
+@click.pass_obj
+def demo_traffic(
+    settings: Settings,
+    name: str,
+    url: str,
+    n_orders: int,
+    days: int,
+    seed: int,
+    price_inflation: float,
+    unseen_category: float,
+    vocabulary_shift: float,
+    label: bool,
+) -> None:
+    """Send demo orders from after the training data to the gateway (optionally drifted)."""
+    import os
+
+    from pipeline.demo_data import DriftKnobs
+    from pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
+
+    knobs = DriftKnobs(
+        price_inflation=price_inflation,
+        unseen_category_share=unseen_category,
+        vocabulary_shift=vocabulary_shift,
+    )
+    batch = fresh_orders(settings.data_dir, n_orders=n_orders, days=days, seed=seed, knobs=knobs)
+    sent = send_orders(url, name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN"))
+    click.echo(
+        f"sent {n_orders} orders to {url}: " + ", ".join(f"{n}× HTTP {s}" for s, n in sent.statuses.items())
+    )
+    if label:
+        counts = append_labeled(settings.data_dir, batch)
+        click.echo(f"labels known: the labeled data now holds {counts['orders']} orders")
+
+
 @cli.group("reports")
 def reports() -> None:
     """Drift reports for operators: an index of the runs and the reports themselves."""

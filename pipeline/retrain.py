@@ -1,0 +1,210 @@
+"""The ``retrain_if_drifted`` Prefect flow: monitor → train a candidate → gate → promote → reload.
+
+    skewguard monitor (own process) ─► verdict ─┬─ no drift / undecided ─► record, stop
+                                                └─ drift ─► train_cascade (cached steps reused)
+        ─► champion vs candidate on the most recent labeled window (their ONNX graphs)
+        ─► candidate beats the champion by ``margin``? ─┬─ no ─► record, keep the champion
+                                                          └─ yes ─► promote ─► gateway reloads
+
+The monitor runs as ``skewguard monitor`` in a child process: Evidently's ~300 MB stay out
+of the flow, and the flow reads the served window the way an operator's job would, through
+the prediction log, without importing the gateway. The comparison window is the newest
+``holdout`` share of the labeled data by time — the slice ``train_cascade`` holds out, so
+the candidate never fitted it, and the champion was trained before it existed. Both
+cascades answer it as served: replayed through their stored, hash-verified ONNX graphs.
+Parity is already a gate inside packaging: a candidate whose graph disagrees with its
+pipeline never reaches the store. Every decision, with its reasons and figures, is appended
+to ``<home>/decisions.jsonl`` and published as a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from bentos.manifest import champion_tag, load_manifest, promote
+from monitoring.replay import replay_cascade
+from pipeline import cascade
+from pipeline.flows import load_training_set, train_cascade
+from pipeline.returns_model import split_by_time
+from skewguard.errors import ConfigError, SkewguardError
+from skewguard.settings import Settings
+
+__all__ = ["DECISIONS_FILE", "read_decisions", "retrain_if_drifted"]
+
+DECISIONS_FILE = "decisions.jsonl"
+Metric = Literal["roc_auc", "log_loss", "accuracy"]
+_LOWER_IS_BETTER = {"log_loss"}
+MONITOR_TIMEOUT_S = 600
+
+
+@task(cache_policy=NO_CACHE)
+def monitor_served(
+    name: str, out_dir: str, last: int | None, min_rows: int, watch: Sequence[str], options: Sequence[str]
+) -> dict[str, Any]:
+    """Run ``skewguard monitor`` in its own process (``options`` passed on) and return its JSON summary."""
+    command = [
+        sys.executable,
+        "-m",
+        "skewguard",
+        "monitor",
+        name,
+        "--out",
+        out_dir,
+        "--min-rows",
+        str(min_rows),
+    ]
+    command += ["--last", str(last)] if last else []
+    for column in watch:
+        command += ["--watch", column]
+    command += list(options)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MONITOR_TIMEOUT_S, check=False)
+    print(done.stdout.strip())
+    if done.returncode not in (0, 1):  # 1 = drift
+        raise ConfigError(f"skewguard monitor failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    summary: dict[str, Any] = json.loads((Path(out_dir) / "drift-summary.json").read_text(encoding="utf-8"))
+    return summary
+
+
+@task(cache_policy=NO_CACHE)
+def compare_cascades(
+    champion: str, candidate: str, training_path: str, metric: Metric, holdout: float
+) -> dict[str, Any]:
+    """Both cascades' scores on the newest ``holdout`` share of the labeled data, as served (ONNX)."""
+    _, recent = split_by_time(load_training_set(training_path), holdout)
+    y = recent[cascade.TARGET].to_numpy()
+    figures: dict[str, Any] = {
+        "window": {
+            "rows": len(recent),
+            "from": recent["order_ts"].min().isoformat(),
+            "to": recent["order_ts"].max().isoformat(),
+        }
+    }
+    for role, tag in (("champion", champion), ("candidate", candidate)):
+        outputs = replay_cascade(load_manifest(tag), recent)
+        proba = np.array([float(p.get("1", 0.0)) for p in outputs.probabilities])
+        figures[role] = {"tag": tag} | cascade.score(y, proba).__dict__
+    return figures
+
+
+def beats(figures: dict[str, Any], metric: Metric, margin: float) -> tuple[bool, str]:
+    """Whether the candidate beats the champion on ``metric`` by at least ``margin``, and why."""
+    champ, cand = figures["champion"][metric], figures["candidate"][metric]
+    if champ is None or cand is None:
+        return False, f"{metric} undefined on the window (one class only)"
+    gain = (champ - cand) if metric in _LOWER_IS_BETTER else (cand - champ)
+    verdict = "beats" if gain >= margin else "does not beat"
+    return gain >= margin, (
+        f"candidate {metric} {cand:.4f} vs champion {champ:.4f} on {figures['window']['rows']} recent rows: "
+        f"gain {gain:+.4f} {verdict} the margin {margin:g}"
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def reload_gateway(gateway_url: str | None, token: str | None, name: str, expected: str) -> str:
+    """Ask the gateway to reload and check it serves ``expected``; without a URL, its alias watcher does."""
+    if not gateway_url:
+        return "no gateway URL given: gateways watching the champion alias reload within their poll interval"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=gateway_url.rstrip("/"), timeout=30.0, headers=headers) as client:
+        client.post("/v1/admin/reload").raise_for_status()
+        listed = client.get("/v1/cascades").json()
+    served: dict[str, Any] = next((c for c in listed.get("cascades", []) if c.get("name") == name), {})
+    if served.get("version") != expected:
+        raise ConfigError(
+            f"Gateway {gateway_url} serves {served.get('version')!r} after reload, not {expected!r}."
+        )
+    return f"gateway {gateway_url} reloaded and serves {expected}"
+
+
+@flow(name="retrain_if_drifted", log_prints=True)
+def retrain_if_drifted(
+    name: str = "returns",
+    *,
+    last: int | None = None,
+    min_rows: int = 500,
+    watch: Sequence[str] = (),
+    monitor_options: Sequence[str] = (),
+    margin: float = 0.005,
+    metric: Metric = "roc_auc",
+    force: bool = False,
+    gateway_url: str | None = None,
+    train_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Retrain cascade ``name`` when served traffic drifted; promote the candidate only if it is better."""
+    settings = Settings.from_env()
+    if margin < 0:
+        raise ConfigError(f"margin is {margin}; expected 0 or more.", field="margin")
+    decision: dict[str, Any] = {
+        "at": datetime.now(UTC).isoformat(),
+        "cascade": name,
+        "champion": champion_tag(name),
+    }
+    if decision["champion"] is None:
+        raise ConfigError(f"No champion cascade named {name!r}; run `skewguard train` first.", field="name")
+    out_dir = settings.home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    summary = monitor_served(name, str(out_dir), last, min_rows, list(watch), list(monitor_options))
+    verdict = summary["verdict"]
+    decision["drift"] = {"verdict": verdict["drift"], "reasons": verdict["reasons"], "report": str(out_dir)}
+    if not verdict["drift"] and not force:
+        why = "undecided: not enough served rows" if verdict["drift"] is None else "no drift"
+        return _record(settings, decision | {"decision": "no retrain", "reasons": [why]})
+    try:
+        trained = train_cascade(name, **(train_options or {}))
+    except SkewguardError as exc:  # e.g. the parity gate refused a model
+        _record(settings, decision | {"decision": "kept champion", "reasons": [f"training failed: {exc}"]})
+        raise
+    candidate = trained["manifest"]
+    decision |= {"candidate": candidate, "training_figures": trained["figures"]}
+    training_path = str(settings.home / "training" / trained["figures"]["training_set"])
+    holdout = float(trained["figures"].get("holdout", 0.2))
+    figures = compare_cascades(decision["champion"], candidate, training_path, metric, holdout)
+    better, why = beats(figures, metric, margin)
+    decision |= {"comparison": figures, "metric": metric, "margin": margin}
+    if not better:
+        return _record(settings, decision | {"decision": "kept champion", "reasons": [why]})
+    promote(candidate)
+    reloaded = reload_gateway(gateway_url, os.environ.get("SKEWGUARD_API_TOKEN") or None, name, candidate)
+    return _record(settings, decision | {"decision": "promoted", "reasons": [why, reloaded]})
+
+
+def read_decisions(home: Path) -> list[dict[str, Any]]:
+    """Every recorded decision, oldest first."""
+    path = home / DECISIONS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _record(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
+    """Append the decision to the decisions file and publish it as a Prefect artifact."""
+    path = settings.home / DECISIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(decision, default=str) + "\n")
+    lines = [f"**{decision['decision']}** for cascade `{decision['cascade']}`", ""]
+    lines += [f"- {reason}" for reason in decision.get("reasons", [])]
+    lines += [f"- drift: {r}" for r in decision.get("drift", {}).get("reasons", [])]
+    create_markdown_artifact(
+        markdown="\n".join(lines), key=_artifact_key(decision["cascade"]), description="retrain decision"
+    )
+    print(f"decision: {decision['decision']} — {'; '.join(decision.get('reasons', []))}")
+    return decision
+
+
+def _artifact_key(name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "retrain-" + re.sub(r"[^a-z0-9-]+", "-", name.lower())
