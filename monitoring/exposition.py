@@ -144,7 +144,12 @@ def skew_table(skew: SkewSummary) -> str:
     head += "mean |diff| / training std,skewed"
     cell = "padding:2px 10px;text-align:right;border-bottom:1px solid #ddd"
     rows = "".join(
-        "<tr>" + "".join(f"<td style='{cell}'>{html.escape(text)}</td>" for text in _cells(found)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td style='{cell}{';text-align:left' if i == 0 else ''}'>{html.escape(text)}</td>"
+            for i, text in enumerate(_cells(found))
+        )
+        + "</tr>"
         for found in skew.features
     )
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in skew.notes)

@@ -353,7 +353,8 @@ def _moment(value: Any) -> pd.Timestamp | None:
             return None
     except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
         return None
-    return None if pd.isna(moment) else moment
+    # Feast's file store keeps microseconds (it warns and drops the rest): ask at a time it can hold.
+    return None if pd.isna(moment) else moment.floor("us")
 
 
 def _finite(value: Any) -> Any:
