@@ -86,9 +86,9 @@ def check_drift(
     outputs = replay_cascade(manifest, rows) if replay else None
     reference = reference_frame(rows, columns, outputs)
     current = current_frame(served, columns)
+    found = skew.run(served, manifest, rows) if skew is not None else None  # before Evidently: fails fast
     run = run_drift(reference, current, columns, cascade=manifest.name, policy=policy, methods=methods)
     summary = dataclasses.replace(run.summary, window=_window(served))
-    found = skew.run(served, manifest, rows) if skew is not None else None
     if found is not None:
         summary = dataclasses.replace(summary, verdict=with_skew(summary.verdict, found.reasons()))
     out_dir.mkdir(parents=True, exist_ok=True)
