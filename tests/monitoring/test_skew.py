@@ -21,11 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from bentos.feature_store import FEATURE_NAMES, FEATURE_REFS, FeastConfig, OnlineFeatureReader
-from bentos.manifest import CascadeManifest
+from bentos.manifest import CascadeManifest, promote, save_manifest
 from gateway.predlog import PredictionRecord
+from gateway.predlog_sql import COLUMNS
+from gateway.predlog_sql import open_store as open_log
 from monitoring.findings import Verdict
 from monitoring.job import check_drift
 from monitoring.skew import (
@@ -41,6 +44,7 @@ from monitoring.skew import (
 from monitoring.verdict import DriftPolicy, with_skew
 from pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
 from pipeline.features import apply_features, historical_features, latest_event_time, materialize_features
+from skewguard.cli import cli
 from skewguard.errors import ConfigError
 from tests.monitoring.conftest import WATCHED
 
@@ -408,3 +412,56 @@ def test_the_monitor_job_reports_skew_from_a_real_store(
     assert page.index("id='feature-skew'") < page.index("</body>")
     table = page.split("id='feature-skew'", 1)[1].split("</section>", 1)[0]
     assert [line.count(">orders_30d</td>") for line in table.split("<tr>")[2:]] == [1, 0, 0]
+
+
+@pytest.mark.slow
+def test_skewguard_monitor_checks_skew_unless_told_not_to(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    demo: DemoData,
+    training: pd.DataFrame,
+    served_records: list[dict[str, Any]],
+    cascade: CascadeManifest,
+) -> None:
+    """The command as an operator runs it: champion, prediction log, training set and Feast in one home."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SKEWGUARD_HOME", str(home))
+    monkeypatch.delenv("SKEWGUARD_LOG_URL", raising=False)
+    name = f"skewcli{uuid.uuid4().hex[:6]}"
+    promote(
+        save_manifest(cascade.model_copy(update={"name": name, "metrics": {"training_set": "t.parquet"}}))
+    )
+    (home / "training").mkdir(parents=True)
+    training.to_parquet(home / "training" / "t.parquet")
+    stale = int(served_records[0]["fields"][KEY])
+    log = open_log(f"sqlite:///{home / 'predictions.db'}")
+    log.prepare()
+    rows = []
+    for record in served_records:
+        online = record["online_features"]
+        if record["fields"][KEY] == stale:
+            online = {**online, "return_rate_90d": 0.99}
+        served = PredictionRecord(**{**record, "cascade": name, "online_features": online})
+        rows.append(tuple(getattr(served, column) for column in COLUMNS))
+    log.write(rows)
+    log.close()
+    args = ["monitor", name, "--out", str(tmp_path / "out"), "--skew-threshold", "0.0001"]
+    args += [f"--watch={column}" for column in sorted(WATCHED)]
+
+    unset = CliRunner().invoke(cli, args)  # Feast was never applied in this home
+    assert isinstance(unset.exception, ConfigError)
+    assert "--no-skew" in unset.exception.message
+    skipped = CliRunner().invoke(cli, [*args, "--no-skew"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "drift: False" in skipped.output
+    assert "feature skew" not in skipped.output
+
+    write_demo_data(demo, home / "data")
+    apply_features(FeastConfig(home / "feast", home / "data"))
+    checked = CliRunner().invoke(cli, args)
+    assert checked.exit_code == 1, checked.output
+    assert "drift: True" in checked.output
+    assert "  - feature skew: return_rate_90d" in checked.output
+    assert "feature skew: return_rate_90d\n" in checked.output
+    summary = json.loads((tmp_path / "out" / "drift-summary.json").read_text())
+    assert summary["feature_skew"]["features"]["return_rate_90d"]["examples"] == [stale]
