@@ -215,6 +215,17 @@ def test_rows_without_key_or_time_are_left_out_with_a_note() -> None:
     assert notes[-1] == "1 rows without a readable order_ts were left out"
 
 
+def test_an_empty_window_or_a_cascade_without_online_features_is_no_skew(tmp_path: Path) -> None:
+    offline = FeastOfflineFeatures(FeastConfig(tmp_path / "feast", tmp_path / "data"))  # never asked
+    empty = check_skew([], _manifest(), offline)
+    assert [(f.rows, f.mismatch_rate, f.skewed) for f in empty.features] == [(0, None, False)] * 3
+    assert empty.reasons() == ()
+    plain = _manifest().model_copy(update={"entity_key": None, "feature_refs": {}})
+    assert check_skew([_record(1, 1.0, {})], plain, offline).notes == (
+        "cascade 'returns' reads no online features",
+    )
+
+
 # --- a real Feast store ---------------------------------------------------------------------------
 
 QUIET = [100_001, 100_002, 100_003]  # customers whose snapshots stop on QUIET_SINCE
