@@ -106,7 +106,7 @@ def openapi_document(cascades: Sequence[LoadedCascade]) -> dict[str, Any]:
     for cascade in cascades:
         row = f"{cascade.name}_row"
         schemas[row] = row_schema(cascade)
-        body = {
+        batch = {
             "type": "object",
             "required": ["rows"],
             "additionalProperties": False,
@@ -119,6 +119,7 @@ def openapi_document(cascades: Sequence[LoadedCascade]) -> dict[str, Any]:
                 },
             },
         }
+        body = {"oneOf": [batch, {"$ref": f"#/components/schemas/{row}"}]}  # a batch, or one row as is
         paths[f"/v1/cascades/{cascade.name}/predict"] = {"post": _predict_operation(cascade.name, body)}
     paths["/v1/cascades"] = {
         "get": {"summary": "Served cascades", "responses": {"200": _json({"type": "object"})}}
