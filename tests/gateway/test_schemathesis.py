@@ -113,9 +113,8 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, anchor: dict[str,
     )
     @given(case=operation.as_strategy(generation_mode=mode), anchored=st.booleans())
     def run(case: Any, anchored: bool) -> None:
-        rows = case.body.get("rows") if isinstance(case.body, dict) else None
-        if anchored and mode is GenerationMode.POSITIVE and isinstance(rows, list):
-            for row in rows:
+        if anchored and mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
+            for row in case.body.get("rows", [case.body]):  # a batch, or one row as is
                 row.update(anchor)
         response = case.call_and_validate(checks=CHECKS)
         statuses[response.status_code] += 1
