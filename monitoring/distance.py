@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 
 from skewguard.errors import ConfigError
 
@@ -27,7 +27,11 @@ def category_shares(values: Iterable[Hashable]) -> dict[Hashable, float]:
 
 def linf_distance(reference: Iterable[Hashable], current: Iterable[Hashable]) -> float:
     """``max_c |p_current(c) − p_reference(c)|`` over the categories of both sides."""
-    p_ref, p_cur = category_shares(reference), category_shares(current)
+    return linf_from_shares(category_shares(reference), category_shares(current))
+
+
+def linf_from_shares(p_ref: Mapping[Hashable, float], p_cur: Mapping[Hashable, float]) -> float:
+    """The same distance from each side's shares (e.g. pandas' ``value_counts(normalize=True)``)."""
     if not p_ref or not p_cur:
         side = "reference" if not p_ref else "current"
         raise ConfigError(
