@@ -24,6 +24,10 @@ from skewguard.errors import InputError, PayloadTooLargeError
 
 MAX_TEXT_CHARS = 10_000
 MAX_CATEGORY_CHARS = 256
+EARLIEST_SECONDS = math.ceil(pd.Timestamp.min.value / 1e9)
+LATEST_SECONDS = math.floor(pd.Timestamp.max.value / 1e9)
+"""Timestamps, as epoch seconds, that pandas (which trains the models) can hold: years 1677 to 2262."""
+_TIME_RANGE = f"{pd.Timestamp.min.isoformat()} to {pd.Timestamp.max.isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +199,14 @@ def _timestamp(spec: FieldSpec, value: Any) -> float:
                 field=spec.name,
             ) from exc
         return _seconds(spec, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return float(_number(spec, value))
+    seconds = _number(spec, value)
+    if not EARLIEST_SECONDS <= seconds <= LATEST_SECONDS:  # past it, the graph's time features were NaN
+        raise InputError(
+            f"Field {spec.name!r}: {seconds:g} epoch seconds is outside the supported range "
+            f"{EARLIEST_SECONDS:.0f} to {LATEST_SECONDS:.0f} ({_TIME_RANGE} UTC).",
+            field=spec.name,
+        )
+    return seconds
 
 
 def _seconds(spec: FieldSpec, moment: datetime) -> float:
@@ -204,7 +215,7 @@ def _seconds(spec: FieldSpec, moment: datetime) -> float:
     except (OverflowError, ValueError) as exc:
         raise InputError(
             f"Field {spec.name!r}: {_short(moment.isoformat())} is outside the supported range "
-            f"{pd.Timestamp.min.isoformat()} to {pd.Timestamp.max.isoformat()} (UTC).",
+            f"{_TIME_RANGE} (UTC).",
             field=spec.name,
         ) from exc
     return float(nanos // 1_000_000_000) + (nanos % 1_000_000_000) / 1e9
