@@ -49,6 +49,7 @@ DECISIONS_FILE = "decisions.jsonl"
 Metric = Literal["roc_auc", "log_loss", "accuracy"]
 _LOWER_IS_BETTER = {"log_loss"}
 MONITOR_TIMEOUT_S = 600
+SKEW_PREFIX = "feature skew:"  # how monitoring.verdict.with_skew starts its reasons
 
 
 @task(cache_policy=NO_CACHE)
@@ -158,9 +159,13 @@ def retrain_if_drifted(
     out_dir = settings.home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     summary = monitor_served(name, str(out_dir), last, min_rows, list(watch), list(monitor_options))
     verdict = summary["verdict"]
-    decision["drift"] = {"verdict": verdict["drift"], "reasons": verdict["reasons"], "report": str(out_dir)}
-    if not verdict["drift"] and not force:
-        why = "undecided: not enough served rows" if verdict["drift"] is None else "no drift"
+    decision["drift"] = {
+        "verdict": verdict["drift"],
+        "reasons": verdict["reasons"],
+        "drifted_columns": _drifted_columns(summary),
+        "report": str(out_dir),
+    }
+    if not force and (why := _no_retrain_reason(verdict)):
         return _record(settings, decision | {"decision": "no retrain", "reasons": [why]})
     try:
         trained = train_cascade(name, **(train_options or {}))
@@ -179,6 +184,26 @@ def retrain_if_drifted(
     promote(candidate)
     reloaded = reload_gateway(gateway_url, os.environ.get("SKEWGUARD_API_TOKEN") or None, name, candidate)
     return _record(settings, decision | {"decision": "promoted", "reasons": [why, reloaded]})
+
+
+def _no_retrain_reason(verdict: dict[str, Any]) -> str | None:
+    """Why this verdict does not call for a new model; None when it does."""
+    if verdict["drift"] is None:
+        return "undecided: not enough served rows"
+    if not verdict["drift"]:
+        return "no drift"
+    if all(reason.startswith(SKEW_PREFIX) for reason in verdict["reasons"]):
+        return "feature skew only: the online store serves values training would not see; re-materialize it"
+    return None
+
+
+def _drifted_columns(summary: dict[str, Any]) -> dict[str, list[str]]:
+    """Per scope (overall, then each branch), the columns whose drift test failed."""
+    scopes = {"overall": summary["overall"], **summary.get("branches", {})}
+    return {
+        scope: sorted(name for name, column in found["columns"].items() if column.get("drifted"))
+        for scope, found in scopes.items()
+    }
 
 
 def read_decisions(home: Path) -> list[dict[str, Any]]:
