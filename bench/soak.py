@@ -5,13 +5,13 @@
 In a throw-away SKEWGUARD_HOME it runs ``skewguard demo-data`` and ``skewguard train`` (or
 reuses ``--home``), then:
 
-1. capacity: a gateway (``skewguard serve``) driven by ``bench/gateway_load.py`` (wrk when
-   installed) at c=16 for a few seconds; its 2xx req/s is the capacity (or ``--rate`` is
-   taken as half of it and this step is skipped);
+1. capacity: a gateway (``skewguard serve``) driven flat out by ``bench/gateway_load.py``
+   (async httpx, the soak's own kind of client) at c=16 for a few seconds; its 2xx req/s
+   is the capacity (with ``--rate``, this step is skipped);
 2. soak: a fresh gateway, with a prediction log of its own, driven at half that rate by a
    fixed-rate generator (async httpx, open loop: a request is sent when it is due, not
-   when the previous one returned) for the given time; RSS of the gateway is sampled all
-   along (the leak check);
+   when the previous one returned; one due while all its connections wait is counted as
+   missed) for the given time; RSS of the gateway is sampled all along (the leak check);
 3. SIGTERM while the load still runs; the generator keeps sending until the port closes.
 
 It prints req/s, p50/p99, the count of 5xx, responses answered 200 against records in the
@@ -48,6 +48,10 @@ from bench.gateway_servers import Server, free_port, start, stop, tree_rss, wait
 CASCADE = "returns"
 N_BODIES = 256
 CAPACITY_CONCURRENCY = 16
+CAPACITY_TOOL = "httpx"
+"""The soak's own kind of generator: wrk drives the gateway ~2x harder for the same CPU, so half
+of a wrk-measured capacity was more than an async httpx generator could send next to the
+gateway on 2 vCPUs (measured: 291 req/s asked, ~220 sent, every request late)."""
 CONNECTIONS = 32
 """Connections of the fixed-rate generator: the most requests it keeps in flight at once."""
 TIMEOUT_S = 10.0
@@ -65,7 +69,9 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     sent: int = 0
     late: int = 0
-    """Requests sent more than 50 ms after they were due (no free connection, or a busy loop)."""
+    """Requests sent more than 50 ms after they were due (the generator's own loop was slow)."""
+    missed: int = 0
+    """Requests not sent: due while all ``CONNECTIONS`` were waiting for answers."""
 
     @property
     def ok(self) -> int:
@@ -91,6 +97,7 @@ class SoakResult:
     statuses: dict[str, int]
     transport_errors: dict[str, int]
     late: int
+    missed: int
     records: int
     log_warnings: list[str]
     rss_mb: list[float]
@@ -108,15 +115,15 @@ def gateway_env(env: dict[str, str], log_db: Path, port: int) -> dict[str, str]:
 
 
 def measure_capacity(env: dict[str, str], folder: Path, bodies: Path, cascade: str, seconds: int) -> float:
-    """2xx req/s of a gateway driven flat out at c=16 (wrk if installed), after a 2 s warm-up."""
+    """2xx req/s of a gateway driven flat out at c=16 by async httpx, after a 2 s warm-up."""
     port = free_port()
     env = gateway_env(env, folder / "capacity.db", port)
     server = start("capacity", [str(BIN / "skewguard"), "serve"], env, folder, front=True)
     try:
         wait_ready(server, f"http://127.0.0.1:{port}/readyz")
         url = f"http://127.0.0.1:{port}/v1/cascades/{cascade}/predict"
-        load(url, bodies, CAPACITY_CONCURRENCY, 2, "auto")
-        result = load(url, bodies, CAPACITY_CONCURRENCY, seconds, "auto")
+        load(url, bodies, CAPACITY_CONCURRENCY, 2, CAPACITY_TOOL)
+        result = load(url, bodies, CAPACITY_CONCURRENCY, seconds, CAPACITY_TOOL)
     finally:
         stop([server])
     ok = sum(n for status, n in result["statuses"].items() if 200 <= int(status) < 300)
@@ -166,12 +173,22 @@ class FixedRate:
         return self.tally
 
     async def _send_due(self, started: float, now: float) -> None:
+        """Send what is due; a request due while every connection is busy is missed, not queued.
+
+        Queueing would hide a server that cannot keep up behind an ever longer backlog in the
+        generator (and push SIGTERM past the planned end); ``missed`` shows it instead.
+        """
         tally = self.tally
-        while tally.sent < int((now - started) * self.rate) and not self.gone.is_set():
-            client = await self._idle.get()
-            if time.perf_counter() - (started + tally.sent / self.rate) > 0.05:
+        due = int((now - started) * self.rate)
+        while tally.sent + tally.missed < due and not self.gone.is_set():
+            if self._idle.empty():
+                tally.missed += due - tally.sent - tally.missed
+                return
+            client = self._idle.get_nowait()
+            index = tally.sent + tally.missed
+            if time.perf_counter() - (started + index / self.rate) > 0.05:
                 tally.late += 1
-            task = asyncio.create_task(self._post(client, self.bodies[tally.sent % len(self.bodies)]))
+            task = asyncio.create_task(self._post(client, self.bodies[index % len(self.bodies)]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             tally.sent += 1
@@ -256,6 +273,7 @@ def soak(
         statuses={str(status): n for status, n in sorted(tally.statuses.items())},
         transport_errors=dict(tally.errors),
         late=tally.late,
+        missed=tally.missed,
         records=count_records(log_db),
         log_warnings=[line[-200:] for line in log_text.splitlines() if "Prediction log" in line][:5],
         rss_mb=[round(value / 2**20, 1) for value in rss],
@@ -271,8 +289,8 @@ def report(result: SoakResult, load_before: float) -> list[str]:
         f"load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
         f"capacity (c={CAPACITY_CONCURRENCY}, 2xx req/s): "
         + (f"{result.capacity_rps:,.0f}" if result.capacity_rps else "given"),
-        f"target rate {result.rate_target:,.0f} req/s for {result.seconds:,.0f} s; sent {result.sent:,}, "
-        f"{result.late:,} of them more than 50 ms late",
+        f"target rate {result.rate_target:,.0f} req/s for {result.seconds:,.0f} s; sent {result.sent:,} "
+        f"({result.late:,} more than 50 ms late), missed {result.missed:,} (all connections busy)",
         f"answered 200: {result.ok:,} ({result.ok_rps:,.0f} req/s), p50 {result.p50_ms:.1f} ms, "
         f"p99 {result.p99_ms:.1f} ms",
         f"statuses {result.statuses}; 5xx {result.errors_5xx}; no answer (after SIGTERM) "
