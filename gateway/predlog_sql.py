@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import orjson
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from skewguard.errors import ConfigError, PredictionLogError
 
@@ -84,6 +82,9 @@ def open_store(url: str, *, table: str = "predictions") -> LogStore:
     if url.startswith(_SQLITE_PREFIX) and len(url) > len(_SQLITE_PREFIX):
         return SQLiteStore(Path(url[len(_SQLITE_PREFIX) :]), table)
     if url.startswith(_POSTGRES_SCHEMES):
+        import psycopg  # only for PostgreSQL logs: ~20 MB the default SQLite gateway does not carry
+        from psycopg.conninfo import conninfo_to_dict
+
         try:
             conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -148,6 +149,8 @@ class _SQLStore:
     def __init__(self, table: str) -> None:
         self.table = table
         self._conn: Any = None
+        self.errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+        """The database's own errors and the OS's: what a failed call may raise."""
 
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -188,7 +191,7 @@ class _SQLStore:
                 with self._transaction(conn):
                     for statement in self._schema():
                         conn.execute(statement)
-            except (sqlite3.Error, psycopg.Error, OSError):
+            except self.errors:
                 conn.close()
                 raise
             self._conn = conn
@@ -200,7 +203,7 @@ class _SQLStore:
             conn = self._connection()
             with self._transaction(conn):
                 return work(conn)
-        except (sqlite3.Error, psycopg.Error, OSError) as exc:
+        except self.errors as exc:
             error = self._wrap(exc, doing)
             if error.transient:
                 self.close()
@@ -247,7 +250,7 @@ class _SQLStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             # The connection is being thrown away; its own errors on closing change nothing.
-            with contextlib.suppress(sqlite3.Error, psycopg.Error, OSError):
+            with contextlib.suppress(*self.errors):
                 conn.close()
 
 
@@ -292,8 +295,12 @@ class PostgresStore(_SQLStore):
     bool_type = "BOOLEAN"
 
     def __init__(self, url: str, table: str) -> None:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
         super().__init__(table)
         self.url = url
+        self.errors = (psycopg.Error, OSError)
         info = conninfo_to_dict(url)
         self.description = (
             f"postgresql at {info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
@@ -303,6 +310,9 @@ class PostgresStore(_SQLStore):
         return "%s::jsonb" if name in JSON_COLUMNS else "%s"
 
     def _connect(self) -> Any:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
         options: dict[str, Any] = {"application_name": "skewguard-predlog"}
         if "connect_timeout" not in conninfo_to_dict(self.url):
             options["connect_timeout"] = CONNECT_TIMEOUT_S
@@ -312,6 +322,8 @@ class PostgresStore(_SQLStore):
         return conn.transaction()  # psycopg's connection context manager would close it
 
     def _wrap(self, exc: Exception, doing: str) -> PredictionLogError:
+        import psycopg
+
         transient = not isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return PredictionLogError(
