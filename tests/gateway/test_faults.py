@@ -9,8 +9,9 @@ and breaks one thing it depends on, for real:
 - a model slower than the request budget: a uvicorn app standing in for the router's
   BentoML service at its remote URL → 504 with a JSON error when the budget runs out,
   and 200 again when the model is fast;
-- the prediction log's database: PostgreSQL (the shared server, a database of our own)
-  reached through a TCP proxy process that we kill → serving goes on, records queue up to
+- the prediction log's database: PostgreSQL (the shared server, or
+  ``SKEWGUARD_TEST_POSTGRES_URL``; a database of our own) reached through a TCP proxy
+  process that we kill → serving goes on, records queue up to
   ``SKEWGUARD_LOG_QUEUE`` and are written when it returns; beyond the bound they are
   counted as dropped in ``/metrics``.
 
@@ -56,7 +57,7 @@ from tests.gateway.test_server import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
-POSTGRES_URL = "postgresql://root@127.0.0.1:5432/test"
+POSTGRES_URL = os.environ.get("SKEWGUARD_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 FEATURE_STORE_DOWN = "feature_store_unavailable"
 
 
@@ -399,7 +400,8 @@ async def test_log_database_down_keeps_serving_buffers_to_the_bound_then_counts_
     proxies: list[Server] = []
     with _database() as dbname:
         proxies.append(_proxy(tmp_path, port, "proxy"))
-        log_url = f"postgresql://root@127.0.0.1:{port}/{dbname}"
+        user = psycopg.conninfo.conninfo_to_dict(POSTGRES_URL).get("user", "root")
+        log_url = f"postgresql://{user}@127.0.0.1:{port}/{dbname}"
         server = gateway(sqlite_home, tmp_path, SKEWGUARD_LOG_URL=log_url, SKEWGUARD_LOG_QUEUE=str(LOG_QUEUE))
         try:
             with running(server):
