@@ -27,6 +27,7 @@ from skewguard.cli import reports_serve
 from tests.monitoring.conftest import WATCHED
 
 CHROMIUM = shutil.which("chromium")
+NO_CHROMIUM = "chromium is not installed (Debian package `chromium`; .ci/run installs it when missing)"
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -234,7 +235,7 @@ def server(drift_reports: Path) -> Iterator[str]:
 
 def _chromium(tmp_path: Path, *args: str) -> str:
     if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian package `chromium`; .ci/run installs it when missing)")
+        pytest.skip(NO_CHROMIUM)
     profile = tmp_path / f"chromium-{time.monotonic_ns()}"
     completed = subprocess.run(
         [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
@@ -259,6 +260,7 @@ def _strip_scripts(page: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_newest_report_renders_in_headless_chromium(
     drift_reports: Path, server: str, tmp_path: Path
 ) -> None:
