@@ -34,9 +34,13 @@ FEATURE_VIEW = "customer_stats"
 
 
 def make_pipeline(
-    head: Head = "hgb", *, numeric: tuple[str, ...] = NUMERIC + ONLINE, seed: int = 0
+    head: Head = "hgb", *, numeric: tuple[str, ...] = NUMERIC + ONLINE, seed: int = 0, image: bool = True
 ) -> Pipeline:
-    """An unfitted pipeline over the raw demo fields with the chosen classifier head."""
+    """An unfitted pipeline over the raw demo fields with the chosen classifier head.
+
+    ``image=False`` leaves the photo out: its graph has no image input at all, so a client
+    sends tabular and text fields only and the gateway neither decodes nor logs an image.
+    """
     linear = head == "lr"
     # Trees read raw numbers: a cast from float64 to float32 is exact on both sides, whereas a
     # logarithm before the trees differs by an ulp between numpy and onnxruntime, and the
@@ -44,16 +48,15 @@ def make_pipeline(
     numbers: Any = (
         Pipeline([("log", SignedLog1p()), ("scale", StandardScaler())]) if linear else "passthrough"
     )
-    columns = ColumnTransformer(
-        [
-            ("numeric", numbers, list(numeric)),
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
-            ("time", DatetimeFeatures(), TIMESTAMP),
-            ("text", make_text_vectorizer(max_features=300, min_df=3), TEXT),
-            ("image", ImageFeatures(grid=4), IMAGE),
-        ],
-        sparse_threshold=0.0,
-    )
+    parts: list[tuple[str, Any, Any]] = [
+        ("numeric", numbers, list(numeric)),
+        ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
+        ("time", DatetimeFeatures(), TIMESTAMP),
+        ("text", make_text_vectorizer(max_features=300, min_df=3), TEXT),
+    ]
+    if image:
+        parts.append(("image", ImageFeatures(grid=4), IMAGE))
+    columns = ColumnTransformer(parts, sparse_threshold=0.0)
     heads: dict[str, Any] = {
         "hgb": HistGradientBoostingClassifier(
             max_iter=200, learning_rate=0.08, early_stopping=True, random_state=seed
@@ -84,9 +87,9 @@ def training_frame(data: DemoData) -> pd.DataFrame:
     return joined.reset_index(drop=True)
 
 
-def feature_columns(numeric: tuple[str, ...] = NUMERIC + ONLINE) -> list[str]:
-    """The raw fields the pipeline reads, in order."""
-    return [*numeric, *CATEGORICAL, TIMESTAMP, TEXT, IMAGE]
+def feature_columns(numeric: tuple[str, ...] = NUMERIC + ONLINE, *, image: bool = True) -> list[str]:
+    """The raw fields the pipeline reads, in order (``image=False``: as ``make_pipeline(image=False)``)."""
+    return [*numeric, *CATEGORICAL, TIMESTAMP, TEXT, *([IMAGE] if image else [])]
 
 
 def split_by_time(frame: pd.DataFrame, holdout: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -97,14 +100,14 @@ def split_by_time(frame: pd.DataFrame, holdout: float = 0.2) -> tuple[pd.DataFra
 
 
 def train_and_package(
-    data: DemoData, *, head: Head = "hgb", name: str = "returns-demo", seed: int = 0
+    data: DemoData, *, head: Head = "hgb", name: str = "returns-demo", seed: int = 0, image: bool = True
 ) -> str:
     """Fit the demo model on the oldest 80 % of orders, gate it on the newest, store it."""
     from bentos.package import package_model
 
     train, test = split_by_time(training_frame(data))
-    columns = feature_columns()
-    pipeline = make_pipeline(head, seed=seed).fit(train[columns], train["returned"])
+    columns = feature_columns(image=image)
+    pipeline = make_pipeline(head, seed=seed, image=image).fit(train[columns], train["returned"])
     return package_model(
         pipeline,
         test[columns],

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 
 from bentos.store import load_model
 from pipeline.demo_data import DemoData, generate_demo_data
-from pipeline.returns_model import ONLINE, split_by_time, train_and_package, training_frame
+from pipeline.returns_model import (
+    ONLINE,
+    feature_columns,
+    make_pipeline,
+    split_by_time,
+    train_and_package,
+    training_frame,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +57,27 @@ def test_demo_model_packages_with_every_modality(data: DemoData, head: str) -> N
         assert online.default == pytest.approx(profile[online.name]["median"])
     assert sum(profile["order_ts"]["hour_counts"]) == profile["order_ts"]["count"]
     assert np.isfinite(pd.Series(profile["image"]["channel_means"])).all()
+
+
+def test_no_image_pipeline_reads_no_image(data: DemoData) -> None:
+    columns = feature_columns(image=False)
+    assert "image" not in columns
+    assert feature_columns() == [*columns, "image"]
+    frame = training_frame(data).drop(columns=["image"])  # the pipeline must not need the column
+    fitted = make_pipeline("lr", image=False).fit(frame[columns], frame["returned"])
+    assert list(fitted.feature_names_in_) == columns
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["hgb", "lr"])
+def test_no_image_model_has_no_image_input_and_passes_the_gate(data: DemoData, head: str) -> None:
+    tag = train_and_package(data, head=head, name=f"returns-text-{head}", image=False)  # type: ignore[arg-type]
+    stored = load_model(tag)
+    assert "image" not in stored.spec.names
+    assert {field.kind for field in stored.spec} == {"numeric", "categorical", "datetime", "text"}
+    graph = onnx.load_from_string(stored.onnx)
+    assert "image" not in {graph_input.name for graph_input in graph.graph.input}
+    assert "image" not in stored.profile["fields"]
+    assert stored.parity["passed"] is True
+    assert stored.parity["n_probes"] > 100
+    assert stored.metrics["roc_auc"] > 0.6
