@@ -24,10 +24,11 @@ from skewguard.errors import InputError, PayloadTooLargeError
 
 MAX_TEXT_CHARS = 10_000
 MAX_CATEGORY_CHARS = 256
-EARLIEST_SECONDS = math.ceil(pd.Timestamp.min.value / 1e9)
-LATEST_SECONDS = math.floor(pd.Timestamp.max.value / 1e9)
-"""Timestamps, as epoch seconds, that pandas (which trains the models) can hold: years 1677 to 2262."""
+MAX_EPOCH_SECONDS = 2**53 - 1
+"""Epoch seconds beyond ± this are not whole seconds in float64: the graph's time features are NaN
+there (``bentos.transforms.MAX_EPOCH_SECONDS``), and so would the probabilities be."""
 _TIME_RANGE = f"{pd.Timestamp.min.isoformat()} to {pd.Timestamp.max.isoformat()}"
+"""ISO-8601 timestamps pandas (which trains the models) can hold: years 1677 to 2262."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +201,10 @@ def _timestamp(spec: FieldSpec, value: Any) -> float:
             ) from exc
         return _seconds(spec, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     seconds = _number(spec, value)
-    if not EARLIEST_SECONDS <= seconds <= LATEST_SECONDS:  # past it, the graph's time features were NaN
+    if abs(seconds) > MAX_EPOCH_SECONDS:
         raise InputError(
             f"Field {spec.name!r}: {seconds:g} epoch seconds is outside the supported range "
-            f"{EARLIEST_SECONDS:.0f} to {LATEST_SECONDS:.0f} ({_TIME_RANGE} UTC).",
+            f"±{MAX_EPOCH_SECONDS} (±2**53 - 1); send seconds, or an ISO-8601 timestamp.",
             field=spec.name,
         )
     return seconds

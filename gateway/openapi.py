@@ -12,7 +12,7 @@ from typing import Any
 
 import swagger_ui_bundle
 
-from bentos.inputs import EARLIEST_SECONDS, LATEST_SECONDS, MAX_CATEGORY_CHARS, MAX_TEXT_CHARS
+from bentos.inputs import MAX_CATEGORY_CHARS, MAX_EPOCH_SECONDS, MAX_TEXT_CHARS
 from bentos.spec import FieldSpec
 from gateway.cascades import LoadedCascade
 from gateway.predict import DEFAULT_MAX_ROWS, ENTITY_KEY_MAX, ENTITY_KEY_MIN
@@ -73,7 +73,7 @@ def field_schema(spec: FieldSpec) -> dict[str, Any]:
             "description": "ISO-8601; naive = UTC; between 1677-09-21 and 2262-04-11",
             **({"nullable": True} if spec.nullable else {}),
         }
-        epoch = {"type": "number", "minimum": EARLIEST_SECONDS, "maximum": LATEST_SECONDS}
+        epoch = {"type": "number", "minimum": -MAX_EPOCH_SECONDS, "maximum": MAX_EPOCH_SECONDS}
         return {"oneOf": [text, epoch | {"description": "epoch seconds, UTC"}]}
     elif spec.kind == "image":
         schema = {"type": "string", "format": "byte", "description": "base64-encoded PNG or JPEG"}

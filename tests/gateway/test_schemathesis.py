@@ -149,7 +149,7 @@ def test_generated_requests_get_no_5xx_and_documented_answers(schema: Any, demo:
     [
         ({"order_ts": "0001-01-01T00:00:00+00:00"}, "order_ts"),  # past pandas' nanosecond range: was a 500
         ({"customer_id": 2**63}, "customer_id"),  # past Feast's int64 keys: was a 500
-        ({"order_ts": 1e300}, "order_ts"),  # epoch seconds past 2262: was a 200 with null probabilities
+        ({"order_ts": 1e300}, "order_ts"),  # epoch seconds past 2**53: was a 200 with null probabilities
         (
             {"description": "broken \ud800 mug"},
             "description",
@@ -163,3 +163,10 @@ async def test_inputs_that_were_500s_are_4xx_naming_the_field(
     response = await gateway_client.post(f"/v1/cascades/{CASCADE}/predict", content=body)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["field"] == field
+
+
+def test_the_epoch_limit_of_the_inputs_is_the_transforms_limit() -> None:
+    from bentos.inputs import MAX_EPOCH_SECONDS
+    from bentos.transforms import MAX_EPOCH_SECONDS as TRANSFORM_LIMIT  # imports sklearn: not at serving
+
+    assert MAX_EPOCH_SECONDS + 1 == TRANSFORM_LIMIT
