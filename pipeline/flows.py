@@ -89,54 +89,68 @@ def build_training_set(fingerprint: str, feast: FeastConfig, out_dir: str) -> st
     return str(path)
 
 
-def load_training_set(path: str) -> pd.DataFrame:
-    """The training set with images decoded (not a task: cheap, and never cached twice)."""
+def load_training_set(path: str, image: bool = True) -> pd.DataFrame:
+    """The training set with images decoded, or without them (not a task: cheap, never cached twice)."""
     frame = pd.read_parquet(path)
+    if not image:
+        return frame.drop(columns=[IMAGE])
     frame[IMAGE] = [decode_image(png) for png in frame[IMAGE]]
     return frame
 
 
 @task(**CACHED)
-def router_out_of_fold(training_path: str, head: Head, seed: int, n_splits: int) -> NDArray[np.float64]:
+def router_out_of_fold(
+    training_path: str, head: Head, seed: int, n_splits: int, image: bool
+) -> NDArray[np.float64]:
     """The router's out-of-fold P(reseller) on every training row (time-ordered folds)."""
-    train, _ = split_by_time(load_training_set(training_path))
-    factory = _factory(head, seed)
-    oof = cascade.out_of_fold_proba(factory, train[feature_columns()], train[cascade.ROUTER_TARGET], n_splits)
+    train, _ = split_by_time(load_training_set(training_path, image))
+    X = train[feature_columns(image=image)]
+    oof = cascade.out_of_fold_proba(_factory(head, seed, image), X, train[cascade.ROUTER_TARGET], n_splits)
     return np.ascontiguousarray(oof)  # hashes the same as its reloaded copy downstream
 
 
 @task(**CACHED)
 def fit_router(
-    training_path: str, head: Head, seed: int, threshold: cascade.ThresholdChoice, oof: NDArray[np.float64]
+    training_path: str,
+    head: Head,
+    seed: int,
+    threshold: cascade.ThresholdChoice,
+    oof: NDArray[np.float64],
+    image: bool,
 ) -> tuple[Any, cascade.Threshold]:
     """The router on all training rows, and its routing threshold with the reason."""
-    train, _ = split_by_time(load_training_set(training_path))
+    train, _ = split_by_time(load_training_set(training_path, image))
     return cascade.fit_router(
-        train[feature_columns()],
+        train[feature_columns(image=image)],
         train[cascade.ROUTER_TARGET],
-        factory=_factory(head, seed),
+        factory=_factory(head, seed, image),
         threshold=threshold,
         oof_proba=oof,
     )
 
 
 @task(**CACHED)
-def fit_specialists(training_path: str, head: Head, seed: int, routed: NDArray[np.bool_]) -> dict[str, Any]:
+def fit_specialists(
+    training_path: str, head: Head, seed: int, routed: NDArray[np.bool_], image: bool
+) -> dict[str, Any]:
     """One specialist per branch, each on the rows the router's out-of-fold routing sends it."""
-    train, _ = split_by_time(load_training_set(training_path))
+    train, _ = split_by_time(load_training_set(training_path, image))
     return cascade.fit_specialists(
-        train[feature_columns()], train[cascade.TARGET], routed, factory=_factory(head, seed)
+        train[feature_columns(image=image)],
+        train[cascade.TARGET],
+        routed,
+        factory=_factory(head, seed, image),
     )
 
 
 @task(**CACHED)
-def fit_baselines(training_path: str, head: Head, seed: int) -> tuple[Any, dict[str, Any]]:
+def fit_baselines(training_path: str, head: Head, seed: int, image: bool) -> tuple[Any, dict[str, Any]]:
     """The comparisons: one monolithic model, and specialists split by the true label."""
-    train, _ = split_by_time(load_training_set(training_path))
-    X, y = train[feature_columns()], train[cascade.TARGET]
-    monolithic = _factory(head, seed)().fit(X, y)
+    train, _ = split_by_time(load_training_set(training_path, image))
+    X, y = train[feature_columns(image=image)], train[cascade.TARGET]
+    monolithic = _factory(head, seed, image)().fit(X, y)
     true_split = train[cascade.ROUTER_TARGET].to_numpy() == 1
-    return monolithic, cascade.fit_specialists(X, y, true_split, factory=_factory(head, seed))
+    return monolithic, cascade.fit_specialists(X, y, true_split, factory=_factory(head, seed, image))
 
 
 @task(**MODELS_KEYED)
@@ -147,12 +161,19 @@ def evaluate_cascade(
     threshold: float,
     specialists: dict[str, Any],
     baselines: tuple[Any, dict[str, Any]],
+    image: bool,
 ) -> dict[str, Any]:
     """Figures on the held-out time slice: cascade, monolithic, true-label cascade."""
-    _, holdout = split_by_time(load_training_set(training_path))
+    _, holdout = split_by_time(load_training_set(training_path, image))
     monolithic, true_label = baselines
     figures = cascade.evaluate(
-        router, threshold, specialists, holdout, monolithic=monolithic, true_label_specialists=true_label
+        router,
+        threshold,
+        specialists,
+        holdout,
+        monolithic=monolithic,
+        true_label_specialists=true_label,
+        columns=feature_columns(image=image),
     )
     return figures.to_dict()
 
@@ -167,13 +188,17 @@ def package(
     router: Any,
     threshold: float,
     store: str,
+    image: bool,
 ) -> str:
-    """Convert and gate one model on the held-out rows it will see; return its store tag."""
-    train, holdout = split_by_time(load_training_set(training_path))
+    """Convert and gate one model on the held-out rows it will see; return its store tag.
+
+    Without ``image`` the rows carry no image column, so the graph and its input spec have none.
+    """
+    train, holdout = split_by_time(load_training_set(training_path, image))
     target = cascade.ROUTER_TARGET if role == "router" else cascade.TARGET
-    train, holdout = _rows_for(role, train, router, threshold), _rows_for(role, holdout, router, threshold)
+    columns = feature_columns(image=image)
+    train, holdout = (_rows_for(role, rows, router, threshold, columns) for rows in (train, holdout))
     sample = holdout.iloc[:MAX_GATE_ROWS]
-    columns = feature_columns()
     return package_model(
         model,
         sample[columns],
@@ -221,28 +246,35 @@ def train_cascade(
     router_head: Head | None = None,
     threshold: cascade.ThresholdChoice = cascade.DEFAULT_THRESHOLD,
     n_splits: int = 5,
+    image: bool = True,
 ) -> dict[str, Any]:
-    """Train, gate, store and evaluate the cascade as one unit; returns tags, figures, task states."""
+    """Train, gate, store and evaluate the cascade as one unit; returns tags, figures, task states.
+
+    ``image=False`` trains every model without the photo (a tabular+text cascade); the flag is an
+    input of every cached task, so such a run never reuses an image run's results.
+    """
     settings = Settings.from_env()
     feast = FeastConfig.from_settings(settings)
     states: dict[str, str] = {}
     fingerprint = _run(states, prepare_data, str(settings.data_dir), n_orders, n_customers, seed)
     print(_run(states, sync_features, fingerprint, feast))
     path = _run(states, build_training_set, fingerprint, feast, str(settings.home / "training"))
-    oof = _run(states, router_out_of_fold, path, router_head or head, seed, n_splits)
-    router, chosen = _run(states, fit_router, path, router_head or head, seed, threshold, oof)
+    oof = _run(states, router_out_of_fold, path, router_head or head, seed, n_splits, image)
+    router, chosen = _run(states, fit_router, path, router_head or head, seed, threshold, oof, image)
     routed = cascade.route(oof, chosen.value)
-    specialists = _run(states, fit_specialists, path, head, seed, routed)
-    baselines = _run(states, fit_baselines, path, head, seed)
-    router_key = _digest(path, router_head or head, seed, threshold, n_splits, oof.tobytes())
+    specialists = _run(states, fit_specialists, path, head, seed, routed, image)
+    baselines = _run(states, fit_baselines, path, head, seed, image)
+    router_key = _digest(path, router_head or head, seed, threshold, n_splits, oof.tobytes(), image)
     specialists_key = _digest(router_key, head, routed.tobytes())
     models = _digest(router_key, specialists_key, "baselines", head)
-    figures = _run(states, evaluate_cascade, path, models, router, chosen.value, specialists, baselines)
+    figures = _run(
+        states, evaluate_cascade, path, models, router, chosen.value, specialists, baselines, image
+    )
     store = str(settings.bentoml_home.resolve())
     roles = {"router": (router_key, router)} | {b: (specialists_key, m) for b, m in specialists.items()}
     tags = {}
     for role, (key, model) in roles.items():
-        args = (f"{name}-{role}", key, model, path, role, router, chosen.value, store)
+        args = (f"{name}-{role}", key, model, path, role, router, chosen.value, store, image)
         tags[role] = _run(states, package, *args, key=role)
     branches = {branch: tags[branch] for branch in (cascade.POSITIVE_BRANCH, cascade.NEGATIVE_BRANCH)}
     figures["threshold"] = {"value": chosen.value, "rule": chosen.rule, "reason": chosen.reason}
@@ -268,12 +300,14 @@ def _digest(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def _factory(head: Head, seed: int) -> Any:
-    return lambda: make_pipeline(head, seed=seed)
+def _factory(head: Head, seed: int, image: bool) -> Any:
+    return lambda: make_pipeline(head, seed=seed, image=image)
 
 
-def _rows_for(role: str, frame: pd.DataFrame, router: Any, threshold: float) -> pd.DataFrame:
+def _rows_for(
+    role: str, frame: pd.DataFrame, router: Any, threshold: float, columns: list[str]
+) -> pd.DataFrame:
     if role == "router":
         return frame
-    routed = cascade.route(router.predict_proba(frame[feature_columns()])[:, 1], threshold)
+    routed = cascade.route(router.predict_proba(frame[columns])[:, 1], threshold)
     return frame[routed if role == cascade.POSITIVE_BRANCH else ~routed]
