@@ -89,7 +89,15 @@ def demo_model(settings: Settings, head: str, name: str, if_missing: bool) -> No
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option("--if-missing", is_flag=True, help="Do nothing when the cascade has a champion.")
-def train(name: str, head: str, threshold: str, n_orders: int, seed: int, if_missing: bool) -> None:
+@click.option(
+    "--no-image",
+    "no_image",
+    is_flag=True,
+    help="Leave the photo out: a tabular+text cascade (no image input).",
+)
+def train(
+    name: str, head: str, threshold: str, n_orders: int, seed: int, if_missing: bool, no_image: bool
+) -> None:
     """Run the train_cascade Prefect flow and print the evaluation figures."""
     if if_missing:
         from bentos.manifest import champion_tag
@@ -100,7 +108,9 @@ def train(name: str, head: str, threshold: str, n_orders: int, seed: int, if_mis
     from pipeline.flows import train_cascade
 
     choice: Any = threshold if threshold == "max_f1" else float(threshold)
-    result = train_cascade(name, n_orders=n_orders, seed=seed, head=head, threshold=choice)  # type: ignore[call-overload]
+    result = train_cascade(  # type: ignore[call-overload]
+        name, n_orders=n_orders, seed=seed, head=head, threshold=choice, image=not no_image
+    )
     click.echo(format_figures(result))
 
 
