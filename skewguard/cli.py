@@ -316,7 +316,9 @@ def _write_example_request(settings: Settings, orders: Any) -> Path:
 @click.argument("name", default="returns")
 @click.option("--since", type=float, default=None, help="Only rows logged after this epoch second.")
 @click.option("--last", type=int, default=None, help="Only the newest N logged rows.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: <home>/reports.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Default: a new <home>/reports/<UTC time>."
+)
 @click.option("--min-rows", default=500, show_default=True, help="Fewer served rows: no verdict.")
 @click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict (default: all).")
 @click.option(
@@ -364,7 +366,7 @@ def monitor(
     offline = FeastOfflineFeatures(FeastConfig.from_settings(settings))
     check = SkewCheck(offline, SkewPolicy(max_mismatch_rate=skew_threshold), skew_at) if skew else None
     result = check_drift(
-        records, training, manifest, out or settings.home / "reports", policy=policy, skew=check
+        records, training, manifest, out or _new_run_folder(settings.home), policy=policy, skew=check
     )
     verdict = result.summary.verdict
     click.echo(f"{len(records)} served rows of {name}; drift: {verdict.drift}")
@@ -375,6 +377,13 @@ def monitor(
     click.echo(f"report: {result.html}\nsummary: {result.summary_json}\nmetrics: {result.metrics}")
     if verdict.drift:
         sys.exit(1)
+
+
+def _new_run_folder(home: Path) -> Path:
+    """A folder per monitor run, so `skewguard reports serve` lists the history."""
+    from datetime import UTC
+
+    return home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 @cli.command("retrain")
