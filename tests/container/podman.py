@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 PROJECT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_SCRIPT = PROJECT / ".ci" / "base-image"
+ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
+"""Explicit, because podman's default limits exceed what some sandboxes (CI's) let runc set."""
 
 
 def podman() -> str | None:
@@ -95,7 +97,7 @@ def build_image(tag: str, folder: Path, *, target: str = "gateway") -> float:
     log = folder / f"build-{target}.log"
     command = [
         "podman", "build", "--format", "docker", "--network", "host", "--layers",
-        "--target", target, "--tag", tag, *pip_build_volumes(folder), str(PROJECT),
+        "--target", target, "--tag", tag, *ULIMITS, *pip_build_volumes(folder), str(PROJECT),
     ]  # fmt: skip
     with log.open("w") as out:
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=3600, check=False)
