@@ -19,6 +19,7 @@ to ``<home>/decisions.jsonl`` and published as a Prefect artifact.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -97,7 +98,7 @@ def compare_cascades(
     for role, tag in (("champion", champion), ("candidate", candidate)):
         outputs = replay_cascade(load_manifest(tag), recent)
         proba = np.array([float(p.get("1", 0.0)) for p in outputs.probabilities])
-        figures[role] = {"tag": tag} | cascade.score(y, proba).__dict__
+        figures[role] = {"tag": tag} | dataclasses.asdict(cascade.score(y, proba))
     return figures
 
 
@@ -165,7 +166,7 @@ def retrain_if_drifted(
         "drifted_columns": _drifted_columns(summary),
         "report": str(out_dir),
     }
-    if not force and (why := _no_retrain_reason(verdict)):
+    if not force and (why := no_retrain_reason(verdict)):
         return _record(settings, decision | {"decision": "no retrain", "reasons": [why]})
     try:
         trained = train_cascade(name, **(train_options or {}))
@@ -186,7 +187,7 @@ def retrain_if_drifted(
     return _record(settings, decision | {"decision": "promoted", "reasons": [why, reloaded]})
 
 
-def _no_retrain_reason(verdict: dict[str, Any]) -> str | None:
+def no_retrain_reason(verdict: dict[str, Any]) -> str | None:
     """Why this verdict does not call for a new model; None when it does."""
     if verdict["drift"] is None:
         return "undecided: not enough served rows"
