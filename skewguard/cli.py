@@ -444,6 +444,7 @@ def retrain(
 @click.option("--price-inflation", default=1.0, show_default=True)
 @click.option("--unseen-category", default=0.0, show_default=True, help="Share of orders in a new category.")
 @click.option("--vocabulary-shift", default=0.0, show_default=True, help="Share of words never seen.")
+@click.option("--send/--no-send", default=True, show_default=True, help="Send the orders to the gateway.")
 @click.option("--label", is_flag=True, help="Then add the orders with their labels to the labeled data.")
 @click.pass_obj
 def demo_traffic(
@@ -456,6 +457,7 @@ def demo_traffic(
     price_inflation: float,
     unseen_category: float,
     vocabulary_shift: float,
+    send: bool,
     label: bool,
 ) -> None:
     """Send demo orders from after the training data to the gateway (optionally drifted)."""
@@ -470,10 +472,12 @@ def demo_traffic(
         vocabulary_shift=vocabulary_shift,
     )
     batch = fresh_orders(settings.data_dir, n_orders=n_orders, days=days, seed=seed, knobs=knobs)
-    sent = send_orders(url, name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN"))
-    click.echo(
-        f"sent {n_orders} orders to {url}: " + ", ".join(f"{n}× HTTP {s}" for s, n in sent.statuses.items())
-    )
+    if send:
+        sent = send_orders(url, name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN"))
+        click.echo(
+            f"sent {n_orders} orders to {url}: "
+            + ", ".join(f"{n}× HTTP {s}" for s, n in sent.statuses.items())
+        )
     if label:
         counts = append_labeled(settings.data_dir, batch)
         click.echo(f"labels known: the labeled data now holds {counts['orders']} orders")
