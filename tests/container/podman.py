@@ -91,16 +91,33 @@ def pip_build_volumes(folder: Path) -> list[str]:
     return [option for src, dst in mounts.items() for option in ("--volume", f"{src}:{dst}:ro")]
 
 
-def build_image(tag: str, folder: Path, *, target: str = "gateway") -> float:
-    """Build the project's Dockerfile as ``tag``; the seconds it took. The log goes to ``folder``."""
+def build_image(tag: str, folder: Path, *, target: str = "gateway", context: Path = PROJECT) -> float:
+    """Build the Dockerfile in ``context`` as ``tag``; the seconds it took. The log goes to ``folder``."""
     started = time.monotonic()
     log = folder / f"build-{target}.log"
     command = [
         "podman", "build", "--format", "docker", "--network", "host", "--layers",
-        "--target", target, "--tag", tag, *ULIMITS, *pip_build_volumes(folder), str(PROJECT),
+        "--target", target, "--tag", tag, *ULIMITS, *pip_build_volumes(folder), str(context),
     ]  # fmt: skip
     with log.open("w") as out:
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=3600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"podman build exited {done.returncode}:\n{log.read_text()[-6000:]}")
     return time.monotonic() - started
+
+
+def baked_context(folder: Path, state: Path) -> Path:
+    """A copy of the build context with ``state`` as its ``.skewguard/``, for ``--target baked``.
+
+    The whole state goes in (demo data, logs and all): what reaches the image is up to
+    ``.dockerignore``, as it is for an operator baking the project's own ``.skewguard/``.
+    """
+    context = folder / "context"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
+        context.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT / name, context / name)
+    for package in ("feature_repo", "skewguard", "bentos", "gateway", "monitoring", "pipeline"):
+        shutil.copytree(PROJECT / package, context / package, ignore=skip)
+    shutil.copytree(state, context / ".skewguard")
+    return context

@@ -124,20 +124,25 @@ async def _in_process_answer(home: Path, folder: Path, rows: list[dict[str, Any]
 
 @pytest.fixture(scope="module")
 def container(image: str, state: Path, host_answer: dict[str, Any]) -> Iterator[Container]:
-    """The image running with ``state`` mounted; removed afterwards (its log printed on failure)."""
+    """The image running with ``state`` mounted (after the host answered from it)."""
+    with _running(image, "--volume", f"{state}:/var/lib/skewguard:U") as running:
+        print(f"\ncontainer start to ready: {running.ready_seconds:.1f} s")
+        yield running
+
+
+@contextlib.contextmanager
+def _running(image: str, *options: str) -> Iterator[Container]:
+    """``image`` running on a free host port; removed afterwards (its log shown if it never got ready)."""
     name, port = f"skewguard-test-{uuid.uuid4().hex[:8]}", _free_port()
     started = time.monotonic()
     podman.run(
         "run", "--detach", "--name", name, "--network", "host", *podman.ULIMITS,
         "--env", f"SKEWGUARD_PORT={port}", "--env", f"SKEWGUARD_CASCADES={CASCADE}",
-        "--env", "SKEWGUARD_WATCH_SECONDS=0",
-        "--volume", f"{state}:/var/lib/skewguard:U", image,
+        "--env", "SKEWGUARD_WATCH_SECONDS=0", *options, image,
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        ready = _wait_ready(name, url, started)
-        print(f"\ncontainer start to ready: {ready:.1f} s")
-        yield Container(name, url, ready)
+        yield Container(name, url, _wait_ready(name, url, started))
     finally:
         podman.run("rm", "--force", "--time", "10", name, check=False)
 
@@ -165,6 +170,10 @@ def test_the_container_answers_what_the_same_models_answer_on_the_host(
     host_answer: dict[str, Any],
     demo: DemoData,  # noqa: F811
 ) -> None:
+    _assert_same_answers(container, host_answer, demo)
+
+
+def _assert_same_answers(container: Container, host_answer: dict[str, Any], demo: DemoData) -> None:  # noqa: F811
     response = httpx.post(f"{container.url}{PREDICT}", json={"rows": _rows(demo)}, timeout=30)
     assert response.status_code == 200, response.text
     got, want = response.json()["predictions"], host_answer["predictions"]
@@ -196,3 +205,21 @@ def test_the_gateway_runs_as_a_non_root_user_and_its_healthcheck_passes(containe
     configured = podman.run("inspect", "--format", "{{.Config.Healthcheck.Test}}", container.name).stdout
     assert "/healthz" in configured  # kept: the image was built in docker format
     assert podman.run("healthcheck", "run", container.name, check=False).returncode == 0
+
+
+def test_the_baked_image_serves_its_own_state_and_only_that(
+    image: str,
+    state: Path,
+    host_answer: dict[str, Any],
+    demo: DemoData,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    baked = f"{image}-baked"
+    podman.build_image(baked, tmp_path, target="baked", context=podman.baked_context(tmp_path, state))
+    try:
+        with _running(baked) as running:
+            _assert_same_answers(running, host_answer, demo)
+            listing = podman.run("exec", running.name, "find", "/var/lib/skewguard", "-name", "*.parquet")
+        assert listing.stdout.strip() == ""  # .dockerignore kept the demo data out
+    finally:
+        podman.run("rmi", baked, check=False)
