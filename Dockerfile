@@ -10,7 +10,7 @@
 # `baked` adds a model store and Feast state; `gateway` (the default) expects them mounted.
 # `runtime` builds on `deps` rather than `COPY --from` its venv: buildah copies and hashes a
 # stage's files for every `COPY --from`, even a cached one, which cost minutes per rebuild
-# for the 1.4 GB venv (only pip, setuptools and wheel come along: 15 MB).
+# for the 1.6 GB venv (only pip, setuptools and wheel come along: 15 MB).
 
 # Only the runtime dependency list keys the slow layer below: a new dev tool or version
 # number in pyproject.toml changes this stage's output, not requirements.txt.
