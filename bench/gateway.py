@@ -4,14 +4,19 @@
         [--orders 20000] [--loadgen auto|wrk|httpx] [--home DIR] [--quick]
 
 In a throw-away SKEWGUARD_HOME (BENTOML_HOME and PREFECT_HOME inside it) it runs
-``skewguard demo-data`` and ``skewguard train``, builds a Bento per model and recovers the
-fitted pipelines. Then, one variant at a time, it starts the variant's servers as
-subprocesses, checks their answers, warms them up and drives them with single-row requests
-(real demo orders, image included) from a load generator in its own process
-(``bench/gateway_load.py``: wrk, or async httpx when wrk is absent), at each concurrency:
+``skewguard demo-data``, ``skewguard train`` and ``skewguard train --name returns-text
+--no-image``, builds a Bento per model of the first and recovers its fitted pipelines. Then,
+one variant at a time, it starts the variant's servers as subprocesses
+(``bench/gateway_variants.py``), checks their answers, warms them up and drives them with
+single-row requests (real demo orders, image included) from a load generator in its own
+process (``bench/gateway_load.py``: wrk, or async httpx when wrk is absent), at each
+concurrency:
 
 (1) the gateway co-located (``skewguard serve``): validation, Feast SQLite, skew guard,
-    router and specialist in onnxruntime, prediction log (SQLite);
+    router and specialist in onnxruntime, prediction log (SQLite); measured twice, each in
+    its own gateway process: image requests on the ``returns`` cascade, and tabular+text
+    requests (the same orders without the image) on ``returns-text``, whose graphs have no
+    image input — the issue's target is worded for the latter;
 (2) the gateway remote: the same, SKEWGUARD_REMOTE_MODELS naming three ``bentoml serve`` Bentos;
 (3) the same ONNX graphs composed the BentoML way (``bench/gateway_bentoml.py``);
 (4) the naive way: Starlette, Feast and ``predict_proba`` (``bench/gateway_naive.py``).
@@ -30,13 +35,11 @@ if not __package__:  # run as `python bench/gateway.py`: import the bench packag
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import tempfile
 import time
-import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,36 +55,22 @@ from bench.gateway_report import (
     ratios,
     targets,
 )
-from bench.gateway_servers import (
-    Server,
-    free_port,
-    get_text,
-    post_json,
-    sampling_rss,
-    start,
-    stop,
-    wait_ready,
+from bench.gateway_servers import Server, sampling_rss, stop
+from bench.gateway_variants import (
+    TEXT_CASCADE,
+    Setup,
+    bodies_of,
+    check_answers,
+    launch,
+    log_stats,
+    served_cascade,
+    settle,
+    to_cell,
 )
 
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-CASCADE = "returns"
 N_BODIES = 256
-N_CHECKED = 16
-
-
-@dataclass(frozen=True, slots=True)
-class Setup:
-    """The prepared state every variant serves from."""
-
-    home: Path
-    env: dict[str, str]
-    build: dict[str, Any]
-    pipelines: Path
-    pipelines_source: str
-    bodies: Path
-    body_bytes: float
-    image: ImageCost
 
 
 @dataclass(slots=True)
@@ -122,11 +111,12 @@ def _run(command: Sequence[str], env: dict[str, str], log: Path) -> str:
 
 
 def prepare(home: Path, n_orders: int, n_customers: int) -> Setup:
-    """Demo data, the trained cascade, Bentos, the fitted pipelines and the request bodies."""
+    """Demo data, the trained cascades, Bentos, the fitted pipelines and the request bodies."""
     env, log = environment(home), home / "setup.log"
     skewguard, orders = str(BIN / "skewguard"), ["--orders", str(n_orders)]
     _run([skewguard, "demo-data", *orders, "--customers", str(n_customers), "--if-missing"], env, log)
     _run([skewguard, "train", *orders, "--if-missing"], env, log)
+    _run([skewguard, "train", "--name", TEXT_CASCADE, "--no-image", *orders, "--if-missing"], env, log)
     build = json.loads(_run([sys.executable, str(BENCH / "gateway_bentoml.py"), "build"], env, log))
     training = max((home / "training").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
     pipelines = home / "bench-pipelines.pkl"
@@ -135,8 +125,10 @@ def prepare(home: Path, n_orders: int, n_customers: int) -> Setup:
         [*naive, "--storage", str(home / "prefect" / "storage"), "--training", str(training)], env, log
     )
     bodies, images = request_bodies(home / "data" / "orders.parquet", N_BODIES)
-    path = home / "bodies.jsonl"
+    texts = without_image(bodies)
+    path, text_path = home / "bodies.jsonl", home / "bodies-text.jsonl"
     path.write_text("".join(line + "\n" for line in bodies))
+    text_path.write_text("".join(line + "\n" for line in texts))
     return Setup(
         home=home,
         env=env,
@@ -145,6 +137,8 @@ def prepare(home: Path, n_orders: int, n_customers: int) -> Setup:
         pipelines_source=source.strip(),
         bodies=path,
         body_bytes=sum(map(len, bodies)) / len(bodies),
+        text_bodies=text_path,
+        text_body_bytes=sum(map(len, texts)) / len(texts),
         image=ImageCost(sum(map(len, images)) / len(images), time_image_decode(images)),
     )
 
@@ -164,6 +158,17 @@ def request_bodies(orders_file: Path, n: int) -> tuple[list[str], list[str]]:
     return bodies, images
 
 
+def without_image(bodies: Sequence[str]) -> list[str]:
+    """The same bodies without the image field: the tabular+text requests of ``returns-text``."""
+    stripped = []
+    for body in bodies:
+        rows = json.loads(body)["rows"]
+        stripped.append(
+            json.dumps({"rows": [{k: v for k, v in row.items() if k != "image"} for row in rows]})
+        )
+    return stripped
+
+
 def time_image_decode(images: Sequence[str], calls: int = 2_000) -> float:
     """µs per ``decode_base64_image`` call: what validating the image costs a request."""
     from bentos.images import decode_base64_image
@@ -172,77 +177,6 @@ def time_image_decode(images: Sequence[str], calls: int = 2_000) -> float:
     for i in range(calls):
         decode_base64_image(images[i % len(images)])
     return (time.perf_counter() - started) * 1e6 / calls
-
-
-def launch(key: str, setup: Setup, servers: list[Server]) -> str:
-    """Start variant ``key``'s servers into ``servers`` (so a failure still stops them); return its URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    if key in ("1", "2"):
-        remote = launch_bentos(setup, servers) if key == "2" else {}
-        env = setup.env | {
-            "SKEWGUARD_PORT": str(port),
-            "SKEWGUARD_WATCH_SECONDS": "0",
-            "SKEWGUARD_REMOTE_MODELS": json.dumps(remote),
-        }
-        servers.append(start("gateway", [str(BIN / "skewguard"), "serve"], env, setup.home, front=True))
-        wait_ready(servers[-1], f"{base}/readyz")
-        return f"{base}/v1/cascades/{CASCADE}/predict"
-    if key == "3":
-        models = setup.build["models"]
-        tags = {f"SKEWGUARD_BENCH_{role.upper()}": model["tag"] for role, model in models.items()}
-        serve = [sys.executable, "-m", "bentoml", "serve", "gateway_bentoml:CascadeService"]
-        command = [*serve, "--working-dir", str(BENCH), "--host", "127.0.0.1", "--port", str(port)]
-        servers.append(start("bentoml", command, setup.env | tags, setup.home, front=True))
-        wait_ready(servers[-1], f"{base}/readyz")
-        return f"{base}/predict"
-    naive = [sys.executable, str(BENCH / "gateway_naive.py"), "serve", "--pipelines", str(setup.pipelines)]
-    servers.append(start("naive", [*naive, "--port", str(port)], setup.env, setup.home, front=True))
-    wait_ready(servers[-1], f"{base}/healthz")
-    return f"{base}/v1/cascades/{CASCADE}/predict"
-
-
-def launch_bentos(setup: Setup, servers: list[Server]) -> dict[str, str]:
-    """Variant (2)'s model services, each Bento under ``bentoml serve``; {model name: URL}."""
-    urls = {}
-    for role, model in setup.build["models"].items():
-        port = free_port()
-        command = [sys.executable, "-m", "bentoml", "serve", model["bento"], "--host", "127.0.0.1"]
-        servers.append(start(role, [*command, "--port", str(port)], setup.env, setup.home, front=False))
-        urls[model["name"]] = f"http://127.0.0.1:{port}"
-    for server, url in zip(servers[-len(urls) :], urls.values(), strict=True):
-        wait_ready(server, f"{url}/readyz")
-    return urls
-
-
-def check_answers(url: str, bodies: Path) -> tuple[list[float], int]:
-    """P(returned) of the first rows, one request at a time, and how many attempts failed.
-
-    Every variant serves the same models, so the answers must agree; a row is tried three
-    times before the variant counts as failed.
-    """
-    p1, failed = [], 0
-    for line in bodies.read_text().splitlines()[:N_CHECKED]:
-        for attempt in range(3):
-            try:
-                (prediction,) = post_json(url, line.encode())["predictions"]
-                break
-            except urllib.error.HTTPError:
-                failed += 1
-                if attempt == 2:
-                    raise
-        p1.append(float(prediction["probabilities"]["1"]))
-    return p1, failed
-
-
-def settle(url: str, bodies: Path) -> None:
-    """Wait until the server has answered what the last load left queued: one request, answered.
-
-    A server that blocks its event loop (4) keeps working through the requests of closed
-    connections; without this, a short cell would start behind that backlog.
-    """
-    with contextlib.suppress(urllib.error.HTTPError):
-        post_json(url, bodies.read_text().splitlines()[0].encode(), timeout=120)
 
 
 def load(url: str, bodies: Path, concurrency: int, seconds: int, tool: str) -> dict[str, Any]:
@@ -257,47 +191,26 @@ def load(url: str, bodies: Path, concurrency: int, seconds: int, tool: str) -> d
     return result
 
 
-def to_cell(key: str, concurrency: int, result: dict[str, Any], servers: Sequence[Server]) -> Cell:
-    statuses = {int(status): n for status, n in result["statuses"].items()}
-    ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
-    return Cell(
-        variant=key,
-        concurrency=concurrency,
-        ok_rps=ok / result["duration_s"],
-        p50_ms=result["p50_ms"],
-        p99_ms=result["p99_ms"],
-        errors=result["requests"] - ok + result["socket_errors"] + result["timeouts"],
-        errors_5xx=sum(n for status, n in statuses.items() if status >= 500),
-        rss_front_mb=sum(s.peak_rss for s in servers if s.front) / 2**20,
-        rss_all_mb=sum(s.peak_rss for s in servers) / 2**20,
-    )
-
-
-def log_stats(url: str) -> str:
-    """The gateway's prediction-log gauges after the load, from /metrics."""
-    prefix = "skewguard_prediction_log_"
-    text = get_text(url.split("/v1/")[0] + "/metrics")
-    gauges = [line.removeprefix(prefix).split() for line in text.splitlines() if line.startswith(prefix)]
-    return ", ".join(f"{name} {float(value):,.0f}" for name, value, *_ in gauges) or "n/a"
-
-
 def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
     """Start, check, warm up, measure at each concurrency, stop."""
-    outcome, servers = Outcome(), list[Server]()
+    outcome, servers, bodies = Outcome(), list[Server](), bodies_of(key, setup)
+    prefix = "(1) tabular+text" if key == "1t" else LABELS[key][:3]
     try:
         url = launch(key, setup, servers)
-        outcome.p1, failed = check_answers(url, setup.bodies)
+        outcome.p1, failed = check_answers(url, bodies)
         if failed:
-            outcome.notes.append(f"{LABELS[key][:3]} {failed} one-at-a-time check request(s) failed")
-        load(url, setup.bodies, max(options.concurrency), options.warmup, options.loadgen)
+            outcome.notes.append(f"{prefix} {failed} one-at-a-time check request(s) failed")
+        if key == "1t":
+            outcome.notes.append(f"{prefix} serves {served_cascade(url)}")
+        load(url, bodies, max(options.concurrency), options.warmup, options.loadgen)
         for concurrency in options.concurrency:
-            settle(url, setup.bodies)
+            settle(url, bodies)
             with sampling_rss(servers):
-                result = load(url, setup.bodies, concurrency, options.seconds, options.loadgen)
+                result = load(url, bodies, concurrency, options.seconds, options.loadgen)
             outcome.cells.append(to_cell(key, concurrency, result, servers))
             outcome.tools.add(result["tool"])
-        if key in ("1", "2"):
-            outcome.notes.append(f"{LABELS[key][:3]} prediction log after the load: {log_stats(url)}")
+        if key in ("1", "1t", "2"):
+            outcome.notes.append(f"{prefix} prediction log after the load: {log_stats(url)}")
     except (RuntimeError, OSError, KeyError, ValueError) as exc:
         outcome.failure = f"{type(exc).__name__}: {exc}"
     finally:
@@ -332,6 +245,8 @@ def run(options: argparse.Namespace) -> list[str]:
         f"requests: {N_BODIES} distinct newest orders, round-robin; body {setup.body_bytes / 1e3:.1f} kB "
         f"(image {setup.image.base64_bytes / 1e3:.1f} kB base64, a 32×32 PNG); {options.seconds} s per cell "
         f"after a {options.warmup} s warm-up at c={max(options.concurrency)}",
+        f"tabular+text requests ((1) tabular+text only): the same orders without the image field, body "
+        f"{setup.text_body_bytes / 1e3:.2f} kB, on the cascade {TEXT_CASCADE} (trained with --no-image)",
         "RSS: peak during the cell of the front server's process tree (RSS MB) and of all the variant's "
         "servers (RSS all), from /proc",
         "",
@@ -345,7 +260,8 @@ def run(options: argparse.Namespace) -> list[str]:
         agreement({key: o.p1 for key, o in outcomes.items()}),
         *notes,
         *(f"{LABELS[key]} failed: {why}" for key, why in failures.items()),
-        f"runtime: setup {setup_s:.0f} s (demo data, train, Bentos, pipelines), measuring {measure_s:.0f} s",
+        f"runtime: setup {setup_s:.0f} s (demo data, train 2 cascades, Bentos, pipelines), "
+        f"measuring {measure_s:.0f} s",
     ]
 
 
@@ -372,8 +288,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.customers = 200 if args.orders < 10_000 else 2_000
     args.warmup = 1 if quick else 3
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    if args.seconds < 1 or not set(args.variants) <= set(LABELS) or min(args.concurrency) < 1:
+    if args.seconds < 1 or not set(args.variants) <= {"1", "2", "3", "4"} or min(args.concurrency) < 1:
         parser.error("--seconds must be ≥ 1, --variants among 1,2,3,4 and each concurrency ≥ 1.")
+    # (1) is measured with image requests and, on the no-image cascade, with tabular+text ones.
+    args.variants = [key for v in args.variants for key in (("1", "1t") if v == "1" else (v,))]
     return args
 
 

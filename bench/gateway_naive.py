@@ -5,8 +5,9 @@
 
 ``extract`` recovers the fitted pipelines that ``skewguard train`` converted — the router
 with its threshold and the two specialists — from that run's Prefect result store, so
-both sides serve the very same models. Without those results it refits them on the same
-training set the way ``pipeline.flows`` does (out-of-fold routing, same heads and seed).
+both sides serve the very same models (those that read the image: a ``--no-image`` run's
+results in the same store are another cascade's). Without those results it refits them on
+the same training set the way ``pipeline.flows`` does (out-of-fold routing, same heads and seed).
 They are written as a pickle of this run's own making, read back only by ``serve``.
 
 ``serve`` answers ``POST /v1/cascades/{name}/predict`` with the gateway's body and answer
@@ -71,9 +72,11 @@ def _from_prefect_results(storage: Path) -> Models | None:
             value: Any = ResultRecord.deserialize(path.read_bytes()).result
         except (ValueError, TypeError, pickle.UnpicklingError):
             continue
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Threshold):
+        is_router = isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Threshold)
+        is_branches = isinstance(value, dict) and set(value) == {POSITIVE_BRANCH, NEGATIVE_BRANCH}
+        if is_router and _reads_image(value[0]):
             routers.append(value)
-        elif isinstance(value, dict) and set(value) == {POSITIVE_BRANCH, NEGATIVE_BRANCH}:
+        elif is_branches and all(_reads_image(model) for model in value.values()):
             specialists.append(value)
     if len(routers) != 1 or len(specialists) != 1:
         return None
@@ -84,6 +87,11 @@ def _from_prefect_results(storage: Path) -> Models | None:
         "specialists": branches,
         "source": "the fitted pipelines of the `skewguard train` run (its Prefect results)",
     }
+
+
+def _reads_image(model: Any) -> bool:
+    """Whether a fitted pipeline was fitted with the image column (not a ``--no-image`` one)."""
+    return IMAGE in getattr(model, "feature_names_in_", ())
 
 
 def _refit(training: Path) -> Models:

@@ -9,7 +9,22 @@ import pytest
 from bench import gateway as gateway_bench
 
 NUMBER = r"([\d,]+(?:\.\d+)?)"
-ROWS = ("(1) gateway co-located, full path", "(4) naive: Starlette + sklearn + Feast")
+ROWS = (
+    "(1) co-located, image requests",
+    "(1) co-located, tabular+text requests",
+    "(4) naive: Starlette + sklearn + Feast",
+)
+LINES = (
+    r"^\(1\) prediction log after the load: .*dropped 0\b",
+    r"^\(1\) tabular\+text prediction log after the load: .*dropped 0\b",
+    # The tabular+text row serves a cascade of its own, trained without the image in the same home.
+    r"^\(1\) tabular\+text serves cascade-returns-text:\S+: router returns-text-router:",
+    r"^  \(1\) at c=16 .* tabular\+text request: (met|NOT met) \([\d,]+ req/s",
+    r"^  \(1\) at c=16, image requests \(reported separately\): [\d,]+ req/s",
+    r"^  \(1\) tabular\+text/image at c=16\s+2xx req/s\s+[\d.]+×",
+    # (4) found the image cascade's own pipelines among both runs' Prefect results.
+    r"^\(4\) serves the fitted pipelines of the `skewguard train` run",
+)
 PARITY_TOLERANCE = 1e-4
 """The packaging gate's default: (4) serves the pipelines whose graphs (1) serves."""
 
@@ -20,7 +35,9 @@ def _number(text: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_quick_run_measures_the_gateway_and_the_naive_app(capsys: pytest.CaptureFixture[str]) -> None:
+def test_quick_run_measures_the_gateway_both_ways_and_the_naive_app(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     # Everything the script serves lives in its own temporary home, in subprocesses: the
     # session's BentoML store and Prefect state are neither read nor written.
     assert gateway_bench.main(["--quick"]) == 0
@@ -41,4 +58,5 @@ def test_quick_run_measures_the_gateway_and_the_naive_app(capsys: pytest.Capture
     agree = re.search(r"^answers vs \(1\), max \|Δ P\(returned\)\| over \d+ rows: \(4\) (\S+)$", out, re.M)
     assert agree is not None, out
     assert float(agree.group(1)) <= PARITY_TOLERANCE
-    assert re.search(r"^\(1\) prediction log after the load: .*dropped 0\b", out, re.M), out
+    for pattern in LINES:
+        assert re.search(pattern, out, re.M), f"no line {pattern!r} in:\n{out}"
