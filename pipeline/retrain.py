@@ -168,8 +168,9 @@ def retrain_if_drifted(
     }
     if not force and (why := no_retrain_reason(verdict)):
         return _record(settings, decision | {"decision": "no retrain", "reasons": [why]})
+    options: dict[str, Any] = {"image": _takes_images(decision["champion"])} | dict(train_options or {})
     try:
-        trained = train_cascade(name, **(train_options or {}))
+        trained = train_cascade(name, **options)
     except SkewguardError as exc:  # e.g. the parity gate refused a model
         _record(settings, decision | {"decision": "kept champion", "reasons": [f"training failed: {exc}"]})
         raise
@@ -185,6 +186,11 @@ def retrain_if_drifted(
     promote(candidate)
     reloaded = reload_gateway(gateway_url, os.environ.get("SKEWGUARD_API_TOKEN") or None, name, candidate)
     return _record(settings, decision | {"decision": "promoted", "reasons": [why, reloaded]})
+
+
+def _takes_images(tag: str) -> bool:
+    """Whether the cascade reads an image: its candidate must take the same inputs."""
+    return any(field.kind == "image" for field in load_manifest(tag).spec())
 
 
 def no_retrain_reason(verdict: dict[str, Any]) -> str | None:
