@@ -213,6 +213,19 @@ def _drifted_columns(summary: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def scheduled_deployment(cron: str, parameters: dict[str, Any]) -> Any:
+    """``retrain_if_drifted`` as a Prefect deployment run on ``cron`` (served by ``prefect.serve``).
+
+    The parameters are checked against the flow's signature here, not at the first run.
+    """
+    try:
+        return retrain_if_drifted.to_deployment(
+            name=f"retrain-{parameters.get('name', 'returns')}", cron=cron, parameters=parameters
+        )
+    except ValueError as exc:  # a bad cron line
+        raise ConfigError(f"Schedule {cron!r} is not a valid cron line: {exc}", field="schedule") from exc
+
+
 def read_decisions(home: Path) -> list[dict[str, Any]]:
     """Every recorded decision, oldest first."""
     path = home / DECISIONS_FILE

@@ -426,8 +426,13 @@ def retrain(
         "gateway_url": gateway_url,
     }
     if schedule:
-        click.echo(f"serving retrain_if_drifted for {name} on the schedule {schedule!r} (Ctrl-C stops)")
-        retrain_if_drifted.serve(name=f"retrain-{name}", cron=schedule, parameters=parameters)
+        from prefect import serve as serve_deployments
+
+        from pipeline.retrain import scheduled_deployment
+
+        deployment = scheduled_deployment(schedule, parameters)
+        click.echo(f"serving {deployment.name} on the schedule {schedule!r} (Ctrl-C stops)")
+        serve_deployments(deployment)
         return
     decision = retrain_if_drifted(**parameters)
     click.echo(f"decision: {decision['decision']}")

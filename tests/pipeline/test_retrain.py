@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.retrain import beats, no_retrain_reason
+from pipeline.retrain import beats, no_retrain_reason, scheduled_deployment
+from skewguard.errors import ConfigError
 
 
 def _figures(champion: float | None, candidate: float | None, metric: str = "roc_auc") -> dict[str, Any]:
@@ -55,3 +56,17 @@ def test_an_undefined_score_never_promotes() -> None:
 )
 def test_only_drift_in_the_data_calls_for_a_new_model(verdict: dict[str, Any], retrain: bool) -> None:
     assert (no_retrain_reason(verdict) is None) is retrain
+
+
+def test_the_flow_runs_on_a_cron_schedule_as_a_prefect_deployment() -> None:
+    deployment = scheduled_deployment("0 * * * *", {"name": "returns", "margin": 0.01, "last": 1500})
+    assert deployment.name == "retrain-returns"
+    assert deployment.parameters == {"name": "returns", "margin": 0.01, "last": 1500}
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == "0 * * * *"
+
+
+def test_a_bad_cron_line_is_a_config_error_naming_the_schedule() -> None:
+    with pytest.raises(ConfigError) as caught:
+        scheduled_deployment("every hour", {"name": "returns"})
+    assert caught.value.field == "schedule"
