@@ -1,0 +1,133 @@
+"""Operator commands: retraining, demo traffic and the reports index (``skewguard.cli`` registers them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skewguard.settings import Settings
+
+
+@click.command("retrain")
+@click.argument("name", default="returns")
+@click.option("--last", type=int, default=None, help="Monitor the newest N logged rows (default: all).")
+@click.option("--min-rows", default=500, show_default=True, help="Fewer served rows: no verdict, no retrain.")
+@click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict (default: all).")
+@click.option("--skew-at", default=None, help="Passed to the monitor: request field with the feature time.")
+@click.option("--margin", default=0.005, show_default=True, help="How much better the candidate must be.")
+@click.option(
+    "--metric", type=click.Choice(["roc_auc", "log_loss", "accuracy"]), default="roc_auc", show_default=True
+)
+@click.option("--force", is_flag=True, help="Train a candidate even without drift (the gate still applies).")
+@click.option("--gateway-url", default=None, help="Gateway to reload after a promotion (admin endpoint).")
+@click.option("--schedule", default=None, help="A cron line: serve the flow as a Prefect deployment on it.")
+def retrain(
+    name: str,
+    last: int | None,
+    min_rows: int,
+    watch: tuple[str, ...],
+    skew_at: str | None,
+    margin: float,
+    metric: str,
+    force: bool,
+    gateway_url: str | None,
+    schedule: str | None,
+) -> None:
+    """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate."""
+    from pipeline.retrain import retrain_if_drifted
+
+    parameters: dict[str, Any] = {
+        "name": name,
+        "last": last,
+        "min_rows": min_rows,
+        "watch": list(watch),
+        "monitor_options": ["--skew-at", skew_at] if skew_at else [],
+        "margin": margin,
+        "metric": metric,
+        "force": force,
+        "gateway_url": gateway_url,
+    }
+    if schedule:
+        from prefect import serve as serve_deployments
+
+        from pipeline.retrain import scheduled_deployment
+
+        deployment = scheduled_deployment(schedule, parameters)
+        click.echo(f"serving {deployment.name} on the schedule {schedule!r} (Ctrl-C stops)")
+        serve_deployments(deployment)
+        return
+    decision = retrain_if_drifted(**parameters)
+    click.echo(f"decision: {decision['decision']}")
+    for reason in decision.get("reasons", []):
+        click.echo(f"  - {reason}")
+
+
+@click.command("demo-traffic")
+@click.argument("name", default="returns")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The gateway.")
+@click.option("--orders", "n_orders", default=1_500, show_default=True, help="Orders to send.")
+@click.option("--days", default=14, show_default=True, help="Days the orders span (after the labeled data).")
+@click.option("--seed", default=1, show_default=True, help="Any seed but 0 (the training data's).")
+@click.option("--price-inflation", default=1.0, show_default=True)
+@click.option("--unseen-category", default=0.0, show_default=True, help="Share of orders in a new category.")
+@click.option("--vocabulary-shift", default=0.0, show_default=True, help="Share of words never seen.")
+@click.option("--send/--no-send", default=True, show_default=True, help="Send the orders to the gateway.")
+@click.option("--label", is_flag=True, help="Then add the orders with their labels to the labeled data.")
+@click.pass_obj
+def demo_traffic(
+    settings: Settings,
+    name: str,
+    url: str,
+    n_orders: int,
+    days: int,
+    seed: int,
+    price_inflation: float,
+    unseen_category: float,
+    vocabulary_shift: float,
+    send: bool,
+    label: bool,
+) -> None:
+    """Send demo orders from after the training data to the gateway (optionally drifted)."""
+    import os
+
+    from pipeline.demo_data import DriftKnobs
+    from pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
+
+    knobs = DriftKnobs(
+        price_inflation=price_inflation,
+        unseen_category_share=unseen_category,
+        vocabulary_shift=vocabulary_shift,
+    )
+    batch = fresh_orders(settings.data_dir, n_orders=n_orders, days=days, seed=seed, knobs=knobs)
+    if send:
+        sent = send_orders(url, name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN"))
+        click.echo(
+            f"sent {n_orders} orders to {url}: "
+            + ", ".join(f"{n}× HTTP {s}" for s, n in sent.statuses.items())
+        )
+    if label:
+        counts = append_labeled(settings.data_dir, batch)
+        click.echo(f"labels known: the labeled data now holds {counts['orders']} orders")
+
+
+@click.group("reports")
+def reports() -> None:
+    """Drift reports for operators: an index of the runs and the reports themselves."""
+
+
+@reports.command("serve")
+@click.option(
+    "--dir", "folder", type=click.Path(path_type=Path), default=None, help="Default: <home>/reports."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="No authentication: keep it local.")
+@click.option("--port", default=8001, show_default=True)
+@click.pass_obj
+def reports_serve(settings: Settings, folder: Path | None, host: str, port: int) -> None:
+    """Serve the index of drift reports (newest first) and the report files over HTTP."""
+    from monitoring.reports_server import serve_reports
+
+    root = folder or settings.home / "reports"
+    click.echo(f"drift reports in {root} on http://{host}:{port}/")
+    serve_reports(root, host=host, port=port)
