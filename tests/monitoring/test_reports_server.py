@@ -23,7 +23,7 @@ from bentos.manifest import CascadeManifest
 from monitoring import job
 from monitoring.reports_server import HTML_FILE, METRICS_FILE, SUMMARY_FILE, create_app
 from monitoring.verdict import DriftPolicy
-from skewguard.cli import reports_serve
+from skewguard.cli_ops import reports_serve
 from tests.monitoring.conftest import WATCHED
 
 CHROMIUM = shutil.which("chromium")
