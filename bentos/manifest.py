@@ -53,6 +53,16 @@ class RouterRef(BaseModel):
     positive_branch: str = "reseller"
     negative_branch: str = "retail"
 
+    @staticmethod
+    def positive_probability(probabilities: Mapping[str, float]) -> float:
+        """The router's P(class "1") in a ``{class: probability}`` answer, else its last class's."""
+        p = probabilities.get("1")
+        return float(p if p is not None else list(probabilities.values())[-1])
+
+    def branch_for(self, probability: float) -> str:
+        """The branch a row goes to, given the router's P(class 1)."""
+        return self.positive_branch if probability >= self.threshold else self.negative_branch
+
 
 class CascadeManifest(BaseModel):
     """One cascade version as stored; ``tag`` and ``status`` are filled in when it is loaded."""

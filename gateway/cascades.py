@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 
 from bentos.manifest import CascadeManifest, champion, champion_tag
+from bentos.runner import OnnxRunner
 from bentos.spec import InputSpec
 from bentos.store import StoredModel, load_model
+from gateway.batching import CascadeRunner, GatheredCascade, LocalCascade, SequentialCascade
 from gateway.guard import GuardConfig, SkewGuard
 from gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
 from skewguard.errors import ConfigError, ModelNotFoundError
@@ -28,8 +30,7 @@ class LoadedCascade:
 
     manifest: CascadeManifest
     spec: InputSpec
-    router: ModelRunner
-    branches: Mapping[str, ModelRunner]
+    runner: CascadeRunner
     guard: SkewGuard
     request_fields: tuple[str, ...]
     """Fields the client sends: the spec's fields less the online features."""
@@ -59,22 +60,42 @@ def load_cascade(
         )
     spec = manifest.spec()
     models = {role: load_model(tag) for role, tag in manifest.model_tags().items()}  # each verified once
-    runners = {role: _runner(model, remote_urls or {}, client) for role, model in models.items()}
     online = {feature.name for feature in spec.online_features}
     return LoadedCascade(
         manifest=manifest,
         spec=spec,
-        router=runners.pop("router"),
-        branches=runners,
+        runner=_cascade_runner(manifest, models, remote_urls or {}, client),
         guard=SkewGuard(models["router"].spec, models["router"].profile, guard_config),
         request_fields=tuple(n for n in spec.names if n not in online),
     )
 
 
+def _cascade_runner(
+    manifest: CascadeManifest,
+    models: Mapping[str, StoredModel],
+    remote_urls: Mapping[str, str],
+    client: httpx.AsyncClient | None,
+) -> CascadeRunner:
+    """The rows of concurrent requests gathered; all models local: in one thread, else model by model."""
+    branches = {role: model for role, model in models.items() if role != "router"}
+    inner: CascadeRunner
+    if not any(_url(model, remote_urls) for model in models.values()):
+        onnx = {role: OnnxRunner(model) for role, model in branches.items()}
+        inner = LocalCascade(manifest.name, manifest.router, OnnxRunner(models["router"]), onnx)
+    else:
+        runners = {role: _runner(model, remote_urls, client) for role, model in branches.items()}
+        inner = SequentialCascade(manifest.router, _runner(models["router"], remote_urls, client), runners)
+    return GatheredCascade(manifest.name, inner)
+
+
+def _url(model: StoredModel, remote_urls: Mapping[str, str]) -> str | None:
+    return remote_urls.get(model.name) or remote_urls.get(model.tag)
+
+
 def _runner(
     model: StoredModel, remote_urls: Mapping[str, str], client: httpx.AsyncClient | None
 ) -> ModelRunner:
-    url = remote_urls.get(model.name) or remote_urls.get(model.tag)
+    url = _url(model, remote_urls)
     if url is None:
         return LocalRunner(model)
     if client is None:

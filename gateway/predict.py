@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from bentos.inputs import Batch, encode_rows
 from gateway.cascades import LoadedCascade
 from gateway.features import FeatureSource
@@ -88,28 +86,21 @@ async def predict(
         rejected = cascade.guard.rejected(row_flags)
         if rejected is not None:
             raise InputError(f"Rejected by the skew guard: {rejected.detail}", field=rejected.field)
-    routes, router_p = await _route(cascade, batch, merged, deadline)
-    answers: list[dict[str, Any]] = [{} for _ in merged]
-    for branch, runner in cascade.branches.items():
-        index = np.flatnonzero(np.array([r == branch for r in routes]))
-        if index.size == 0:
-            continue
-        out = await runner.predict(batch.take(index), [merged[i] for i in index], deadline)
-        for position, label, proba in zip(index.tolist(), out.labels, out.probabilities, strict=True):
-            answers[position] = {"prediction": label, "probabilities": proba}
+    results = await cascade.runner.run(batch, merged, deadline)
     versions = cascade.versions
     result = []
-    for i, answer in enumerate(answers):
+    for i, row in enumerate(results):
         online = {name: merged[i][name] for name in cascade.manifest.feature_refs}
         result.append(
             {
-                **answer,
-                "route": routes[i],
-                "router_probability": router_p[i],
+                "prediction": row.label,
+                "probabilities": row.probabilities,
+                "route": row.route,
+                "router_probability": row.router_probability,
                 "versions": {
                     "cascade": versions["cascade"],
                     "router": versions["router"],
-                    routes[i]: versions[routes[i]],
+                    row.route: versions[row.route],
                 },
                 "features": online,
                 "defaults_used": bool(missing[i]) or store_down,
@@ -172,13 +163,3 @@ def _merge(
 
 def _is_missing(value: float | None) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-async def _route(
-    cascade: LoadedCascade, batch: Batch, rows: list[dict[str, Any]], deadline: float
-) -> tuple[list[str], list[float]]:
-    out = await cascade.router.predict(batch, rows, deadline)
-    ref = cascade.manifest.router
-    probabilities = [float(p.get("1", list(p.values())[-1])) for p in out.probabilities]
-    routes = [ref.positive_branch if p >= ref.threshold else ref.negative_branch for p in probabilities]
-    return routes, probabilities

@@ -46,8 +46,8 @@ def replay(
         if feature.name in filled.columns:
             filled[feature.name] = filled[feature.name].fillna(feature.default)
     batch = encode_frame(spec, filled)
-    p_router = [_positive(p) for p in _predict(router, batch)["probabilities"]]
-    routes = [rule.positive_branch if p >= rule.threshold else rule.negative_branch for p in p_router]
+    p_router = [rule.positive_probability(p) for p in _predict(router, batch)["probabilities"]]
+    routes = [rule.branch_for(p) for p in p_router]
     labels: list[Any] = [None] * len(rows)
     probabilities: list[Mapping[str, float]] = [{}] * len(rows)
     for branch, runner in branches.items():
@@ -67,8 +67,3 @@ def _predict(runner: OnnxRunner, batch: Batch) -> dict[str, list[Any]]:
     own = Batch(runner.spec, {name: batch.columns[name] for name in runner.spec.names})
     answers = runner.predict_batch(own)
     return {"labels": [a["label"] for a in answers], "probabilities": [a["probabilities"] for a in answers]}
-
-
-def _positive(probabilities: Mapping[str, float]) -> float:
-    """P(class "1"), else the last class's — the gateway's rule for the router."""
-    return float(probabilities.get("1", list(probabilities.values())[-1]))

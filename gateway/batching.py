@@ -1,0 +1,241 @@
+"""Running a cascade: the router, then each row's specialist, for the rows of concurrent requests at once.
+
+Model calls cost mostly per call, not per row: a single-row run of the demo's ONNX graphs
+takes ~45 µs and sixteen rows ~140 µs, and a call to a remote BentoML service pays its HTTP
+round trip whatever it carries. So ``GatheredCascade`` runs the rows of requests that arrive
+together as one batch: each request queues its validated rows; one drainer task takes
+everything queued (up to ``max_rows``), has the cascade answer it in one go, and hands each
+request its own rows back. There is no timer: a lone request runs at once, and requests
+arriving while a run is in flight go in the next one. Each request waits at most until its
+own deadline (then ``UpstreamTimeoutError``, a 504); a failed run fails the requests in it.
+
+What answers a gathered batch:
+
+- ``LocalCascade`` (co-located, the default): the ONNX graphs in one dedicated worker thread,
+  the router once over the batch and each specialist once over its rows. onnxruntime releases
+  the GIL while it computes, so the event loop goes on parsing requests meanwhile.
+- ``SequentialCascade``: any ``ModelRunner`` — the remote BentoML services, one call to the
+  router and then one per specialist, the specialists concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from bentos.inputs import Batch
+from bentos.manifest import RouterRef
+from bentos.runner import OnnxRunner
+from gateway.runners import ModelRunner, Predictions
+from skewguard.errors import ConfigError, UpstreamTimeoutError
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """One row through the cascade: the route, P(router positive) and the specialist's answer."""
+
+    route: str
+    router_probability: float
+    label: Any
+    probabilities: dict[str, float]
+
+
+class CascadeRunner(Protocol):
+    """The router and the specialists of one cascade version, whatever runs them."""
+
+    @property
+    def waiting_on(self) -> str:
+        """The models a run in flight waits for (for the message of a request that ran out of time)."""
+        ...
+
+    async def run(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> list[RowResult]:
+        """One result per row of ``batch`` (``rows``: the same rows as JSON, for remote models)."""
+        ...
+
+
+class LocalCascade:
+    """All graphs in this process, run in one worker thread (its own, so it never waits on Feast's).
+
+    The thread ends once a reload has replaced this cascade and its last run is done (the
+    executor is collected).
+    """
+
+    def __init__(
+        self, name: str, router_ref: RouterRef, router: OnnxRunner, branches: Mapping[str, OnnxRunner]
+    ) -> None:
+        self._ref = router_ref
+        self._router = router
+        self._branches = dict(branches)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"onnx-{name}")
+        self.waiting_on = ", ".join(r.model_tag for r in (router, *self._branches.values()))
+
+    async def run(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> list[RowResult]:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self.run_now, batch)
+
+    def run_now(self, batch: Batch) -> list[RowResult]:
+        """The cascade over ``batch`` in the calling thread."""
+        routed = self._router.predict_batch(_own(self._router, batch))
+        p_router = [self._ref.positive_probability(r["probabilities"]) for r in routed]
+        routes = [self._ref.branch_for(p) for p in p_router]
+        answers: list[dict[str, Any]] = [{}] * len(routes)
+        for branch, runner in self._branches.items():
+            index = [i for i, route in enumerate(routes) if route == branch]
+            if not index:
+                continue
+            rows = batch if len(index) == len(routes) else batch.take(np.asarray(index, dtype=np.intp))
+            for position, answer in zip(index, runner.predict_batch(_own(runner, rows)), strict=True):
+                answers[position] = answer
+        return [
+            RowResult(route, p, answer["label"], answer["probabilities"])
+            for route, p, answer in zip(routes, p_router, answers, strict=True)
+        ]
+
+
+class SequentialCascade:
+    """Any runners (remote ones included): the router, then the specialists concurrently."""
+
+    def __init__(
+        self, router_ref: RouterRef, router: ModelRunner, branches: Mapping[str, ModelRunner]
+    ) -> None:
+        self._ref = router_ref
+        self._router = router
+        self._branches = dict(branches)
+        self.waiting_on = ""
+
+    async def run(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> list[RowResult]:
+        self.waiting_on = self._router.tag
+        routed = await self._router.predict(batch, rows, deadline)
+        p_router = [self._ref.positive_probability(p) for p in routed.probabilities]
+        routes = [self._ref.branch_for(p) for p in p_router]
+        calls: list[tuple[list[int], Any]] = []
+        for branch, runner in self._branches.items():
+            index = [i for i, route in enumerate(routes) if route == branch]
+            if index:
+                part = batch.take(np.asarray(index, dtype=np.intp))
+                calls.append((index, runner.predict(part, [rows[i] for i in index], deadline)))
+        self.waiting_on = ", ".join(self._branches[routes[index[0]]].tag for index, _ in calls)
+        answers: list[tuple[Any, dict[str, float]]] = [(None, {})] * len(routes)
+        outs: list[Predictions] = await asyncio.gather(*(call for _, call in calls))
+        for (index, _), out in zip(calls, outs, strict=True):
+            for position, label, proba in zip(index, out.labels, out.probabilities, strict=True):
+                answers[position] = (label, proba)
+        return [
+            RowResult(route, p, label, proba)
+            for route, p, (label, proba) in zip(routes, p_router, answers, strict=True)
+        ]
+
+
+@dataclass(slots=True)
+class _Job:
+    batch: Batch
+    rows: Sequence[Mapping[str, Any]]
+    deadline: float
+    future: asyncio.Future[list[RowResult]]
+
+
+class GatheredCascade:
+    """A ``CascadeRunner`` that runs the rows of concurrent requests through ``inner`` together.
+
+    ``calls`` and ``rows`` count the runs of ``inner`` and the rows they carried.
+    """
+
+    def __init__(self, name: str, inner: CascadeRunner, *, max_rows: int = 256) -> None:
+        if max_rows < 1:
+            raise ConfigError(f"GatheredCascade needs max_rows >= 1, got {max_rows}.")
+        self.name = name
+        self.inner = inner
+        self.max_rows = max_rows
+        self.calls = 0
+        self.rows = 0
+        self._queue: deque[_Job] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def run(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> list[RowResult]:
+        loop = asyncio.get_running_loop()
+        job = _Job(batch, rows, deadline, loop.create_future())
+        self._queue.append(job)
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        timer = loop.call_at(loop.time() + (deadline - time.monotonic()), self._expire, job.future)
+        try:
+            return await job.future
+        finally:
+            timer.cancel()
+
+    @property
+    def waiting_on(self) -> str:
+        return self.inner.waiting_on
+
+    def _expire(self, future: asyncio.Future[list[RowResult]]) -> None:
+        if not future.done():
+            future.set_exception(
+                UpstreamTimeoutError(
+                    f"Cascade {self.name!r}: no answer within the request budget from "
+                    f"{self.inner.waiting_on}."
+                )
+            )
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                jobs = self._take()
+                if jobs:
+                    await self._run(jobs)
+        finally:
+            self._drainer = None
+
+    def _take(self) -> list[_Job]:
+        """Queued jobs, oldest first, while their rows fit in ``max_rows`` (at least one job)."""
+        jobs: list[_Job] = []
+        size = 0
+        while self._queue:
+            job = self._queue[0]
+            if job.future.done():  # timed out or cancelled while queued
+                self._queue.popleft()
+                continue
+            if jobs and size + len(job.batch) > self.max_rows:
+                break
+            self._queue.popleft()
+            jobs.append(job)
+            size += len(job.batch)
+        return jobs
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        """One run of ``inner`` for all ``jobs``, until the latest of their deadlines; each gets its rows."""
+        if len(jobs) == 1:
+            batch, rows = jobs[0].batch, jobs[0].rows
+        else:
+            batch = _concatenate([job.batch for job in jobs])
+            rows = [row for job in jobs for row in job.rows]
+        self.calls += 1
+        self.rows += len(batch)
+        try:
+            results = await self.inner.run(batch, rows, max(job.deadline for job in jobs))
+        except Exception as exc:  # noqa: BLE001 - the run's failure is each request's answer
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            end = start + len(job.batch)
+            if not job.future.done():
+                job.future.set_result(results[start:end])
+            start = end
+
+
+def _concatenate(batches: Sequence[Batch]) -> Batch:
+    columns = {name: np.concatenate([b.columns[name] for b in batches]) for name in batches[0].columns}
+    return Batch(batches[0].spec, columns)
+
+
+def _own(runner: OnnxRunner, batch: Batch) -> Batch:
+    """The columns ``runner``'s graph takes, out of the cascade's union batch."""
+    return Batch(runner.spec, {name: batch.columns[name] for name in runner.spec.names})
