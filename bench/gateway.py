@@ -81,6 +81,8 @@ class Outcome:
     p1: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     tools: set[str] = field(default_factory=set)
+    ready_s: float | None = None
+    """(1): seconds from starting `skewguard serve` to its first /readyz 200."""
     failure: str | None = None
 
 
@@ -202,6 +204,8 @@ def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
             outcome.notes.append(f"{prefix} {failed} one-at-a-time check request(s) failed")
         if key == "1t":
             outcome.notes.append(f"{prefix} serves {served_cascade(url)}")
+        if key in ("1", "1t"):
+            outcome.ready_s = servers[-1].ready_s
         load(url, bodies, max(options.concurrency), options.warmup, options.loadgen)
         for concurrency in options.concurrency:
             settle(url, bodies)
@@ -256,7 +260,7 @@ def run(options: argparse.Namespace) -> list[str]:
         "ratios from this run:",
         *ratios(cells),
         "issue targets:",
-        *targets(cells, setup.image),
+        *targets(cells, setup.image, {key: o.ready_s for key, o in outcomes.items() if o.ready_s}),
         agreement({key: o.p1 for key, o in outcomes.items()}),
         *notes,
         *(f"{LABELS[key]} failed: {why}" for key, why in failures.items()),

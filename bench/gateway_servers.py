@@ -34,6 +34,10 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     front: bool
+    started: float = 0.0
+    """``time.monotonic()`` just before the process was started."""
+    ready_s: float | None = None
+    """Seconds from ``started`` to the first 200 of its readiness URL (``wait_ready``)."""
     peak_rss: int = 0
 
 
@@ -47,11 +51,12 @@ def free_port() -> int:
 def start(name: str, command: Sequence[str], env: dict[str, str], home: Path, *, front: bool) -> Server:
     """Start ``command`` in ``home``, its output in ``home/server-<name>.log``."""
     log = home / f"server-{name}.log"
+    started = time.monotonic()
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, env=env, cwd=home, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
-    return Server(name, process, log, front)
+    return Server(name, process, log, front, started)
 
 
 def wait_ready(server: Server, url: str, timeout: float = READY_TIMEOUT_S) -> None:
@@ -60,8 +65,9 @@ def wait_ready(server: Server, url: str, timeout: float = READY_TIMEOUT_S) -> No
     while time.monotonic() < deadline and server.process.poll() is None:
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
             if response.status == 200:
+                server.ready_s = time.monotonic() - server.started
                 return
-        time.sleep(0.3)
+        time.sleep(0.05)
     tail = server.log.read_text(errors="replace")[-2000:]
     raise RuntimeError(f"{server.name} did not become ready at {url}:\n{tail}")
 
