@@ -158,7 +158,10 @@ def open_store(config: FeastConfig) -> FeatureStore:
         provider="local",
         registry=str(state / "registry.db"),
         online_store=online,
-        offline_store={"type": "file"},
+        # The type's name, not {"type": "file"}: Feast validates a dict at once and imports its
+        # offline store (dask, scipy: ~26 MB the serving gateway never uses); a name is
+        # resolved to the same config when the offline store is first used.
+        offline_store="file",
         entity_key_serialization_version=3,
         repo_path=state,  # Feast resolves relative paths against it: keep them out of the source tree
     )
@@ -200,6 +203,7 @@ class OnlineFeatureReader:
                 from feast.online_response import TIMESTAMP_POSTFIX
 
                 self._store = open_store(self.config)
+                _skip_versioned_read_census(self._store)
                 self._stamp_columns = [name + TIMESTAMP_POSTFIX for name in FEATURE_NAMES]
             response = self._store.get_online_features(features=list(FEATURE_REFS), entity_rows=rows)
             columns = response.to_dict(include_event_timestamps=True)
@@ -215,6 +219,21 @@ class OnlineFeatureReader:
     def close(self) -> None:
         """Let go of the store (its connections close with it); the next read opens it again."""
         self._store = None
+
+
+def _skip_versioned_read_census(store: FeatureStore) -> None:
+    """Tell the online store what Feast's first read would find out at a cost.
+
+    Feast 0.67 learns whether an online store supports versioned reads by importing six
+    other stores' modules (MySQL, PostgreSQL, Redis, Milvus, ...; ~15 MB of the gateway) and
+    checking ``isinstance``. SQLite and Redis are on its list; the answer is set only for
+    them, and only while Feast keeps that attribute (its own check runs otherwise).
+    """
+    online = store._get_provider().online_store  # private: no public handle on it
+    if type(online).__name__ in ("SqliteOnlineStore", "RedisOnlineStore") and hasattr(
+        online, "_versioned_read_supported"
+    ):
+        online._versioned_read_supported = True
 
 
 def _number(value: Any) -> float | None:
