@@ -16,6 +16,7 @@ ROWS = (
     "(a) skewguard drift job: overall + branches, L∞, HTML + JSON + metrics",
     "(b) raw Evidently: one Report, same ValueDrift tests, HTML",
     "(c) raw Evidently: one Report per scope (overall + branches), HTML",
+    "(d) raw Evidently as (b), BLAS/OpenMP held to 1 thread as the job holds them",
 )
 NUMBER = r"([\d,]+(?:\.\d+)?)"
 
@@ -49,10 +50,13 @@ def test_benchmark_prints_every_row_and_finite_ratios(capsys: pytest.CaptureFixt
     assert int(frames.group(1)) >= 10
     for label in ROWS:
         row = re.search(
-            rf"^{re.escape(label)}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+1\s*$", out, re.M
+            rf"^{re.escape(label)}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+1\s*$",
+            out,
+            re.M,
         )
         assert row is not None, f"no table row {label!r} in:\n{out}"
-        seconds, fastest, cpu, rss = (_number(value) for value in row.groups())
+        seconds, fastest, cpu, rss, child_rss = (_number(value) for value in row.groups())
+        assert (child_rss > 100) == label.startswith("(a)")  # only the job forks (its branch scopes)
         assert 0 < fastest <= seconds
         assert cpu > 0
         assert rss > 100  # Evidently alone is ~300 MB: a tiny figure would be the wrong unit
@@ -61,6 +65,7 @@ def test_benchmark_prints_every_row_and_finite_ratios(capsys: pytest.CaptureFixt
         "wall time, (a) vs (b)",
         "CPU time, (a) vs (b)",
         "wall time, (a) vs (c)",
+        "wall time, (a) vs (d)",
         "peak RSS, (a) vs (b)",
     ]
     for name, value in ratios:
