@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -36,21 +37,26 @@ class GatewayMetrics:
             ["cascade", "kind"],
             registry=self.registry,
         )
-        self.log_dropped = Gauge(
-            "skewguard_prediction_log_dropped",
-            "Prediction-log records dropped (queue full).",
-            registry=self.registry,
-        )
-        self.log_queued = Gauge(
-            "skewguard_prediction_log_queued",
-            "Prediction-log records waiting to be written.",
-            registry=self.registry,
-        )
+        self._log_stats: Callable[[], dict[str, int]] = lambda: {"dropped": 0, "queued": 0}
+        self.registry.register(self)
 
     def watch_log(self, stats: Callable[[], dict[str, int]]) -> None:
         """Read the prediction log's counters at scrape time."""
-        self.log_dropped.set_function(lambda: float(stats()["dropped"]))
-        self.log_queued.set_function(lambda: float(stats()["queued"]))
+        self._log_stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """The prediction log's figures, read when scraped (the registry calls this)."""
+        stats = self._log_stats()
+        yield CounterMetricFamily(
+            "skewguard_prediction_log_dropped",  # exposed as ..._dropped_total
+            "Prediction-log records dropped: queue full, refused by the database, or unwritten at shutdown.",
+            value=stats["dropped"],
+        )
+        yield GaugeMetricFamily(
+            "skewguard_prediction_log_queued",
+            "Prediction-log records waiting to be written.",
+            value=stats["queued"],
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

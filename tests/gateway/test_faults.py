@@ -385,7 +385,8 @@ async def _serve(client: httpx.AsyncClient, rows: list[dict[str, Any]], n: int) 
 
 async def _log_gauges(client: httpx.AsyncClient) -> tuple[float, float]:
     text = (await client.get("/metrics")).text
-    return _metric(text, "skewguard_prediction_log_queued"), _metric(text, "skewguard_prediction_log_dropped")
+    queued = _metric(text, "skewguard_prediction_log_queued")
+    return queued, _metric(text, "skewguard_prediction_log_dropped_total")
 
 
 async def _queued(client: httpx.AsyncClient, n: int) -> bool:
