@@ -199,6 +199,12 @@ def _timestamp(spec: FieldSpec, value: Any) -> float:
                 f"'2026-03-01T14:30:00Z' or epoch seconds, got {_short(value)}.",
                 field=spec.name,
             ) from exc
+        if not any(separator in value for separator in "Tt "):  # Python reads a bare date as midnight
+            raise InputError(
+                f"Field {spec.name!r}: {_short(value)} is a date without a time; send a date-time "
+                "such as '2026-03-01T14:30:00Z' (RFC 3339, as the OpenAPI schema says) or epoch seconds.",
+                field=spec.name,
+            )
         return _seconds(spec, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     seconds = _number(spec, value)
     if abs(seconds) > MAX_EPOCH_SECONDS:

@@ -68,6 +68,7 @@ def test_frame_round_trip_keeps_values() -> None:
         ({"category": 3}, "category", InputError),
         ({"description": "x" * 20_000}, "description", PayloadTooLargeError),
         ({"order_ts": "yesterday"}, "order_ts", InputError),
+        ({"order_ts": "2026-03-02"}, "order_ts", InputError),  # a date: the schema says date-time
         ({"image": "not base64!"}, "image", ImageError),
         ({"image": base64.b64encode(b"plain text").decode()}, "image", ImageError),
         ({"image": None}, "image", InputError),
@@ -79,6 +80,14 @@ def test_bad_values_name_the_field(change: dict[str, object], field: str, error:
         encode_rows(SPEC, [_row(**change)])
     assert caught.value.field == field
     assert field in caught.value.message
+
+
+def test_date_times_with_a_space_or_an_offset_are_read_and_a_bare_date_is_named() -> None:
+    for sent in ("2026-03-02 23:59:59+00:00", "2026-03-03T00:59:59+01:00"):
+        batch = encode_rows(SPEC, [_row(order_ts=sent)])
+        assert batch.columns["order_ts"][0, 0] == pd.Timestamp("2026-03-02T23:59:59Z").timestamp()
+    with pytest.raises(InputError, match="a date without a time"):
+        encode_rows(SPEC, [_row(order_ts="20260302")])
 
 
 def test_missing_field_and_empty_batch_are_rejected() -> None:
