@@ -20,7 +20,7 @@ from bentos.inputs import Batch, encode_rows
 from bentos.parity import make_session, run_onnx
 from bentos.spec import InputSpec
 from bentos.store import StoredModel, load_model
-from skewguard.errors import ArtifactError, ConversionError
+from skewguard.errors import ArtifactError, ConversionError, ModelOutputError
 
 CLASS_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")
 PASS_THROUGH_OPS = ("Cast", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten")
@@ -58,6 +58,12 @@ class OnnxRunner:
             raise ConversionError(
                 f"Model {self.model_tag}: the graph returned probabilities of shape "
                 f"{probabilities.shape} for {len(batch)} rows and {len(self._keys)} classes."
+            )
+        if not np.isfinite(probabilities).all():
+            row = int(np.flatnonzero(~np.isfinite(probabilities).all(axis=1))[0])
+            raise ModelOutputError(
+                f"Model {self.model_tag} answered non-finite probabilities for row {row} "
+                f"({probabilities[row].tolist()}); the graph is broken, not the request."
             )
         return [
             {"label": _native(label), "probabilities": dict(zip(self._keys, row.tolist(), strict=True))}

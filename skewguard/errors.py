@@ -77,6 +77,12 @@ class ConversionError(SkewguardError):
     code = "conversion_failed"
 
 
+class ModelOutputError(SkewguardError):
+    """A served model answered something that is not a prediction (e.g. NaN probabilities)."""
+
+    code = "model_output_invalid"
+
+
 class ParityError(SkewguardError):
     """The ONNX graph does not reproduce the scikit-learn pipeline within tolerance."""
 

@@ -35,7 +35,7 @@ from bentos.inputs import encode_rows
 from bentos.package import package_model
 from bentos.runner import OnnxRunner
 from bentos.transforms import ImageFeatures
-from skewguard.errors import ImageError, InputError, PayloadTooLargeError
+from skewguard.errors import ImageError, InputError, ModelOutputError, PayloadTooLargeError
 
 WORDS = ("red", "blue", "mug", "cup", "broken", "great", "late", "fine")
 N_ROWS = 500
@@ -126,6 +126,24 @@ def test_runner_exposes_its_tag_and_spec(
     assert runner.spec.names == ("price", "quantity", "channel", "review", "photo")
     assert runner.spec.get("photo").kind == "image"
     assert runner.spec.get("review").kind == "text"
+
+
+def test_a_graph_answering_nan_is_an_error_naming_the_model_not_a_prediction(
+    model: tuple[str, Pipeline, pd.DataFrame],
+) -> None:
+    class NaNSession:  # a broken graph: the real outputs, probabilities replaced by NaN
+        def __init__(self, session: Any) -> None:
+            self.session = session
+
+        def run(self, names: Any, feeds: Any) -> list[Any]:
+            labels, probabilities = self.session.run(names, feeds)[:2]
+            return [labels, np.full_like(probabilities, np.nan)]
+
+    broken = OnnxRunner.load(model[0])
+    broken._session = NaNSession(broken._session)  # type: ignore[assignment]
+    with pytest.raises(ModelOutputError, match=f"Model {broken.model_tag} answered non-finite") as caught:
+        broken.predict_rows(to_rows(model[2].head(2)))
+    assert caught.value.status_code == 500
 
 
 def test_predict_batch_equals_predict_rows(runner: OnnxRunner) -> None:
