@@ -133,3 +133,21 @@ async def test_a_failed_run_is_the_answer_of_every_request_in_it(gateway_client:
     assert all(isinstance(o, ConversionError) for o in outcomes)
     gate.fail = None
     assert len(await gathered.run(*batches[0][:1], [batches[0][1]], deadline)) == 1
+
+
+async def test_a_reload_lets_the_old_cascades_thread_end(gateway_client: Any, demo: DemoData) -> None:
+    import threading
+
+    def onnx_threads() -> int:  # other tests' gateways may still hold theirs: count, then compare
+        return sum(t.name.startswith(f"onnx-{CASCADE}") for t in threading.enumerate())
+
+    assert (await gateway_client.post(PREDICT, json=request_row(demo))).status_code == 200
+    serving = onnx_threads()
+    for _ in range(3):
+        await gateway_client.gateway.reload()
+        assert (await gateway_client.post(PREDICT, json=request_row(demo))).status_code == 200
+        for _ in range(50):  # the old executor's thread ends once nothing refers to it
+            if onnx_threads() == serving:
+                break
+            await asyncio.sleep(0.02)
+        assert onnx_threads() == serving
