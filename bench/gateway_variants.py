@@ -137,11 +137,14 @@ def to_cell(key: str, concurrency: int, result: dict[str, Any], servers: Sequenc
 
 
 def log_stats(url: str) -> str:
-    """The gateway's prediction-log gauges after the load, from /metrics."""
+    """The gateway's prediction-log figures after the load (dropped, queued), from /metrics."""
     prefix = "skewguard_prediction_log_"
     text = get_text(url.split("/v1/")[0] + "/metrics")
-    gauges = [line.removeprefix(prefix).split() for line in text.splitlines() if line.startswith(prefix)]
-    return ", ".join(f"{name} {float(value):,.0f}" for name, value, *_ in gauges) or "n/a"
+    samples = [line.removeprefix(prefix).split() for line in text.splitlines() if line.startswith(prefix)]
+    return (
+        ", ".join(f"{name.removesuffix('_total')} {float(value):,.0f}" for name, value, *_ in samples)
+        or "n/a"
+    )
 
 
 def served_cascade(url: str) -> str:
