@@ -13,10 +13,9 @@ from typing import Any
 
 import click
 
+from skewguard.cli_ops import EXAMPLE_REQUEST
 from skewguard.errors import ConfigError, SkewguardError
 from skewguard.settings import Settings
-
-EXAMPLE_REQUEST = "example-request.json"
 
 
 def main() -> None:
@@ -231,7 +230,6 @@ def bento_build(tag: str) -> None:
 @click.option("--port", default=8000, show_default=True)
 def bento_serve(tag: str, host: str, port: int) -> None:
     """Build the model's Bento and serve it with `bentoml serve` (POST /predict)."""
-    import os
 
     from bentos.bento import build_bento, serve_command
 
@@ -279,42 +277,6 @@ def features_materialize(settings: Settings, end: datetime | None, start: dateti
         f"materialized {done.feature_view} {done.start:%Y-%m-%d %H:%M} .. {done.end:%Y-%m-%d %H:%M} "
         f"into {done.online_store}"
     )
-
-
-@cli.command("serve")
-@click.option("--host", default=None, help="Default: SKEWGUARD_HOST or 127.0.0.1.")
-@click.option("--port", type=int, default=None, help="Default: SKEWGUARD_PORT or 8000.")
-def serve(host: str | None, port: int | None) -> None:
-    """Serve the champion cascades through the gateway (POST /v1/cascades/{name}/predict)."""
-    _optimized()
-    from gateway.server import serve as run_gateway
-    from gateway.settings import GatewaySettings
-
-    settings = GatewaySettings.from_env()
-    settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
-    base = f"http://{settings.host}:{settings.port}"
-    click.echo(f"gateway on {base}  (docs: {base}/docs)")
-    example = settings.home / EXAMPLE_REQUEST
-    if example.exists():
-        click.echo(
-            f"try:  curl -s {base}/v1/cascades/{settings.cascade_names[0]}/predict "
-            f"-H 'content-type: application/json' -d @{example}"
-        )
-    run_gateway(settings)
-
-
-def _optimized() -> None:
-    """Run this command again under ``python -O`` when it was started as a program without it.
-
-    Feast checks the types of its own API with typeguard, which re-parses and compiles its
-    functions when Feast is imported: ~2.5 of the gateway's ~5 s from start to ready on this
-    kind of machine. ``-O`` makes typeguard's decorator a no-op. Same process id (exec), so
-    signals sent to it still reach the gateway. ``make install`` and the Dockerfile compile
-    the optimized bytecode.
-    """
-    if sys.flags.optimize or sys.argv[1:2] != ["serve"]:  # already, or not a `skewguard serve` process
-        return
-    os.execv(sys.executable, [sys.executable, "-O", "-m", "skewguard", *sys.argv[1:]])
 
 
 def _write_example_request(settings: Settings, orders: Any) -> Path:
@@ -403,9 +365,9 @@ def _new_run_folder(home: Path) -> Path:
 
 
 def _register_operator_commands() -> None:
-    from skewguard.cli_ops import demo_traffic, reports, retrain
+    from skewguard.cli_ops import demo_traffic, reports, retrain, serve
 
-    for command in (retrain, demo_traffic, reports):
+    for command in (serve, retrain, demo_traffic, reports):
         cli.add_command(command)
 
 
