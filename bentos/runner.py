@@ -10,6 +10,7 @@ label output is looked up in — so they cannot drift from the probabilities' co
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from bentos.inputs import Batch, encode_rows
+from bentos.manifest import RouterRef
 from bentos.parity import make_session, run_onnx
 from bentos.spec import InputSpec
 from bentos.store import StoredModel, load_model
@@ -53,6 +55,8 @@ class OnnxRunner:
         Labels are JSON-native (``int``, ``float``, ``str`` or ``bool``); probability keys are
         the classes as strings, in the graph's column order, as JSON would render them.
         """
+        if batch.spec is not self.spec:  # a cascade's union batch: this graph's own columns
+            batch = Batch(self.spec, {name: batch.columns[name] for name in self.spec.names})
         labels, probabilities = run_onnx(self._session, batch)
         if probabilities.shape != (len(batch), len(self._keys)):
             raise ConversionError(
@@ -69,6 +73,37 @@ class OnnxRunner:
             {"label": _native(label), "probabilities": dict(zip(self._keys, row.tolist(), strict=True))}
             for label, row in zip(labels, probabilities, strict=True)
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """One row through a cascade: the route, P(router positive) and the specialist's answer."""
+
+    route: str
+    router_probability: float
+    label: Any
+    probabilities: dict[str, float]
+
+
+def run_cascade(
+    rule: RouterRef, router: OnnxRunner, branches: Mapping[str, OnnxRunner], batch: Batch
+) -> list[RowResult]:
+    """The router over ``batch``, then each branch's specialist over the rows routed to it, once each."""
+    routed = router.predict_batch(batch)
+    p_router = [rule.positive_probability(r["probabilities"]) for r in routed]
+    routes = [rule.branch_for(p) for p in p_router]
+    answers: list[dict[str, Any]] = [{}] * len(routes)
+    for branch, runner in branches.items():
+        index = [i for i, route in enumerate(routes) if route == branch]
+        if not index:
+            continue
+        rows = batch if len(index) == len(routes) else batch.take(np.asarray(index, dtype=np.intp))
+        for position, answer in zip(index, runner.predict_batch(rows), strict=True):
+            answers[position] = answer
+    return [
+        RowResult(route, p, answer["label"], answer["probabilities"])
+        for route, p, answer in zip(routes, p_router, answers, strict=True)
+    ]
 
 
 def read_classes(model: bytes) -> tuple[Any, ...]:

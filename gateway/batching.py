@@ -32,19 +32,9 @@ import numpy as np
 
 from bentos.inputs import Batch
 from bentos.manifest import RouterRef
-from bentos.runner import OnnxRunner
+from bentos.runner import OnnxRunner, RowResult, run_cascade
 from gateway.runners import ModelRunner, Predictions
 from skewguard.errors import ConfigError, UpstreamTimeoutError
-
-
-@dataclass(frozen=True, slots=True)
-class RowResult:
-    """One row through the cascade: the route, P(router positive) and the specialist's answer."""
-
-    route: str
-    router_probability: float
-    label: Any
-    probabilities: dict[str, float]
 
 
 class CascadeRunner(Protocol):
@@ -81,21 +71,7 @@ class LocalCascade:
 
     def run_now(self, batch: Batch) -> list[RowResult]:
         """The cascade over ``batch`` in the calling thread."""
-        routed = self._router.predict_batch(_own(self._router, batch))
-        p_router = [self._ref.positive_probability(r["probabilities"]) for r in routed]
-        routes = [self._ref.branch_for(p) for p in p_router]
-        answers: list[dict[str, Any]] = [{}] * len(routes)
-        for branch, runner in self._branches.items():
-            index = [i for i, route in enumerate(routes) if route == branch]
-            if not index:
-                continue
-            rows = batch if len(index) == len(routes) else batch.take(np.asarray(index, dtype=np.intp))
-            for position, answer in zip(index, runner.predict_batch(_own(runner, rows)), strict=True):
-                answers[position] = answer
-        return [
-            RowResult(route, p, answer["label"], answer["probabilities"])
-            for route, p, answer in zip(routes, p_router, answers, strict=True)
-        ]
+        return run_cascade(self._ref, self._router, self._branches, batch)
 
 
 class SequentialCascade:
@@ -234,8 +210,3 @@ class GatheredCascade:
 def _concatenate(batches: Sequence[Batch]) -> Batch:
     columns = {name: np.concatenate([b.columns[name] for b in batches]) for name in batches[0].columns}
     return Batch(batches[0].spec, columns)
-
-
-def _own(runner: OnnxRunner, batch: Batch) -> Batch:
-    """The columns ``runner``'s graph takes, out of the cascade's union batch."""
-    return Batch(runner.spec, {name: batch.columns[name] for name in runner.spec.names})

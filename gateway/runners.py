@@ -46,12 +46,10 @@ class LocalRunner:
     def __init__(self, model: StoredModel) -> None:
         self.tag = model.tag
         self._runner = OnnxRunner(model)
-        self._fields = model.spec.names
 
     async def predict(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> Predictions:
         # ~50 µs of CPU: cheaper inline than the hop to a worker thread.
-        own = Batch(self._runner.spec, {name: batch.columns[name] for name in self._fields})
-        out = self._runner.predict_batch(own)
+        out = self._runner.predict_batch(batch)
         return Predictions([p["label"] for p in out], [p["probabilities"] for p in out])
 
 

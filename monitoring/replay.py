@@ -12,14 +12,12 @@ picks the positive branch, and that branch's specialist answers. onnxruntime onl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from bentos.inputs import Batch, encode_frame
+from bentos.inputs import encode_frame
 from bentos.manifest import CascadeManifest, RouterRef
-from bentos.runner import OnnxRunner
+from bentos.runner import OnnxRunner, run_cascade
 from bentos.spec import InputSpec
 from monitoring.frames import Outputs
 
@@ -46,24 +44,9 @@ def replay(
         if feature.name in filled.columns:
             filled[feature.name] = filled[feature.name].fillna(feature.default)
     batch = encode_frame(spec, filled)
-    p_router = [rule.positive_probability(p) for p in _predict(router, batch)["probabilities"]]
-    routes = [rule.branch_for(p) for p in p_router]
-    labels: list[Any] = [None] * len(rows)
-    probabilities: list[Mapping[str, float]] = [{}] * len(rows)
-    for branch, runner in branches.items():
-        index = np.flatnonzero(np.array([route == branch for route in routes]))
-        if index.size == 0:
-            continue
-        answers = _predict(runner, batch.take(index))
-        for position, label, proba in zip(
-            index.tolist(), answers["labels"], answers["probabilities"], strict=True
-        ):
-            labels[position], probabilities[position] = label, proba
-    return Outputs(tuple(labels), tuple(probabilities), tuple(routes))
-
-
-def _predict(runner: OnnxRunner, batch: Batch) -> dict[str, list[Any]]:
-    """The runner on its own fields of the union batch (as the gateway's ``LocalRunner`` does)."""
-    own = Batch(runner.spec, {name: batch.columns[name] for name in runner.spec.names})
-    answers = runner.predict_batch(own)
-    return {"labels": [a["label"] for a in answers], "probabilities": [a["probabilities"] for a in answers]}
+    results = run_cascade(rule, router, branches, batch)
+    return Outputs(
+        tuple(r.label for r in results),
+        tuple(r.probabilities for r in results),
+        tuple(r.route for r in results),
+    )
