@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import redis
-from feast import FeatureStore
 
+from bentos.feature_store import OnlineFeatureReader
 from gateway.features import FeastFeatureSource, StaticFeatureSource
 from pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
 from pipeline.features import (
@@ -110,33 +110,33 @@ def expected(data: DemoData) -> Callable[[list[int]], Rows]:
 
 @pytest.fixture
 def sdk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of ids of every real ``get_online_features`` call, in order."""
+    """The number of ids of every real read of the online store, in order."""
     calls: list[int] = []
-    real = FeatureStore.get_online_features
+    real = OnlineFeatureReader.read
 
-    def counted(self: FeatureStore, *args: Any, **kwargs: Any) -> Any:
-        calls.append(len(next(iter(kwargs["entity_rows"].values()))))
-        return real(self, *args, **kwargs)
+    def counted(reader: OnlineFeatureReader, entity_ids: Sequence[int]) -> Any:
+        calls.append(len(entity_ids))
+        return real(reader, entity_ids)
 
-    monkeypatch.setattr(FeatureStore, "get_online_features", counted)
+    monkeypatch.setattr(OnlineFeatureReader, "read", counted)
     return calls
 
 
 class _Stall:
-    """Holds Feast's call in its worker thread until released (or for ``hold`` seconds)."""
+    """Holds the store read in its worker thread until released (or for ``hold`` seconds)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, hold: float = 5.0) -> None:
         self.on = False
         self.hold = hold
         self.release = threading.Event()
-        real = FeatureStore.get_online_features
+        real = OnlineFeatureReader.read
 
-        def stalled(store: FeatureStore, *args: Any, **kwargs: Any) -> Any:
+        def stalled(reader: OnlineFeatureReader, entity_ids: Sequence[int]) -> Any:
             if self.on:
                 self.release.wait(self.hold)
-            return real(store, *args, **kwargs)
+            return real(reader, entity_ids)
 
-        monkeypatch.setattr(FeatureStore, "get_online_features", stalled)
+        monkeypatch.setattr(OnlineFeatureReader, "read", stalled)
 
 
 def _customers(data: DemoData) -> list[int]:
