@@ -27,6 +27,7 @@ from skl2onnx.sklapi import CastTransformer
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import StandardScaler
 
+from bentos.classes import record_classes
 from bentos.converters import register_converters
 from bentos.images import IMAGE_VALUES
 from bentos.spec import InputSpec
@@ -55,6 +56,7 @@ def convert_pipeline(pipeline: Any, spec: InputSpec) -> bytes:
             "converter, or register one with skl2onnx.update_registered_converter."
         ) from exc
     model.doc_string = "skewguard: transforms and model in one graph"
+    record_classes(model)
     return bytes(model.SerializeToString())
 
 

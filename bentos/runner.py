@@ -9,24 +9,22 @@ label output is looked up in — so they cannot drift from the probabilities' co
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from bentos.inputs import Batch, encode_rows
 from bentos.manifest import RouterRef
 from bentos.parity import make_session, run_onnx
 from bentos.spec import InputSpec
 from bentos.store import StoredModel, load_model
-from skewguard.errors import ArtifactError, ConversionError, ModelOutputError
+from skewguard.errors import ConversionError, ModelOutputError
 
-CLASS_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")
-PASS_THROUGH_OPS = ("Cast", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten")
-"""Operators between the class table and the label output that keep the values as they are."""
+CLASSES_KEY = "skewguard.classes"
+"""The graph metadata entry that holds its class labels (JSON), written by ``bentos.classes``."""
 
 
 class OnnxRunner:
@@ -35,10 +33,10 @@ class OnnxRunner:
     def __init__(self, model: StoredModel) -> None:
         self.model_tag = model.tag
         self.spec: InputSpec = model.spec
-        self.classes_: tuple[Any, ...] = read_classes(model.onnx)
+        self._session = make_session(model.onnx)
+        self.classes_: tuple[Any, ...] = _classes(self._session, model.onnx)
         self._keys = tuple(str(c) for c in self.classes_)
         self._allowed_extra = (model.spec.entity_key,) if model.spec.entity_key else ()
-        self._session = make_session(model.onnx)
 
     @classmethod
     def load(cls, tag: str) -> OnnxRunner:
@@ -70,7 +68,7 @@ class OnnxRunner:
                 f"({probabilities[row].tolist()}); the graph is broken, not the request."
             )
         return [
-            {"label": _native(label), "probabilities": dict(zip(self._keys, row.tolist(), strict=True))}
+            {"label": native(label), "probabilities": dict(zip(self._keys, row.tolist(), strict=True))}
             for label, row in zip(labels, probabilities, strict=True)
         ]
 
@@ -106,46 +104,17 @@ def run_cascade(
     ]
 
 
-def read_classes(model: bytes) -> tuple[Any, ...]:
-    """The class labels of a classifier graph, in the order of its probability columns."""
-    graph = onnx.load_from_string(model).graph
-    if len(graph.output) < 2:
-        raise ArtifactError("The stored graph has no probability output; expected (label, probabilities).")
-    producers = {name: node for node in graph.node for name in node.output}
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    constants.update(
-        {
-            node.output[0]: numpy_helper.to_array(node.attribute[0].t)
-            for node in graph.node
-            if _is_constant(node)
-        }
-    )
-    pending, seen = [graph.output[0].name], set()
-    while pending:
-        name = pending.pop()
-        node = producers.get(name)
-        if node is None or name in seen:
-            continue
-        seen.add(name)
-        for attribute in node.attribute:
-            if attribute.name in CLASS_ATTRIBUTES and (attribute.strings or attribute.ints):
-                values = attribute.strings or attribute.ints
-                return tuple(_native(v) for v in values)
-        if node.op_type == "ArrayFeatureExtractor" and node.input[0] in constants:
-            return tuple(_native(v) for v in constants[node.input[0]].ravel())
-        if node.op_type in (*PASS_THROUGH_OPS, "ArrayFeatureExtractor", "ArgMax"):
-            pending.extend(node.input)
-    raise ArtifactError(
-        "Could not find the class labels in the stored graph (no classifier operator or class "
-        "table feeds its label output). Package the model again with bentos.package."
-    )
+def _classes(session: Any, model: bytes) -> tuple[Any, ...]:
+    """The graph's class labels: from its metadata, or found in the graph when it has none."""
+    recorded = session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
+    if recorded is not None:
+        return tuple(json.loads(recorded))
+    from bentos.classes import read_classes
+
+    return read_classes(model)
 
 
-def _is_constant(node: onnx.NodeProto) -> bool:
-    return node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value"
-
-
-def _native(value: Any) -> Any:
+def native(value: Any) -> Any:
     """A JSON-native Python value for a numpy scalar or protobuf bytes."""
     if isinstance(value, np.generic):
         value = value.item()
