@@ -5,10 +5,17 @@
 with a pooled ``httpx.AsyncClient``, a timeout cut to what is left of the request's
 budget, and one retry on connection errors only (a request that reached the service is
 never sent twice). Both answer with the same ``Predictions``.
+
+Each remote runner has a ``CircuitBreaker``: a call that finds the service unreachable or
+loses the connection mid-request opens it, and while it is open requests fail at once with
+a 503 instead of being sent. A restarted ``bentoml serve`` accepts connections before it
+can answer, so without the breaker requests in that window would wait out their budget
+(504s). A service that is up but slower than the budget stays a 504 and opens nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +27,11 @@ from bentos.inputs import Batch
 from bentos.runner import OnnxRunner
 from bentos.store import StoredModel
 from skewguard.errors import UpstreamTimeoutError, UpstreamUnavailableError
+
+PROBE_INTERVAL_S = 0.1
+"""How often an open circuit asks the service's ``/readyz`` whether it is back."""
+PROBE_TIMEOUT_S = 0.5
+"""A ``/readyz`` slower than this counts as not ready (a service still starting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,36 +65,101 @@ class LocalRunner:
         return Predictions([p["label"] for p in out], [p["probabilities"] for p in out])
 
 
+class CircuitBreaker:
+    """Whether a remote service is worth calling: closed (call it) or open (fail fast).
+
+    ``trip()`` opens it and starts the one probe task, which polls ``readyz_url`` every
+    ``interval`` seconds through ``client`` and closes the circuit on the first 200. The
+    probe ends quietly once ``client`` is closed (the gateway shutting down).
+    """
+
+    def __init__(
+        self,
+        readyz_url: str,
+        client: httpx.AsyncClient,
+        *,
+        interval: float = PROBE_INTERVAL_S,
+        timeout: float = PROBE_TIMEOUT_S,
+    ) -> None:
+        self.readyz_url = readyz_url
+        self.interval = interval
+        self.timeout = timeout
+        self.is_open = False
+        self._client = client
+        self._probe: asyncio.Task[None] | None = None
+
+    def trip(self) -> None:
+        """Open the circuit, and probe the service unless a probe already runs (event loop only)."""
+        self.is_open = True
+        if self._probe is None and not self._client.is_closed:
+            self._probe = asyncio.create_task(self._close_when_ready(), name=f"probe {self.readyz_url}")
+
+    async def _close_when_ready(self) -> None:
+        try:
+            while not self._client.is_closed:  # checked right before each send: no await between
+                if await self._is_ready():
+                    self.is_open = False
+                    return
+                await asyncio.sleep(self.interval)
+        finally:
+            self._probe = None
+
+    async def _is_ready(self) -> bool:
+        try:
+            response = await self._client.get(self.readyz_url, timeout=self.timeout)
+        except httpx.TransportError:  # still down, starting, or the client closed meanwhile
+            return False
+        return response.status_code == 200
+
+
 class RemoteBentoRunner:
     """The model's BentoML service at ``url`` (``POST /predict {"rows": [...]}``)."""
 
     def __init__(self, tag: str, url: str, client: httpx.AsyncClient, fields: Sequence[str]) -> None:
         self.tag = tag
-        self.url = url.rstrip("/") + "/predict"
+        base = url.rstrip("/")
+        self.url = base + "/predict"
+        self.circuit = CircuitBreaker(base + "/readyz", client)
         self._client = client
         self._fields = tuple(fields)
 
     async def predict(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> Predictions:
+        if self.circuit.is_open:
+            self.circuit.trip()  # keeps its probe running: a no-op while one does
+            raise UpstreamUnavailableError(
+                f"Model {self.tag} at {self.url} is down: the gateway answers 503 without calling it "
+                f"until {self.circuit.readyz_url} answers 200. Start or restart that service."
+            )
         body = {"rows": [{name: row[name] for name in self._fields} for row in rows]}
-        for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UpstreamTimeoutError(f"Model {self.tag}: the request budget ran out before calling it.")
-            try:
-                response = await self._client.post(self.url, json=body, timeout=remaining)
-                break
-            except httpx.ConnectError as exc:
-                if attempt == 2:
-                    raise UpstreamUnavailableError(
-                        f"Model {self.tag} at {self.url} is unreachable ({exc})."
-                    ) from exc
-            except httpx.TimeoutException as exc:
-                raise UpstreamTimeoutError(f"Model {self.tag} at {self.url} did not answer in time.") from exc
-            except httpx.HTTPError as exc:
-                raise UpstreamUnavailableError(f"Model {self.tag} at {self.url} failed: {exc}.") from exc
+        response = await self._call(body, deadline)
         if response.status_code != 200:
             raise UpstreamUnavailableError(
                 f"Model {self.tag} at {self.url} answered {response.status_code}: {response.text[:200]}"
             )
         predictions = response.json()["predictions"]
         return Predictions([p["label"] for p in predictions], [p["probabilities"] for p in predictions])
+
+    async def _call(self, body: Mapping[str, Any], deadline: float) -> httpx.Response:
+        """The POST, sent again once if it never connected; httpx's errors mapped to ours."""
+        try:
+            try:
+                return await self._send(body, deadline)
+            except httpx.ConnectError:  # refused before reaching the service: safe to resend
+                return await self._send(body, deadline)
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:  # unreachable, or went away
+            self.circuit.trip()
+            raise UpstreamUnavailableError(
+                f"Model {self.tag} at {self.url} is unreachable or went away ({type(exc).__name__}: "
+                f"{exc}); until {self.circuit.readyz_url} answers 200 the gateway answers 503 without "
+                "calling it. Check that the service runs at that URL."
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"Model {self.tag} at {self.url} did not answer in time.") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailableError(f"Model {self.tag} at {self.url} failed: {exc}.") from exc
+
+    async def _send(self, body: Mapping[str, Any], deadline: float) -> httpx.Response:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeoutError(f"Model {self.tag}: the request budget ran out before calling it.")
+        return await self._client.post(self.url, json=body, timeout=remaining)

@@ -1,0 +1,206 @@
+"""The remote runner's circuit breaker, against a BentoML service faked with ``httpx.MockTransport``.
+
+A service that is unreachable or drops the connection opens the circuit: requests then fail
+at once with a 503 without reaching it, while one probe polls its ``/readyz``; the first 200
+closes the circuit. A service that is up but slow stays a 504 and opens nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from bentos.inputs import Batch, encode_rows
+from bentos.spec import FieldSpec, InputSpec
+from gateway.runners import PROBE_INTERVAL_S, Predictions, RemoteBentoRunner
+from skewguard.errors import UpstreamTimeoutError, UpstreamUnavailableError
+
+pytestmark = pytest.mark.anyio
+
+TAG = "returns-router:abc123"
+URL = "http://router.test:3000"
+SPEC = InputSpec(fields=(FieldSpec("price", "numeric"),))
+ROWS = [{"price": 12.5, "ignored": "not sent"}]
+PROBABILITIES = {"0": 0.25, "1": 0.75}
+ANSWER = {"label": 1, "probabilities": PROBABILITIES}
+
+
+class FakeService:
+    """The model's ``bentoml serve`` as a transport handler; ``calls`` counts requests per path."""
+
+    def __init__(self) -> None:
+        self.down = False
+        """Refuse every connection, as a killed service does."""
+        self.refuse_next = 0
+        """Refuse this many connections, then answer."""
+        self.predict_error: Callable[[httpx.Request], Exception] | None = None
+        self.readyz_status = 200
+        self.calls: Counter[str] = Counter()
+        """Requests that reached the service, per path."""
+        self.refused = 0
+        self.sent: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down or self.refuse_next > 0:
+            self.refuse_next = max(0, self.refuse_next - 1)
+            self.refused += 1
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        self.calls[request.url.path] += 1
+        if request.url.path == "/readyz":
+            return httpx.Response(self.readyz_status, json={"ready": self.readyz_status == 200})
+        if self.predict_error is not None:
+            raise self.predict_error(request)
+        self.sent = json.loads(request.read())["rows"]
+        return httpx.Response(200, json={"predictions": [ANSWER] * len(self.sent)})
+
+
+class Remote:
+    """A runner over the fake service, and what a request needs to call it."""
+
+    def __init__(self, service: FakeService, client: httpx.AsyncClient) -> None:
+        self.service = service
+        self.client = client
+        self.runner = RemoteBentoRunner(TAG, URL, client, ["price"])
+        self.batch: Batch = encode_rows(SPEC, ROWS, allowed_extra=["ignored"])
+
+    async def predict(self, budget: float = 1.0) -> Predictions:
+        return await self.runner.predict(self.batch, ROWS, time.monotonic() + budget)
+
+    async def fails(self) -> UpstreamUnavailableError:
+        with pytest.raises(UpstreamUnavailableError) as caught:
+            await self.predict()
+        return caught.value
+
+
+def _probes() -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks() if task.get_name().startswith("probe ")]
+
+
+async def _wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def remote() -> AsyncIterator[Remote]:
+    service = FakeService()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(service))
+    try:
+        yield Remote(service, client)
+    finally:
+        await client.aclose()
+        await _wait_until(lambda: not _probes())
+
+
+async def test_a_reachable_service_answers_with_only_the_model_fields_sent(remote: Remote) -> None:
+    out = await remote.predict()
+    assert out == Predictions([1], [PROBABILITIES])
+    assert remote.service.sent == [{"price": 12.5}]
+    assert not remote.runner.circuit.is_open
+    assert remote.service.calls == Counter({"/predict": 1})
+
+
+async def test_a_connect_error_opens_the_circuit_and_is_a_503_naming_the_model(remote: Remote) -> None:
+    remote.service.down = True
+    error = await remote.fails()
+    assert error.status_code == 503
+    assert error.code == "upstream_unavailable"
+    assert TAG in error.message
+    assert f"{URL}/predict" in error.message
+    assert "Connection refused" in error.message
+    assert remote.runner.circuit.is_open
+    assert remote.service.refused == 2  # sent again once: it never reached the service
+
+
+async def test_while_open_predict_fails_fast_without_reaching_the_service(remote: Remote) -> None:
+    remote.service.down = True
+    await remote.fails()
+    remote.service.down = False
+    remote.service.readyz_status = 503  # up again, not ready yet
+    errors = [await remote.fails() for _ in range(50)]
+    assert remote.service.calls["/predict"] == 0
+    assert {e.message for e in errors} == {errors[0].message}
+    assert TAG in errors[0].message
+    assert f"{URL}/readyz" in errors[0].message
+    assert "answers 200" in errors[0].message
+
+
+async def test_the_probe_keeps_it_open_on_a_503_and_closes_it_on_the_first_200(remote: Remote) -> None:
+    remote.service.down = True
+    await remote.fails()
+    remote.service.down = False
+    remote.service.readyz_status = 503
+    await asyncio.sleep(4 * PROBE_INTERVAL_S)
+    assert remote.runner.circuit.is_open
+    assert remote.service.calls["/readyz"] >= 2
+    await remote.fails()
+
+    remote.service.readyz_status = 200
+    await _wait_until(lambda: not remote.runner.circuit.is_open, timeout=10 * PROBE_INTERVAL_S)
+    assert (await remote.predict()).labels == [1]
+    assert remote.service.calls["/predict"] == 1
+    polled = remote.service.calls["/readyz"]
+    await asyncio.sleep(2 * PROBE_INTERVAL_S)
+    assert _probes() == []  # closed: nobody polls any more
+    assert remote.service.calls["/readyz"] == polled
+
+
+async def test_one_probe_at_a_time_however_many_requests_fail(remote: Remote) -> None:
+    remote.service.down = True
+    await asyncio.gather(*(remote.fails() for _ in range(20)))
+    await asyncio.gather(*(remote.fails() for _ in range(20)))
+    assert len(_probes()) == 1
+
+
+async def test_a_retry_after_a_refused_connection_keeps_the_circuit_closed(remote: Remote) -> None:
+    remote.service.refuse_next = 1
+    assert (await remote.predict()).labels == [1]
+    assert (remote.service.refused, remote.service.calls["/predict"]) == (1, 1)
+    assert not remote.runner.circuit.is_open
+    assert _probes() == []
+
+
+@pytest.mark.parametrize("dropped", [httpx.RemoteProtocolError, httpx.ReadError])
+async def test_a_connection_dropped_mid_request_opens_it_and_is_never_sent_twice(
+    remote: Remote, dropped: type[httpx.TransportError]
+) -> None:
+    remote.service.predict_error = lambda request: dropped("Server disconnected", request=request)
+    error = await remote.fails()
+    assert remote.service.calls["/predict"] == 1  # it may have reached the model: not resent
+    assert dropped.__name__ in error.message
+    assert remote.runner.circuit.is_open
+
+
+async def test_a_timeout_is_a_504_and_leaves_the_circuit_closed(remote: Remote) -> None:
+    remote.service.predict_error = lambda request: httpx.ReadTimeout("timed out", request=request)
+    with pytest.raises(UpstreamTimeoutError) as caught:
+        await remote.predict()
+    assert caught.value.status_code == 504
+    assert TAG in caught.value.message
+    assert not remote.runner.circuit.is_open
+    assert _probes() == []
+
+    remote.service.predict_error = None  # the slow model is fast again: served at once
+    assert (await remote.predict()).labels == [1]
+    assert remote.service.calls == Counter({"/predict": 2})
+
+
+async def test_the_probe_ends_quietly_when_the_gateway_closes_its_client(remote: Remote) -> None:
+    remote.service.down = True
+    await remote.fails()
+    [probe] = _probes()
+    await remote.client.aclose()  # what the gateway's lifespan does on shutdown
+    await asyncio.wait_for(probe, timeout=10 * PROBE_INTERVAL_S)
+    assert probe.exception() is None
+    await remote.fails()  # still open, and no new probe on a closed client
+    assert _probes() == []
