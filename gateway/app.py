@@ -34,6 +34,7 @@ from gateway.features import FeatureSource
 from gateway.guard import GuardConfig
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import SWAGGER_PAGE, openapi_document, swagger_assets
+from gateway.peers import Peers
 from gateway.predict import Outcome, PredictOptions, predict
 from gateway.predlog import PredictionLog
 from gateway.records import to_records
@@ -41,6 +42,8 @@ from gateway.settings import GatewaySettings
 from skewguard.errors import InputError, PayloadTooLargeError, SkewguardError, UnauthorizedError
 
 logger = logging.getLogger("skewguard.gateway")
+LOG_STATS_SECONDS = 1.0
+"""Several workers: how often each publishes its prediction-log figures for the metrics."""
 
 
 @dataclass(slots=True)
@@ -56,6 +59,8 @@ class Gateway:
     guard_config: GuardConfig
     upstream: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     """The pooled client of the remote model runners (``SKEWGUARD_REMOTE_MODELS``)."""
+    peers: Peers | None = None
+    """With several workers: their readiness and reload announcements (``gateway.peers``)."""
 
     async def reload(self) -> list[str]:
         """Load every champion anew (in a worker thread) and swap each in atomically."""
@@ -172,6 +177,8 @@ async def reload_route(request: Request) -> Response:
     try:
         authorize(gateway, request, admin=True)
         loaded = await gateway.reload()
+        if gateway.peers is not None:
+            gateway.peers.announce_reload()
     except SkewguardError as exc:
         return error_response(exc, gateway)
     return json_response({"reloaded": loaded})
@@ -192,6 +199,9 @@ async def readyz(request: Request) -> Response:
         await gateway.features.ping()
     except SkewguardError as exc:
         problems.append(exc.message)
+    waiting = 0 if gateway.peers is None else gateway.peers.not_ready()
+    if waiting:
+        problems.append(f"{waiting} of {gateway.settings.workers} workers not ready yet")
     status = 503 if problems else 200
     return json_response({"ready": not problems, "problems": problems}, status)
 
@@ -224,14 +234,22 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def _watch(gateway: Gateway) -> None:
-    """Reload a cascade when its champion alias moves (a promotion), without downtime."""
+    """Reload when a champion alias moves (a promotion) or another worker announced a reload."""
     while True:
         await asyncio.sleep(gateway.settings.watch_seconds)
         try:
-            if any(gateway.registry.is_stale(name) for name in gateway.settings.cascade_names):
+            announced = gateway.peers is not None and gateway.peers.reload_announced()
+            if announced or any(gateway.registry.is_stale(n) for n in gateway.settings.cascade_names):
                 await gateway.reload()
         except Exception:  # a failed reload must not end the watcher; logged with its traceback
             logger.exception("reload after a promotion failed; still serving the previous version")
+
+
+async def _publish_log_stats(gateway: Gateway) -> None:
+    """Several workers: keep this worker's prediction-log figures current for any scrape."""
+    while True:
+        await asyncio.sleep(LOG_STATS_SECONDS)
+        gateway.metrics.publish_log_stats()
 
 
 def create_app(gateway: Gateway) -> Starlette:
@@ -247,13 +265,21 @@ def create_app(gateway: Gateway) -> Starlette:
         await gateway.log.start()
         _freeze_heap()
         gateway.metrics.watch_log(lambda: gateway.log.stats)
-        watcher = asyncio.create_task(_watch(gateway)) if gateway.settings.watch_seconds > 0 else None
+        if gateway.peers is not None:
+            gateway.peers.reload_announced()  # what was announced before this worker started is loaded
+            gateway.peers.mark_ready()
+        tasks = [asyncio.create_task(_watch(gateway))] if gateway.settings.watch_seconds > 0 else []
+        if gateway.metrics.multiprocess_dir is not None:
+            tasks.append(asyncio.create_task(_publish_log_stats(gateway)))
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in tasks:
+                task.cancel()
+            if gateway.peers is not None:
+                gateway.peers.unmark_ready()
             await gateway.log.drain()
+            gateway.metrics.publish_log_stats()
             await gateway.features.close()
             await gateway.upstream.aclose()
 

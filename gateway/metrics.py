@@ -1,20 +1,35 @@
-"""Prometheus metrics of one gateway: latency per cascade and route, errors, skew flags, log."""
+"""Prometheus metrics of one gateway: latency per cascade and route, errors, skew flags, log.
+
+With several worker processes (``SKEWGUARD_WORKERS``) each keeps its values in the files of
+prometheus_client's multiprocess mode (``multiprocess_dir``), and a scrape of any worker
+renders the sum over all of them; the prediction log's figures are published into those
+files by each worker (``publish_log_stats``) rather than read at scrape time.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DROPPED = "skewguard_prediction_log_dropped"  # exposed as ..._dropped_total
+_DROPPED_HELP = (
+    "Prediction-log records dropped: queue full, refused by the database, or unwritten at shutdown."
+)
+_QUEUED = "skewguard_prediction_log_queued"
+_QUEUED_HELP = "Prediction-log records waiting to be written."
 
 
 class GatewayMetrics:
     """The gateway's own registry (no process-global state, so tests can build many apps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
         self.latency = Histogram(
             "skewguard_request_seconds",
             "Predict latency per cascade and route (route 'mixed' for batches over both).",
@@ -38,25 +53,37 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._log_stats: Callable[[], dict[str, int]] = lambda: {"dropped": 0, "queued": 0}
-        self.registry.register(self)
+        if multiprocess_dir is None:
+            self.registry.register(self)
+        else:
+            self._dropped = Counter(_DROPPED, _DROPPED_HELP, registry=self.registry)
+            self._queued = Gauge(_QUEUED, _QUEUED_HELP, multiprocess_mode="livesum", registry=self.registry)
+            self._dropped_published = 0
 
     def watch_log(self, stats: Callable[[], dict[str, int]]) -> None:
-        """Read the prediction log's counters at scrape time."""
+        """Where the prediction log's counters are read (at scrape time, or when published)."""
         self._log_stats = stats
 
     def collect(self) -> Iterator[Metric]:
         """The prediction log's figures, read when scraped (the registry calls this)."""
         stats = self._log_stats()
-        yield CounterMetricFamily(
-            "skewguard_prediction_log_dropped",  # exposed as ..._dropped_total
-            "Prediction-log records dropped: queue full, refused by the database, or unwritten at shutdown.",
-            value=stats["dropped"],
-        )
-        yield GaugeMetricFamily(
-            "skewguard_prediction_log_queued",
-            "Prediction-log records waiting to be written.",
-            value=stats["queued"],
-        )
+        yield CounterMetricFamily(_DROPPED, _DROPPED_HELP, value=stats["dropped"])
+        yield GaugeMetricFamily(_QUEUED, _QUEUED_HELP, value=stats["queued"])
+
+    def publish_log_stats(self) -> None:
+        """Multiprocess mode: write this worker's prediction-log figures where every scrape reads them."""
+        if self.multiprocess_dir is None:
+            return
+        stats = self._log_stats()
+        if stats["dropped"] > self._dropped_published:
+            self._dropped.inc(stats["dropped"] - self._dropped_published)
+            self._dropped_published = stats["dropped"]
+        self._queued.set(stats["queued"])
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self.publish_log_stats()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import uvicorn
 
@@ -12,19 +13,26 @@ from gateway.cascades import CascadeRegistry
 from gateway.features import FeastFeatureSource, FeatureSource
 from gateway.guard import GuardConfig
 from gateway.metrics import GatewayMetrics
+from gateway.peers import Peers
 from gateway.predict import PredictOptions
 from gateway.predlog import PredictionLog
 from gateway.settings import GatewaySettings
+from skewguard.errors import ConfigError
 
 
-def build_gateway(settings: GatewaySettings, *, features: FeatureSource | None = None) -> Gateway:
-    """All parts from the settings; ``features`` replaces the Feast source (tests)."""
+def build_gateway(
+    settings: GatewaySettings, *, features: FeatureSource | None = None, metrics_dir: Path | None = None
+) -> Gateway:
+    """All parts from the settings; ``features`` replaces the Feast source (tests).
+
+    ``metrics_dir``: the folder several workers share (their metric files, readiness, reloads).
+    """
     return Gateway(
         settings=settings,
         registry=CascadeRegistry(),
         features=features or FeastFeatureSource(FeastConfig.from_settings(settings)),
         log=PredictionLog.open(settings.prediction_log_url, max_queue=settings.log_queue),
-        metrics=GatewayMetrics(),
+        metrics=GatewayMetrics(multiprocess_dir=metrics_dir),
         options=PredictOptions(
             max_rows=settings.max_rows,
             degrade_on_feature_store_error=settings.on_feature_store_error == "degrade",
@@ -33,13 +41,20 @@ def build_gateway(settings: GatewaySettings, *, features: FeatureSource | None =
         guard_config=GuardConfig.from_strings(
             reject=settings.guard_reject, range_quantiles=settings.guard_range_quantiles
         ),
+        peers=None if metrics_dir is None else Peers(metrics_dir, settings.workers),
     )
 
 
 def serve(settings: GatewaySettings) -> None:
-    """Run the gateway under uvicorn until SIGTERM/SIGINT (then drain the prediction log)."""
+    """Run the gateway until SIGTERM/SIGINT (then drain the prediction log).
+
+    One worker: uvicorn in this process. Several: gunicorn's master here, forking them.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call otherwise
+    if settings.workers > 1:
+        _serve_workers(settings)
+        return
     app = create_app(build_gateway(settings))
     uvicorn.run(
         app,
@@ -49,3 +64,18 @@ def serve(settings: GatewaySettings) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _serve_workers(settings: GatewaySettings) -> None:
+    from gateway.workers import GatewayProcesses, enable_multiprocess_metrics
+
+    if settings.watch_seconds <= 0:
+        raise ConfigError(
+            "SKEWGUARD_WORKERS > 1 needs SKEWGUARD_WATCH_SECONDS > 0: the other workers follow an "
+            "admin reload, and a promotion, through their watcher.",
+            field="SKEWGUARD_WATCH_SECONDS",
+        )
+    metrics_dir = enable_multiprocess_metrics()
+    GatewayProcesses(
+        settings, lambda: create_app(build_gateway(settings, metrics_dir=metrics_dir)), metrics_dir
+    ).run()

@@ -29,6 +29,12 @@ class GatewaySettings(Settings):
     log_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...")
     log_queue: int = Field(default=10_000, gt=0)
     watch_seconds: float = Field(default=2.0, ge=0, description="Champion alias poll interval; 0 = off.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway processes on the one port (pre-forked, see gateway.workers).",
+    )
 
     @field_validator("remote_models")
     @classmethod

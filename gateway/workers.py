@@ -1,0 +1,92 @@
+"""Several gateway processes on one port: gunicorn's pre-fork master over uvicorn workers.
+
+One gateway process is bound by its event loop's thread (the GIL): measured at c=16 on this
+project's 2-vCPU machine, one process used one core and left ~0.8 of the other idle. With
+``SKEWGUARD_WORKERS=N`` gunicorn imports the app once (``preload_app``), forks N workers that
+share those pages, and each runs the usual lifespan — its own ONNX sessions, Feast reader,
+prediction-log writer and watcher — on a listening socket of its own bound with SO_REUSEPORT,
+so the kernel spreads connections over the workers (on one shared socket the first worker
+awake accepted a burst of 16 keep-alive clients alone). gunicorn restarts a worker that
+dies, and on SIGTERM stops each gracefully (the prediction log drains).
+
+What the workers share: the metrics, through prometheus_client's multiprocess files in a
+fresh directory per run; an admin reload, which reaches one worker and is announced to the
+others in a marker file their watchers follow; the prediction log (SQLite in WAL mode with
+a busy timeout, or PostgreSQL) and the model store.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess, values
+from uvicorn_worker import UvicornWorker
+
+from gateway.settings import GatewaySettings
+
+GRACEFUL_SECONDS = 10
+
+
+class GatewayWorker(UvicornWorker):  # type: ignore[misc]
+    """uvicorn under gunicorn, with the lifespan on and a bounded graceful shutdown."""
+
+    CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 - the base class's contract
+        "loop": "auto",
+        "http": "auto",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+    }
+
+
+def enable_multiprocess_metrics() -> Path:
+    """A fresh directory for the workers' metric files; prometheus_client switched to it.
+
+    Call before any metric is created: prometheus_client picks the value class of a metric
+    when it is constructed, from ``PROMETHEUS_MULTIPROC_DIR``.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="skewguard-metrics-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    return folder
+
+
+class GatewayProcesses(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured from the gateway's settings; ``load`` builds the app (once, preloaded)."""
+
+    def __init__(self, settings: GatewaySettings, load_app: Callable[[], Any], metrics_dir: Path) -> None:
+        self._settings = settings
+        self._load_app = load_app
+        self._metrics_dir = metrics_dir
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = self._settings
+        metrics_dir = str(self._metrics_dir)
+        for key, value in {
+            "bind": [f"{settings.host}:{settings.port}"],
+            "workers": settings.workers,
+            "worker_class": GatewayWorker,
+            "preload_app": True,
+            "reuse_port": True,  # a socket per worker: the kernel spreads new connections over them
+            "graceful_timeout": GRACEFUL_SECONDS + 5,
+            "timeout": 60,
+            "keepalive": 5,
+            "loglevel": "warning",
+            "accesslog": None,
+            "control_socket_disable": True,
+            "child_exit": lambda server, worker: multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                worker.pid, metrics_dir
+            ),
+        }.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._load_app()
