@@ -2,7 +2,8 @@
 
 Variant (1) is measured twice, each time in its own gateway process serving one cascade of
 three models: ``1`` with image requests on the demo cascade, ``1t`` with tabular+text
-requests (the same orders without the photo) on a cascade trained with ``--no-image``.
+requests (the same orders without the photo) on a cascade trained with ``--no-image``; and
+``1w`` is ``1t`` served by two gateway workers (``SKEWGUARD_WORKERS=2``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ BIN = Path(sys.executable).parent
 CASCADE = "returns"
 TEXT_CASCADE = "returns-text"  # `skewguard train --name returns-text --no-image`
 N_CHECKED = 16
+WORKERS = 2
+"""Gateway processes of ``1w`` (one per CPU of this project's 2-vCPU machine)."""
+TEXT_KEYS = ("1t", "1w")
+GATEWAY_KEYS = ("1", *TEXT_KEYS, "2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,22 +48,23 @@ class Setup:
 
 
 def bodies_of(key: str, setup: Setup) -> Path:
-    """The request bodies variant ``key`` is driven with: without the image for ``1t`` only."""
-    return setup.text_bodies if key == "1t" else setup.bodies
+    """The request bodies variant ``key`` is driven with: without the image for ``1t`` and ``1w``."""
+    return setup.text_bodies if key in TEXT_KEYS else setup.bodies
 
 
 def launch(key: str, setup: Setup, servers: list[Server]) -> str:
     """Start variant ``key``'s servers into ``servers`` (so a failure still stops them); return its URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    if key in ("1", "1t", "2"):
-        cascade = TEXT_CASCADE if key == "1t" else CASCADE
+    if key in GATEWAY_KEYS:
+        cascade = TEXT_CASCADE if key in TEXT_KEYS else CASCADE
         remote = launch_bentos(setup, servers) if key == "2" else {}
         env = setup.env | {
             "SKEWGUARD_PORT": str(port),
             "SKEWGUARD_CASCADES": cascade,  # one cascade, three models, per gateway process
-            "SKEWGUARD_WATCH_SECONDS": "0",
+            "SKEWGUARD_WATCH_SECONDS": "60" if key == "1w" else "0",  # workers follow reloads by it
             "SKEWGUARD_REMOTE_MODELS": json.dumps(remote),
+            "SKEWGUARD_WORKERS": str(WORKERS if key == "1w" else 1),
         }
         servers.append(start("gateway", [str(BIN / "skewguard"), "serve"], env, setup.home, front=True))
         wait_ready(servers[-1], f"{base}/readyz")

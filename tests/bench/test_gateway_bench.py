@@ -12,11 +12,14 @@ NUMBER = r"([\d,]+(?:\.\d+)?)"
 ROWS = (
     "(1) co-located, image requests",
     "(1) co-located, tabular+text requests",
+    "(1) tabular+text, 2 gateway workers",
     "(4) naive: Starlette + sklearn + Feast",
 )
 LINES = (
     r"^\(1\) prediction log after the load: .*dropped 0\b",
     r"^\(1\) tabular\+text prediction log after the load: .*dropped 0\b",
+    r"^\(1\) tabular\+text, 2 workers prediction log after the load: .*dropped 0\b",
+    r"^  \(1\) at c=16, the same with 2 workers: (met|NOT met) \([\d,]+ req/s",
     # The tabular+text row serves a cascade of its own, trained without the image in the same home.
     r"^\(1\) tabular\+text serves cascade-returns-text:\S+: router returns-text-router:",
     r"^  \(1\) at c=16 .* tabular\+text request: (met|NOT met) \([\d,]+ req/s",
