@@ -57,7 +57,9 @@ from bench.gateway_report import (
 )
 from bench.gateway_servers import Server, sampling_rss, stop
 from bench.gateway_variants import (
+    GATEWAY_KEYS,
     TEXT_CASCADE,
+    TEXT_KEYS,
     Setup,
     bodies_of,
     check_answers,
@@ -196,15 +198,15 @@ def load(url: str, bodies: Path, concurrency: int, seconds: int, tool: str) -> d
 def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
     """Start, check, warm up, measure at each concurrency, stop."""
     outcome, servers, bodies = Outcome(), list[Server](), bodies_of(key, setup)
-    prefix = "(1) tabular+text" if key == "1t" else LABELS[key][:3]
+    prefix = {"1t": "(1) tabular+text", "1w": "(1) tabular+text, 2 workers"}.get(key, LABELS[key][:3])
     try:
         url = launch(key, setup, servers)
         outcome.p1, failed = check_answers(url, bodies)
         if failed:
             outcome.notes.append(f"{prefix} {failed} one-at-a-time check request(s) failed")
-        if key == "1t":
+        if key in TEXT_KEYS:
             outcome.notes.append(f"{prefix} serves {served_cascade(url)}")
-        if key in ("1", "1t"):
+        if key in ("1", *TEXT_KEYS):
             outcome.ready_s = servers[-1].ready_s
         load(url, bodies, max(options.concurrency), options.warmup, options.loadgen)
         for concurrency in options.concurrency:
@@ -213,7 +215,7 @@ def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
                 result = load(url, bodies, concurrency, options.seconds, options.loadgen)
             outcome.cells.append(to_cell(key, concurrency, result, servers))
             outcome.tools.add(result["tool"])
-        if key in ("1", "1t", "2"):
+        if key in GATEWAY_KEYS:
             outcome.notes.append(f"{prefix} prediction log after the load: {log_stats(url)}")
     except (RuntimeError, OSError, KeyError, ValueError) as exc:
         outcome.failure = f"{type(exc).__name__}: {exc}"
@@ -294,8 +296,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if args.seconds < 1 or not set(args.variants) <= {"1", "2", "3", "4"} or min(args.concurrency) < 1:
         parser.error("--seconds must be ≥ 1, --variants among 1,2,3,4 and each concurrency ≥ 1.")
-    # (1) is measured with image requests and, on the no-image cascade, with tabular+text ones.
-    args.variants = [key for v in args.variants for key in (("1", "1t") if v == "1" else (v,))]
+    # (1) is measured with image requests and, on the no-image cascade, with tabular+text ones,
+    # by one gateway process and by two workers.
+    args.variants = [key for v in args.variants for key in (("1", "1t", "1w") if v == "1" else (v,))]
     return args
 
 
