@@ -9,6 +9,8 @@ microseconds per row and never touches I/O. It flags, per row:
                              before the training min or more than a horizon past its max
     missing_value            null where training never had a null
     missing_online_feature   the online store had no value; the spec's default was used
+    unknown_entity           the online store has no row at all for the entity key (set by the
+                             request path, ``gateway.predict``, beside that feature's flags)
     out_of_vocabulary        text whose tokens are mostly unknown to training
     image_stats              brightness, contrast or a channel mean far (in z) from training
 
@@ -33,7 +35,7 @@ from bentos.spec import FieldSpec, InputSpec
 from skewguard.errors import ConfigError
 
 FLAG_KINDS: tuple[str, ...] = ("unseen_category", "out_of_range", "missing_value", "missing_online_feature")
-FLAG_KINDS += ("out_of_vocabulary", "image_stats")
+FLAG_KINDS += ("out_of_vocabulary", "image_stats", "unknown_entity")
 SETTING_PREFIX = "SKEWGUARD_GUARD_"
 _MIN_IMAGE_SPREAD = 0.5  # a grey level: below that, training "spread" is quantisation noise
 _IMAGE_STATS = ("brightness", "red mean", "green mean", "blue mean", "contrast")

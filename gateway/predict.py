@@ -82,6 +82,8 @@ async def predict(
         flags = [
             [*row, SkewFlag("feature_store_unavailable", "*", "online features defaulted")] for row in flags
         ]
+    else:
+        _flag_unknown_entities(cascade, keys, values, flags)
     for row_flags in flags:
         rejected = cascade.guard.rejected(row_flags)
         if rejected is not None:
@@ -143,6 +145,20 @@ async def _fetch(
         if not options.degrade_on_feature_store_error:
             raise
         return [None] * len(keys), True
+
+
+def _flag_unknown_entities(
+    cascade: LoadedCascade,
+    keys: Sequence[int],
+    values: Sequence[dict[str, float | None] | None],
+    flags: list[list[SkewFlag]],
+) -> None:
+    """First among a row's flags: its entity key has no row in the online store (a 422 if rejected)."""
+    key = cascade.manifest.entity_key or ""
+    for i, fetched in enumerate(values):
+        if fetched is None:
+            detail = f"{key} {keys[i]} is not in the online store; the training defaults were used."
+            flags[i].insert(0, SkewFlag("unknown_entity", key, detail))
 
 
 def _merge(

@@ -145,6 +145,27 @@ async def test_unknown_entity_is_served_with_training_defaults_and_flags(
     assert answer["features"] == defaults
     flagged = {f["field"] for f in answer["skew_flags"] if f["kind"] == "missing_online_feature"}
     assert flagged == set(defaults)
+    first = answer["skew_flags"][0]
+    assert (first["kind"], first["field"]) == ("unknown_entity", "customer_id")
+    assert "987654321" in first["detail"]
+
+
+async def test_unknown_entity_is_a_422_naming_the_key_when_the_operator_rejects_it(
+    tmp_path: Path, champion_tag: str, online_rows: dict[int, dict[str, float | None]], demo: DemoData
+) -> None:
+    gateway = make_gateway(
+        tmp_path, StaticFeatureSource(online_rows), SKEWGUARD_GUARD_REJECT="unknown_entity"
+    )
+    async with LifespanManager(create_app(gateway)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            refused = await client.post(PREDICT, json=request_row(demo) | {"customer_id": 987_654_321})
+            served = await client.post(PREDICT, json=request_row(demo))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "customer_id"
+    assert "987654321 is not in the online store" in refused.json()["message"]
+    assert served.status_code == 200, served.text
+    assert all(f["kind"] != "unknown_entity" for f in served.json()["predictions"][0]["skew_flags"])
 
 
 async def test_mixed_script_text_is_served_and_flagged(gateway_client: Any, demo: DemoData) -> None:
