@@ -153,14 +153,10 @@ async def test_unknown_entity_is_served_with_training_defaults_and_flags(
 async def test_unknown_entity_is_a_422_naming_the_key_when_the_operator_rejects_it(
     tmp_path: Path, champion_tag: str, online_rows: dict[int, dict[str, float | None]], demo: DemoData
 ) -> None:
-    gateway = make_gateway(
-        tmp_path, StaticFeatureSource(online_rows), SKEWGUARD_GUARD_REJECT="unknown_entity"
+    row = request_row(demo)
+    refused, served = await _with_rejected(
+        tmp_path, online_rows, "unknown_entity", row | {"customer_id": 987_654_321}, row
     )
-    async with LifespanManager(create_app(gateway)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            refused = await client.post(PREDICT, json=request_row(demo) | {"customer_id": 987_654_321})
-            served = await client.post(PREDICT, json=request_row(demo))
     assert refused.status_code == 422, refused.text
     assert refused.json()["field"] == "customer_id"
     assert "987654321 is not in the online store" in refused.json()["message"]
@@ -179,14 +175,25 @@ async def test_mixed_script_text_is_served_and_flagged(gateway_client: Any, demo
 async def test_mixed_script_text_is_refused_when_the_operator_rejects_the_flag(
     tmp_path: Path, champion_tag: str, online_rows: dict[int, dict[str, float | None]], demo: DemoData
 ) -> None:
-    gateway = make_gateway(
-        tmp_path, StaticFeatureSource(online_rows), SKEWGUARD_GUARD_REJECT="out_of_vocabulary"
+    row = request_row(demo)
+    refused, served = await _with_rejected(
+        tmp_path, online_rows, "out_of_vocabulary", row | {"description": MIXED_SCRIPT}, row
     )
-    async with LifespanManager(create_app(gateway)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            refused = await client.post(PREDICT, json=request_row(demo) | {"description": MIXED_SCRIPT})
-            served = await client.post(PREDICT, json=request_row(demo))
     assert refused.status_code == 422, refused.text
     assert refused.json()["field"] == "description"
     assert served.status_code == 200, served.text
+
+
+async def _with_rejected(
+    tmp_path: Path,
+    online_rows: dict[int, dict[str, float | None]],
+    kinds: str,
+    flagged: dict[str, Any],
+    ordinary: dict[str, Any],
+) -> tuple[httpx.Response, httpx.Response]:
+    """The answers to ``flagged`` and then ``ordinary`` from a gateway rejecting the flag ``kinds``."""
+    gateway = make_gateway(tmp_path, StaticFeatureSource(online_rows), SKEWGUARD_GUARD_REJECT=kinds)
+    async with LifespanManager(create_app(gateway)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.post(PREDICT, json=flagged), await client.post(PREDICT, json=ordinary)
