@@ -52,10 +52,16 @@ def enable_multiprocess_metrics() -> Path:
     when it is constructed, from ``PROMETHEUS_MULTIPROC_DIR``.
     """
     folder = Path(tempfile.mkdtemp(prefix="skewguard-metrics-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    atexit.register(_remove_if_owner, folder, os.getpid())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return folder
+
+
+def _remove_if_owner(folder: Path, owner: int) -> None:
+    """Remove the shared folder when the master exits; forked workers inherit the hook, and skip it."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class GatewayProcesses(BaseApplication):  # type: ignore[misc]

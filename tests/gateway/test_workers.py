@@ -27,6 +27,7 @@ from tests.gateway.conftest import request_row
 from tests.gateway.test_faults import _metric
 from tests.gateway.test_server import (
     CLIENTS,
+    PREDICT,
     Load,
     _row,
     _save_candidate,
@@ -99,6 +100,47 @@ async def test_two_workers_share_the_port_the_metrics_a_promotion_and_a_graceful
     assert len(ok) > 100
     assert len(records) == len(ok)  # every answered prediction logged, by whichever worker answered it
     assert len({r["request_id"] for r in records}) == len(records)
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_a_worker_that_exits_is_replaced_and_the_others_keep_their_shared_state(
+    home: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    demo: DemoData,
+) -> None:
+    server = gateway(home, tmp_path, SKEWGUARD_WORKERS=str(WORKERS))
+    with running(server):
+        before = _workers(server.popen.pid)
+        before[0].terminate()  # a graceful exit: it runs its interpreter's exit hooks
+        await asyncio.to_thread(before[0].wait, 20)
+        replaced = await _wait_for(
+            lambda: (
+                len(pids := {w.pid for w in _workers(server.popen.pid)}) == WORKERS
+                and pids != {w.pid for w in before}
+            ),
+            timeout=30.0,
+        )
+        async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
+            ready = await _wait_for_ready(client, timeout=30.0)
+            answers = [await client.post(PREDICT, json=request_row(demo, i)) for i in range(-20, 0)]
+            metrics = (await client.get("/metrics")).text
+    print(f"\nworker replaced after {replaced:.2f} s, all ready {ready:.2f} s later")
+    assert [a.status_code for a in answers] == [200] * 20, answers[-1].text
+    counted = sum(
+        _metric(metrics, "skewguard_rows_total", cascade="gwtest", route=route)
+        for route in ("reseller", "retail")
+    )
+    assert counted >= 20  # the shared metric files outlived the worker that left
+
+
+async def _wait_for_ready(client: httpx.AsyncClient, timeout: float) -> float:
+    started = asyncio.get_running_loop().time()
+    while (await client.get("/readyz")).status_code != 200:
+        if asyncio.get_running_loop().time() - started > timeout:
+            pytest.fail(f"/readyz not 200 within {timeout} s: {(await client.get('/readyz')).text}")
+        await asyncio.sleep(0.1)
+    return asyncio.get_running_loop().time() - started
 
 
 def test_an_admin_reload_is_announced_to_the_other_workers(tmp_path: Path) -> None:
