@@ -32,6 +32,7 @@ from tests.gateway.test_server import (
     _row,
     _save_candidate,
     _wait_for,
+    _wait_ready,
     gateway,
     home,  # noqa: F401 - the module-scoped fixture of a home with Feast applied
     running,
@@ -121,8 +122,8 @@ async def test_a_worker_that_exits_is_replaced_and_the_others_keep_their_shared_
             ),
             timeout=30.0,
         )
+        ready = await asyncio.to_thread(_wait_ready, server, 30.0)
         async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:
-            ready = await _wait_for_ready(client, timeout=30.0)
             answers = [await client.post(PREDICT, json=request_row(demo, i)) for i in range(-20, 0)]
             metrics = (await client.get("/metrics")).text
     print(f"\nworker replaced after {replaced:.2f} s, all ready {ready:.2f} s later")
@@ -132,15 +133,6 @@ async def test_a_worker_that_exits_is_replaced_and_the_others_keep_their_shared_
         for route in ("reseller", "retail")
     )
     assert counted >= 20  # the shared metric files outlived the worker that left
-
-
-async def _wait_for_ready(client: httpx.AsyncClient, timeout: float) -> float:
-    started = asyncio.get_running_loop().time()
-    while (await client.get("/readyz")).status_code != 200:
-        if asyncio.get_running_loop().time() - started > timeout:
-            pytest.fail(f"/readyz not 200 within {timeout} s: {(await client.get('/readyz')).text}")
-        await asyncio.sleep(0.1)
-    return asyncio.get_running_loop().time() - started
 
 
 def test_an_admin_reload_is_announced_to_the_other_workers(tmp_path: Path) -> None:
