@@ -11,7 +11,7 @@ import pytest
 
 from bentos.inputs import Batch
 from bentos.manifest import load_manifest
-from gateway.batching import GatheredCascade, LocalCascade, RowResult
+from gateway.batching import INLINE_ROWS, GatheredCascade, LocalCascade, RowResult
 from gateway.cascades import LoadedCascade
 from pipeline.demo_data import DemoData
 from skewguard.errors import ConversionError, UpstreamTimeoutError
@@ -141,13 +141,43 @@ async def test_a_reload_lets_the_old_cascades_thread_end(gateway_client: Any, de
     def onnx_threads() -> int:  # other tests' gateways may still hold theirs: count, then compare
         return sum(t.name.startswith(f"onnx-{CASCADE}") for t in threading.enumerate())
 
-    assert (await gateway_client.post(PREDICT, json=request_row(demo))).status_code == 200
+    large = {"rows": [request_row(demo, i) for i in range(INLINE_ROWS + 1)]}  # runs in the thread
+    assert (await gateway_client.post(PREDICT, json=large)).status_code == 200
     serving = onnx_threads()
+    assert serving >= 1
     for _ in range(3):
         await gateway_client.gateway.reload()
-        assert (await gateway_client.post(PREDICT, json=request_row(demo))).status_code == 200
+        assert (await gateway_client.post(PREDICT, json=large)).status_code == 200
         for _ in range(50):  # the old executor's thread ends once nothing refers to it
             if onnx_threads() == serving:
                 break
             await asyncio.sleep(0.02)
         assert onnx_threads() == serving
+
+
+async def test_small_batches_run_on_the_event_loop_and_large_ones_in_the_cascades_thread(
+    gateway_client: Any, demo: DemoData
+) -> None:
+    import threading
+
+    local = gateway_client.gateway.registry.get(CASCADE).runner.inner
+    assert isinstance(local, LocalCascade)
+    ran_in: list[str] = []
+    run_now = local.run_now
+
+    def recording(batch: Batch) -> list[RowResult]:
+        ran_in.append(threading.current_thread().name)
+        return run_now(batch)
+
+    local.run_now = recording  # type: ignore[method-assign]
+    try:
+        small = {"rows": [request_row(demo, i) for i in range(INLINE_ROWS)]}
+        large = {"rows": [request_row(demo, i) for i in range(INLINE_ROWS + 1)]}
+        for body in (small, large):
+            response = await gateway_client.post(PREDICT, json=body)
+            assert response.status_code == 200, response.text
+            assert len(response.json()["predictions"]) == len(body["rows"])
+    finally:
+        del local.run_now
+    assert ran_in[0] == threading.current_thread().name  # the test's loop is the gateway's
+    assert ran_in[1].startswith(f"onnx-{CASCADE}")
