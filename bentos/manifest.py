@@ -31,7 +31,7 @@ from bentoml.exceptions import NotFound
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bentos.spec import FieldSpec, InputSpec, OnlineFeature
-from bentos.store import load_model
+from bentos.store import load_model, model_store
 from skewguard.errors import ArtifactError, ConfigError, ModelNotFoundError
 
 MANIFEST_FILE = "manifest.json"
@@ -216,7 +216,7 @@ def save_manifest(manifest: CascadeManifest) -> str:
 def load_manifest(tag: str) -> CascadeManifest:
     """Read a manifest, verify its sha256, and fill in its tag and current status."""
     try:
-        model = bentoml.models.get(tag)
+        model = model_store().get(tag)
     except (NotFound, ValueError) as exc:
         raise ModelNotFoundError(f"No cascade manifest {tag!r} in the model store.", field="cascade") from exc
     if model.info.module != MODULE:
@@ -243,7 +243,7 @@ def load_manifest(tag: str) -> CascadeManifest:
 def list_manifests(name: str | None = None) -> list[str]:
     """Tags of stored cascade manifests (of one cascade, or all), newest first."""
     try:
-        models = bentoml.models.list(f"cascade-{name}" if name else None)
+        models = model_store().list(f"cascade-{name}" if name else None)
     except NotFound:
         return []
     models = [m for m in models if m.info.module == MODULE]

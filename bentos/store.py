@@ -15,13 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
+from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 
 from bentos.spec import InputSpec
 from skewguard.errors import ArtifactError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from bentoml._internal.models import ModelStore
 
 MODEL_FILE = "model.onnx"
 SPEC_FILE = "input_spec.json"
@@ -89,7 +93,7 @@ def save_model(
 def load_model(tag: str) -> StoredModel:
     """Read a model, verifying every file against its recorded sha256."""
     try:
-        model = bentoml.models.get(tag)
+        model = model_store().get(tag)
     except (NotFound, ValueError) as exc:
         raise ModelNotFoundError(
             f"No model {tag!r} in the model store; package one with `skewguard package`.", field="model"
@@ -113,9 +117,19 @@ def load_model(tag: str) -> StoredModel:
 
 def list_models(name: str | None = None) -> list[str]:
     """Tags of stored skewguard models, newest first."""
-    models = [m for m in bentoml.models.list(name) if m.info.module == MODULE]
+    models = [m for m in model_store().list(name) if m.info.module == MODULE]
     models.sort(key=lambda m: m.info.creation_time, reverse=True)
     return [str(m.tag) for m in models]
+
+
+def model_store() -> ModelStore:
+    """BentoML's local model store, the one ``bentoml.models.get`` and ``list`` read.
+
+    Reads go to it directly: ``bentoml.models`` imports BentoML's usage-analytics module and its
+    cloud client schemas, ~0.3 s of the gateway's start, for events only writes send. Writes
+    still go through ``bentoml.models.create``.
+    """
+    return BentoMLContainer.model_store.get()
 
 
 def _documents() -> tuple[str, ...]:
