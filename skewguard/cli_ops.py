@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from skewguard.entry import run_optimized
 from skewguard.settings import Settings
 
 EXAMPLE_REQUEST = "example-request.json"
@@ -20,7 +20,7 @@ EXAMPLE_REQUEST = "example-request.json"
 @click.option("--port", type=int, default=None, help="Default: SKEWGUARD_PORT or 8000.")
 def serve(host: str | None, port: int | None) -> None:
     """Serve the champion cascades through the gateway (POST /v1/cascades/{name}/predict)."""
-    _optimized()
+    run_optimized()  # `python -m skewguard serve` comes here without -O
     from gateway.server import serve as run_gateway
     from gateway.settings import GatewaySettings
 
@@ -35,20 +35,6 @@ def serve(host: str | None, port: int | None) -> None:
             f"-H 'content-type: application/json' -d @{example}"
         )
     run_gateway(settings)
-
-
-def _optimized() -> None:
-    """Run this command again under ``python -O`` when it was started as a program without it.
-
-    Feast checks the types of its own API with typeguard, which re-parses and compiles its
-    functions when Feast is imported: ~2.5 of the gateway's ~5 s from start to ready on this
-    kind of machine. ``-O`` makes typeguard's decorator a no-op. Same process id (exec), so
-    signals sent to it still reach the gateway. ``make install`` and the Dockerfile compile
-    the optimized bytecode.
-    """
-    if sys.flags.optimize or sys.argv[1:2] != ["serve"]:  # already, or not a `skewguard serve` process
-        return
-    os.execv(sys.executable, [sys.executable, "-O", "-m", "skewguard", *sys.argv[1:]])
 
 
 @click.command("retrain")
@@ -131,7 +117,6 @@ def demo_traffic(
     label: bool,
 ) -> None:
     """Send demo orders from after the training data to the gateway (optionally drifted)."""
-    import os
 
     from pipeline.demo_data import DriftKnobs
     from pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
