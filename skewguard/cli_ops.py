@@ -117,7 +117,6 @@ def demo_traffic(
     label: bool,
 ) -> None:
     """Send demo orders from after the training data to the gateway (optionally drifted)."""
-
     from pipeline.demo_data import DriftKnobs
     from pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
 
