@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from gateway.cascades import CascadeRegistry, describe, load_cascade
 from gateway.features import FeatureSource
@@ -137,8 +138,10 @@ def authorize(gateway: Gateway, request: Request, *, admin: bool = False) -> Non
 
 
 async def predict_route(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    name = request.path_params["name"]
+    return await _predict(request.app.state.gateway, request, request.path_params["name"])
+
+
+async def _predict(gateway: Gateway, request: Request, name: str) -> Response:
     started = time.perf_counter()
     try:
         authorize(gateway, request)
@@ -252,7 +255,49 @@ async def _publish_log_stats(gateway: Gateway) -> None:
         gateway.metrics.publish_log_stats()
 
 
-def create_app(gateway: Gateway) -> Starlette:
+class PredictFastPath:
+    """``POST /v1/cascades/{name}/predict`` straight to its handler; everything else to Starlette.
+
+    Starlette's middleware stack and router sit under every predict request; skipping them
+    saved ~3 % of the server's CPU per request (interleaved A/B at c=16, 443–446 against
+    461–463 µs in the three quieter of five rounds). The answers are the same: the route's
+    own errors are JSON from the handler, an unexpected one is the same logged JSON 500, and
+    any other method or path (404, 405) is Starlette's, like the lifespan. The Starlette
+    route stays in the table for those answers.
+    """
+
+    def __init__(self, app: Starlette, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = _predict_target(scope)
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await _predict(self.gateway, request, name)
+        except Exception as exc:  # noqa: BLE001 - the same JSON 500 as every other route's
+            response = await unexpected_error(request, exc)
+        await response(scope, receive, send)
+
+
+_PREDICT_PREFIX, _PREDICT_SUFFIX = "/v1/cascades/", "/predict"
+
+
+def _predict_target(scope: Scope) -> str | None:
+    """The cascade name of a predict request (as the route's ``{name}`` matches it), else None."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    if not (path.startswith(_PREDICT_PREFIX) and path.endswith(_PREDICT_SUFFIX)):
+        return None
+    name = path[len(_PREDICT_PREFIX) : -len(_PREDICT_SUFFIX)]
+    return name if name and "/" not in name else None
+
+
+def create_app(gateway: Gateway) -> PredictFastPath:
     """The ASGI app around a ``Gateway`` (whose parts the caller built)."""
 
     @contextlib.asynccontextmanager
@@ -300,4 +345,4 @@ def create_app(gateway: Gateway) -> Starlette:
         exception_handlers={HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.gateway = gateway
-    return app
+    return PredictFastPath(app, gateway)

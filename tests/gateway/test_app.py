@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,36 @@ async def test_missing_field_unknown_cascade_and_route(gateway_client: Any, demo
     assert (unknown.status_code, unknown.json()["code"]) == (404, "model_not_found")
     nowhere = await gateway_client.get("/nowhere")
     assert (nowhere.status_code, nowhere.json()["code"]) == (404, "not_found")
+
+
+async def test_predict_path_edges_answer_as_the_route_table_says(gateway_client: Any, demo: Any) -> None:
+    """The predict fast path takes only what the route matches; the rest stays Starlette's."""
+    wrong_method = await gateway_client.get(PREDICT)
+    assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "method_not_allowed")
+    nested = await gateway_client.post("/v1/cascades/a/b/predict", json=request_row(demo))
+    assert (nested.status_code, nested.json()["code"]) == (404, "not_found")
+    nameless = await gateway_client.post("/v1/cascades//predict", json=request_row(demo))
+    assert (nameless.status_code, nameless.json()["code"]) == (404, "not_found")
+
+
+async def test_an_unexpected_error_in_predict_is_a_logged_json_500(
+    gateway_client: Any, demo: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gateway.app
+
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("a bug in the request path")
+
+    monkeypatch.setattr(gateway.app, "predict", broken)
+    with caplog.at_level(logging.ERROR, logger="skewguard.gateway"):
+        response = await gateway_client.post(PREDICT, json=request_row(demo))
+    assert response.status_code == 500
+    assert response.json() == {
+        "code": "internal_error",
+        "message": "An unexpected error; see the gateway log.",
+    }
+    assert any(r.exc_info and "a bug in the request path" in str(r.exc_info[1]) for r in caplog.records)
+    assert (await gateway_client.post(PREDICT, json=request_row(demo))).status_code == 500  # still serving
 
 
 async def test_listing_health_readiness_and_openapi(gateway_client: Any, champion_tag: str) -> None:
