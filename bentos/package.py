@@ -8,7 +8,10 @@ profile ← training rows                  store ← graph, spec, profile, repor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,23 @@ from bentos.store import save_model
 from skewguard.errors import ConfigError, InputError, ParityError
 
 DEFAULT_TOLERANCE = 1e-4
+PACKAGE_SOURCES = Path(__file__).resolve().parent
+CONVERTER_DISTRIBUTIONS = ("skl2onnx", "onnx", "onnxruntime", "scikit-learn")
+
+
+def packaging_fingerprint(sources: Path = PACKAGE_SOURCES) -> str:
+    """sha256 of what turns a fitted pipeline into a stored graph: this package's sources and
+    the versions of the converter, ONNX, onnxruntime and scikit-learn.
+
+    A cache of packaged models keys on it, so a changed converter or gate (or an upgrade of
+    skl2onnx) packages the models again instead of reusing graphs the new code would not write.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(sources.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in CONVERTER_DISTRIBUTIONS:
+        digest.update(f"{name}=={metadata.version(name)}\0".encode())
+    return digest.hexdigest()
 
 
 def package_model(

@@ -24,7 +24,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from bentos.images import decode_image
 from bentos.manifest import champion_tag, compose_manifest, promote, save_manifest
-from bentos.package import package_model
+from bentos.package import package_model, packaging_fingerprint
 from pipeline import cascade
 from pipeline.demo_data import FILES, generate_demo_data, load_demo_data, write_demo_data
 from pipeline.features import (
@@ -182,6 +182,7 @@ def evaluate_cascade(
 def package(
     name: str,
     models_key: str,
+    packaging: str,
     model: Any,
     training_path: str,
     role: str,
@@ -191,6 +192,9 @@ def package(
     image: bool,
 ) -> str:
     """Convert and gate one model on the held-out rows it will see; return its store tag.
+
+    ``packaging`` (``packaging_fingerprint()``) is only a cache key: the task's own source is
+    in the key already, but the converter, the gate and the store it calls are not.
 
     Without ``image`` the rows carry no image column, so the graph and its input spec have none.
     """
@@ -272,9 +276,10 @@ def train_cascade(
     )
     store = str(settings.bentoml_home.resolve())
     roles = {"router": (router_key, router)} | {b: (specialists_key, m) for b, m in specialists.items()}
+    packaging = packaging_fingerprint()
     tags = {}
     for role, (key, model) in roles.items():
-        args = (f"{name}-{role}", key, model, path, role, router, chosen.value, store, image)
+        args = (f"{name}-{role}", key, packaging, model, path, role, router, chosen.value, store, image)
         tags[role] = _run(states, package, *args, key=role)
     branches = {branch: tags[branch] for branch in (cascade.POSITIVE_BRANCH, cascade.NEGATIVE_BRANCH)}
     figures["threshold"] = {"value": chosen.value, "rule": chosen.rule, "reason": chosen.reason}

@@ -40,7 +40,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, 
         first = _timed_run(router_head="hgb", head="hgb")
         second = _timed_run(router_head="hgb", head="hgb")
         changed = _timed_run(router_head="hgb", head="lr")
-    return {"first": first, "second": second, "changed": changed, "home": ({"path": str(home)}, 0.0)}
+        patch.setattr("pipeline.flows.packaging_fingerprint", lambda: "a changed converter")
+        repackaged = _timed_run(router_head="hgb", head="lr")
+    return {
+        "first": first,
+        "second": second,
+        "changed": changed,
+        "repackaged": repackaged,
+        "home": ({"path": str(home)}, 0.0),
+    }
 
 
 @pytest.mark.slow
@@ -75,6 +83,18 @@ def test_second_run_reuses_every_expensive_step(runs: dict[str, Any]) -> None:
     assert second["figures"] == first["figures"]
     assert load_manifest(second["manifest"]).status == "candidate"
     print(f"first run {first_seconds:.1f} s, cached run {second_seconds:.1f} s")  # shown with -s, not judged
+
+
+@pytest.mark.slow
+def test_changed_packaging_code_packages_again_and_fits_nothing(runs: dict[str, Any]) -> None:
+    (changed, _), (repackaged, _) = runs["changed"], runs["repackaged"]
+    states = repackaged["task_states"]
+    packaged = {"package[router]", "package[reseller]", "package[retail]"}
+    assert {task for task in EXPENSIVE - packaged if states[task] == "Cached"} == EXPENSIVE - packaged
+    assert {task for task in packaged if states[task] == "Completed"} == packaged
+    assert set(repackaged["models"].values()).isdisjoint(changed["models"].values())
+    for tag in repackaged["models"].values():
+        assert load_model(tag).parity["passed"] is True
 
 
 @pytest.mark.slow
