@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 from gateway.cascades import LoadedCascade
 from gateway.predict import Outcome
 from gateway.predlog import PredictionRecord, image_summary
 
 
+def new_request_id(now_ns: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: Unix milliseconds first, so ids sort by time.
+
+    The log's primary key starts with the request id. Random ids (uuid4) land anywhere in
+    its index, and each insert touched another page: at ~200,000 logged rows a record cost
+    ~21 µs of CPU to write, against ~6 µs with ids in time order, whose inserts go to the
+    index's last pages (the cost stays flat as the table grows). Twelve bits of sub-millisecond
+    time follow the milliseconds (RFC 9562's method 3), then 62 random bits.
+    """
+    ns = time.time_ns() if now_ns is None else now_ns
+    ms, rest = divmod(ns, 1_000_000)
+    value = (
+        (ms & _MS_MASK) << 80
+        | 0x7 << 76  # version
+        | (rest * 4096 // 1_000_000) << 64
+        | 0b10 << 62  # variant
+        | int.from_bytes(os.urandom(8)) & _RANDOM_MASK
+    )
+    return f"{value:032x}"
+
+
+_MS_MASK, _RANDOM_MASK = (1 << 48) - 1, (1 << 62) - 1
+
+
 def to_records(cascade: LoadedCascade, outcome: Outcome) -> list[PredictionRecord]:
     """One record per answered row, sharing a request id."""
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     now = time.time()
     images = [f.name for f in cascade.spec if f.kind == "image"]
     online = tuple(cascade.manifest.feature_refs)
