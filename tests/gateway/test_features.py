@@ -393,8 +393,14 @@ def test_close_serves_what_is_queued_then_refuses(
 ) -> None:
     ids = [[100_000 + k] for k in range(10)]
 
+    others = set(threading.enumerate())  # earlier tests' sources, some never closed
+
+    def feast_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "feast-online" and t not in others]
+
     async def scenario() -> list[Rows]:
         source = FeastFeatureSource(sqlite_store)
+        assert feast_threads() == []  # started by the first read, in the process that reads
         pending = [asyncio.create_task(source.get(i)) for i in ids]
         cancelled = asyncio.create_task(source.get([100_011]))
         await asyncio.sleep(0)  # all queued
@@ -406,6 +412,9 @@ def test_close_serves_what_is_queued_then_refuses(
         return [await task for task in pending]
 
     assert asyncio.run(scenario()) == [expected(i) for i in ids]
+    for thread in feast_threads():  # the worker ends once the store is released
+        thread.join(timeout=5)
+    assert feast_threads() == []
 
 
 def test_source_settings_are_checked(sqlite_store: FeastConfig) -> None:
