@@ -74,7 +74,9 @@ class Gateway:
                 remote_urls=self.settings.remote_urls,
                 client=self.upstream,
             )
-            self.registry.swap(cascade)
+            replaced = self.registry.swap(cascade)
+            if replaced is not None:
+                replaced.retire()
             loaded.append(str(cascade.manifest.tag))
         _freeze_heap()
         return loaded
@@ -202,6 +204,8 @@ async def readyz(request: Request) -> Response:
         await gateway.features.ping()
     except SkewguardError as exc:
         problems.append(exc.message)
+    for found in await asyncio.gather(*(cascade.problems() for cascade in gateway.registry.all())):
+        problems.extend(found)
     waiting = 0 if gateway.peers is None else gateway.peers.not_ready()
     if waiting:
         problems.append(f"{waiting} of {gateway.settings.workers} workers not ready yet")

@@ -8,6 +8,7 @@ visible, so a request holds either the old or the new cascade, never a mix.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ class LoadedCascade:
     guard: SkewGuard
     request_fields: tuple[str, ...]
     """Fields the client sends: the spec's fields less the online features."""
+    remote: tuple[RemoteBentoRunner, ...] = ()
+    """The models served by their own BentoML service (``SKEWGUARD_REMOTE_MODELS``)."""
 
     @property
     def name(self) -> str:
@@ -42,6 +45,16 @@ class LoadedCascade:
     @property
     def versions(self) -> dict[str, str]:
         return {"cascade": str(self.manifest.tag), **self.manifest.model_tags()}
+
+    async def problems(self) -> list[str]:
+        """Why a remote model of this version cannot serve now (``/readyz``); none when co-located."""
+        found = await asyncio.gather(*(runner.circuit.problem() for runner in self.remote))
+        return [f"model {r.tag} at {r.url}: {why}" for r, why in zip(self.remote, found, strict=True) if why]
+
+    def retire(self) -> None:
+        """A reload replaced this version: its open circuits stop probing (requests in flight finish)."""
+        for runner in self.remote:
+            runner.circuit.retire()
 
 
 def load_cascade(
@@ -61,12 +74,14 @@ def load_cascade(
     spec = manifest.spec()
     models = {role: load_model(tag) for role, tag in manifest.model_tags().items()}  # each verified once
     online = {feature.name for feature in spec.online_features}
+    runner, remote = _cascade_runner(manifest, models, remote_urls or {}, client)
     return LoadedCascade(
         manifest=manifest,
         spec=spec,
-        runner=_cascade_runner(manifest, models, remote_urls or {}, client),
+        runner=runner,
         guard=SkewGuard(models["router"].spec, models["router"].profile, guard_config),
         request_fields=tuple(n for n in spec.names if n not in online),
+        remote=remote,
     )
 
 
@@ -75,17 +90,20 @@ def _cascade_runner(
     models: Mapping[str, StoredModel],
     remote_urls: Mapping[str, str],
     client: httpx.AsyncClient | None,
-) -> CascadeRunner:
-    """The rows of concurrent requests gathered; all models local: in one thread, else model by model."""
+) -> tuple[CascadeRunner, tuple[RemoteBentoRunner, ...]]:
+    """The rows of concurrent requests gathered; all models local: in one thread, else model by model.
+
+    Also the remote runners among them.
+    """
     branches = {role: model for role, model in models.items() if role != "router"}
-    inner: CascadeRunner
     if not any(_url(model, remote_urls) for model in models.values()):
         onnx = {role: OnnxRunner(model) for role, model in branches.items()}
-        inner = LocalCascade(manifest.name, manifest.router, OnnxRunner(models["router"]), onnx)
-    else:
-        runners = {role: _runner(model, remote_urls, client) for role, model in branches.items()}
-        inner = SequentialCascade(manifest.router, _runner(models["router"], remote_urls, client), runners)
-    return GatheredCascade(manifest.name, inner)
+        local = LocalCascade(manifest.name, manifest.router, OnnxRunner(models["router"]), onnx)
+        return GatheredCascade(manifest.name, local), ()
+    router = _runner(models["router"], remote_urls, client)
+    runners = {role: _runner(model, remote_urls, client) for role, model in branches.items()}
+    remote = tuple(r for r in (router, *runners.values()) if isinstance(r, RemoteBentoRunner))
+    return GatheredCascade(manifest.name, SequentialCascade(manifest.router, router, runners)), remote
 
 
 def _url(model: StoredModel, remote_urls: Mapping[str, str]) -> str | None:
@@ -116,8 +134,11 @@ class CascadeRegistry:
             raise ModelNotFoundError(f"No cascade {name!r} is served here (served: {known}).", field="name")
         return cascade
 
-    def swap(self, cascade: LoadedCascade) -> None:
+    def swap(self, cascade: LoadedCascade) -> LoadedCascade | None:
+        """Serve ``cascade`` from now on; the version it replaced, if any."""
+        replaced = self._cascades.get(cascade.name)
         self._cascades = {**self._cascades, cascade.name: cascade}
+        return replaced
 
     def names(self) -> list[str]:
         return sorted(self._cascades)

@@ -10,7 +10,9 @@ Each remote runner has a ``CircuitBreaker``: a call that finds the service unrea
 loses the connection mid-request opens it, and while it is open requests fail at once with
 a 503 instead of being sent. A restarted ``bentoml serve`` accepts connections before it
 can answer, so without the breaker requests in that window would wait out their budget
-(504s). A service that is up but slower than the budget stays a 504 and opens nothing.
+(504s). A connection that is not made within ``PROBE_TIMEOUT_S`` (a host that is down
+drops the connection attempt instead of refusing it) opens it too. A service that is up
+but slower than the budget stays a 504 and opens nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from skewguard.errors import UpstreamTimeoutError, UpstreamUnavailableError
 PROBE_INTERVAL_S = 0.1
 """How often an open circuit asks the service's ``/readyz`` whether it is back."""
 PROBE_TIMEOUT_S = 0.5
-"""A ``/readyz`` slower than this counts as not ready (a service still starting)."""
+"""A ``/readyz`` slower than this counts as not ready (a service still starting), and a
+connection not made in this long, with budget to spare, as the service unreachable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +90,37 @@ class CircuitBreaker:
         self.is_open = False
         self._client = client
         self._probe: asyncio.Task[None] | None = None
+        self._retired = False
 
     def trip(self) -> None:
         """Open the circuit, and probe the service unless a probe already runs (event loop only)."""
         self.is_open = True
-        if self._probe is None and not self._client.is_closed:
+        if self._probe is None and not self._client.is_closed and not self._retired:
             self._probe = asyncio.create_task(self._close_when_ready(), name=f"probe {self.readyz_url}")
+
+    def retire(self) -> None:
+        """Stop probing for good: a reload replaced the cascade this circuit belongs to."""
+        self._retired = True
+        if self._probe is not None:
+            self._probe.cancel()
+
+    async def problem(self) -> str | None:
+        """Why the service cannot serve now, or None: the circuit is open, or ``/readyz`` is not a 200.
+
+        An unreachable service opens the circuit here, as a failed request would.
+        """
+        if self._client.is_closed:
+            return "the gateway is shutting down"
+        if self.is_open:
+            return f"open circuit: {self.readyz_url} has not answered 200 since the last failure"
+        try:
+            response = await self._client.get(self.readyz_url, timeout=self.timeout)
+        except httpx.TransportError as exc:
+            self.trip()
+            return f"{self.readyz_url} is unreachable ({type(exc).__name__}); the circuit is now open"
+        if response.status_code != 200:
+            return f"{self.readyz_url} answered {response.status_code}"
+        return None
 
     async def _close_when_ready(self) -> None:
         try:
@@ -147,19 +175,34 @@ class RemoteBentoRunner:
             except httpx.ConnectError:  # refused before reaching the service: safe to resend
                 return await self._send(body, deadline)
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:  # unreachable, or went away
-            self.circuit.trip()
-            raise UpstreamUnavailableError(
-                f"Model {self.tag} at {self.url} is unreachable or went away ({type(exc).__name__}: "
-                f"{exc}); until {self.circuit.readyz_url} answers 200 the gateway answers 503 without "
-                "calling it. Check that the service runs at that URL."
-            ) from exc
+            raise self._unreachable(exc) from exc
         except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout) and _connect_timeout(exc) >= PROBE_TIMEOUT_S:
+                raise self._unreachable(exc) from exc  # not the budget's fault: nobody answered the SYN
             raise UpstreamTimeoutError(f"Model {self.tag} at {self.url} did not answer in time.") from exc
         except httpx.HTTPError as exc:
             raise UpstreamUnavailableError(f"Model {self.tag} at {self.url} failed: {exc}.") from exc
+
+    def _unreachable(self, exc: httpx.HTTPError) -> UpstreamUnavailableError:
+        self.circuit.trip()
+        return UpstreamUnavailableError(
+            f"Model {self.tag} at {self.url} is unreachable or went away ({type(exc).__name__}: "
+            f"{exc}); until {self.circuit.readyz_url} answers 200 the gateway answers 503 without "
+            "calling it. Check that the service runs at that URL."
+        )
 
     async def _send(self, body: Mapping[str, Any], deadline: float) -> httpx.Response:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise UpstreamTimeoutError(f"Model {self.tag}: the request budget ran out before calling it.")
         return await self._client.post(self.url, json=body, timeout=remaining)
+
+
+def _connect_timeout(exc: httpx.ConnectTimeout) -> float:
+    """The seconds the failed attempt had to connect (its share of the request budget)."""
+    try:
+        timeouts = exc.request.extensions.get("timeout", {})
+    except RuntimeError:  # raised without its request: nothing says the budget had room
+        return 0.0
+    connect = timeouts.get("connect")
+    return float(connect) if connect is not None else 0.0

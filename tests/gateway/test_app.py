@@ -200,3 +200,48 @@ async def test_bearer_token_guards_predict_and_admin(tmp_path: Path, champion_ta
     assert "s3cret" not in denied.text
     assert allowed.status_code == 200
     assert allowed.json()["reloaded"] == [champion_tag]
+
+
+async def test_readyz_names_a_remote_model_that_is_down_and_a_reload_retires_its_probe(
+    tmp_path: Path, champion_tag: str, demo: Any
+) -> None:
+    import asyncio
+    import socket
+
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from bentos.manifest import load_manifest
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        down_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    router = load_manifest(champion_tag).router.tag
+    remote = json.dumps({router.partition(":")[0]: down_url})
+    gateway = make_gateway(tmp_path, StaticFeatureSource({}), SKEWGUARD_REMOTE_MODELS=remote)
+
+    def probes() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == f"probe {down_url}/readyz" and not t.done()]
+
+    async with LifespanManager(create_app(gateway)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            before_any_request = await client.get("/readyz")
+            answer = await client.post(PREDICT, json=request_row(demo))
+            [old_probe] = probes()
+            assert (await client.post("/v1/admin/reload")).status_code == 200
+            await asyncio.sleep(0)
+            retired = old_probe.cancelled() or old_probe.done()
+            after_reload = await client.get("/readyz")  # the new version finds it down too
+            still_probing = len(probes())
+
+    assert before_any_request.status_code == 503
+    [problem] = before_any_request.json()["problems"]
+    assert router in problem
+    assert down_url in problem
+    assert "unreachable" in problem
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "upstream_unavailable"
+    assert retired
+    assert after_reload.status_code == 503
+    assert still_probing == 1  # the new version's, not the replaced one's as well

@@ -1,14 +1,17 @@
-"""The remote runner's circuit breaker, against a BentoML service faked with ``httpx.MockTransport``.
+"""The remote runner's circuit breaker, against a BentoML service faked with ``httpx.MockTransport``
+(and, for a host that drops connection attempts, a real socket whose accept queue is full).
 
 A service that is unreachable or drops the connection opens the circuit: requests then fail
 at once with a 503 without reaching it, while one probe polls its ``/readyz``; the first 200
-closes the circuit. A service that is up but slow stays a 504 and opens nothing.
+closes the circuit. A service that is up but slow stays a 504 and opens nothing. The circuit
+also answers the gateway's ``/readyz``, and a reload retires it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +22,7 @@ import pytest
 
 from bentos.inputs import Batch, encode_rows
 from bentos.spec import FieldSpec, InputSpec
-from gateway.runners import PROBE_INTERVAL_S, Predictions, RemoteBentoRunner
+from gateway.runners import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Predictions, RemoteBentoRunner
 from skewguard.errors import UpstreamTimeoutError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.anyio
@@ -203,4 +206,79 @@ async def test_the_probe_ends_quietly_when_the_gateway_closes_its_client(remote:
     await asyncio.wait_for(probe, timeout=10 * PROBE_INTERVAL_S)
     assert probe.exception() is None
     await remote.fails()  # still open, and no new probe on a closed client
+    assert _probes() == []
+
+
+async def test_no_connection_with_budget_to_spare_opens_it_as_a_refused_one_does(remote: Remote) -> None:
+    remote.service.predict_error = lambda request: httpx.ConnectTimeout("timed out", request=request)
+    error = await remote.fails()  # the attempt had the whole 1 s budget to connect
+    assert error.status_code == 503
+    assert "ConnectTimeout" in error.message
+    assert remote.runner.circuit.is_open
+    assert remote.service.calls["/predict"] == 1  # not sent again: the budget is spent
+
+
+async def test_a_connect_timeout_cut_short_by_the_budget_is_a_504_and_opens_nothing(remote: Remote) -> None:
+    remote.service.predict_error = lambda request: httpx.ConnectTimeout("timed out", request=request)
+    with pytest.raises(UpstreamTimeoutError):
+        await remote.predict(budget=PROBE_TIMEOUT_S / 2)
+    assert not remote.runner.circuit.is_open
+    assert _probes() == []
+
+
+async def test_a_host_that_drops_connection_attempts_opens_it_after_the_probe_timeout() -> None:
+    # A listening socket whose accept queue is full: Linux drops further SYNs, as a host that is
+    # down (or a firewall) does, so the connection attempt hangs rather than being refused.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue, never accepted
+            async with httpx.AsyncClient() as client:
+                runner = RemoteBentoRunner(TAG, f"http://127.0.0.1:{port}", client, ["price"])
+                batch = encode_rows(SPEC, ROWS, allowed_extra=["ignored"])
+                budget = 2 * PROBE_TIMEOUT_S
+                started = time.monotonic()
+                with pytest.raises(UpstreamUnavailableError) as caught:
+                    await runner.predict(batch, ROWS, started + budget)
+                waited = time.monotonic() - started
+                assert runner.circuit.is_open
+                started = time.monotonic()
+                with pytest.raises(UpstreamUnavailableError):  # the next one fails at once
+                    await runner.predict(batch, ROWS, started + budget)
+                failed_fast = time.monotonic() - started
+    assert "ConnectTimeout" in caught.value.message
+    assert waited >= budget * 0.9  # it did wait for the connection, until the budget ran out
+    assert failed_fast < PROBE_TIMEOUT_S / 2
+
+
+async def test_readiness_tells_apart_ready_starting_unreachable_and_open(remote: Remote) -> None:
+    circuit = remote.runner.circuit
+    assert await circuit.problem() is None
+    remote.service.readyz_status = 503  # up, still loading: not ready, but not a failure either
+    assert await circuit.problem() == f"{URL}/readyz answered 503"
+    assert not circuit.is_open
+
+    remote.service.down = True
+    unreachable = await circuit.problem()
+    assert unreachable is not None
+    assert "unreachable" in unreachable
+    assert "ConnectError" in unreachable
+    assert circuit.is_open  # as a failed request would have opened it
+    assert remote.service.calls["/predict"] == 0
+    opened = await circuit.problem()
+    assert opened is not None
+    assert "open circuit" in opened
+
+    remote.service.down, remote.service.readyz_status = False, 200
+    await _wait_until(lambda: not circuit.is_open, timeout=10 * PROBE_INTERVAL_S)
+    assert await circuit.problem() is None
+
+
+async def test_a_retired_circuit_stops_probing_and_starts_no_new_probe(remote: Remote) -> None:
+    remote.service.down = True
+    await remote.fails()
+    [probe] = _probes()
+    remote.runner.circuit.retire()  # what a reload does to the version it replaced
+    await asyncio.wait([probe], timeout=10 * PROBE_INTERVAL_S)
+    assert probe.cancelled()
+    await remote.fails()  # a request still holding the old version fails fast as before
     assert _probes() == []

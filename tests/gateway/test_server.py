@@ -378,6 +378,7 @@ async def test_remote_router_matches_colocated_fails_fast_when_down_and_recovers
             async with httpx.AsyncClient(base_url=server.url, timeout=5.0) as client:
                 answer = await client.post(PREDICT, json={"rows": rows})
                 assert answer.status_code == 200, answer.text + server.tail()
+                assert (await client.get("/readyz")).json() == {"ready": True, "problems": []}
                 expected = await _colocated_answer(home, tmp_path, rows)
                 assert len({r["route"] for r in answer.json()["predictions"]}) == 2
                 _same_predictions(answer.json(), expected)
@@ -390,6 +391,9 @@ async def test_remote_router_matches_colocated_fails_fast_when_down_and_recovers
                     assert [(s, b.get("code")) for _, s, b in down] == [(503, "upstream_unavailable")] * 10
                     # Fail fast: each 503 is answered well before the request budget would have run out.
                     assert max(seconds for seconds, _, _ in down) < FAIL_FAST_S
+                    not_ready = await client.get("/readyz")
+                    assert not_ready.status_code == 503, not_ready.text
+                    assert [p for p in not_ready.json()["problems"] if router in p], not_ready.text
 
                     restarted = bento(bento_tag, port, tmp_path, "bento-again")
                     ready = await asyncio.to_thread(_wait_ready, restarted)
@@ -402,6 +406,8 @@ async def test_remote_router_matches_colocated_fails_fast_when_down_and_recovers
                         await asyncio.sleep(0.05)
                     recovered = time.monotonic() - serving_again
                     await asyncio.sleep(0.5)
+                ready_again = await client.get("/readyz")
+                assert ready_again.status_code == 200, ready_again.text
     finally:
         if restarted is not None:
             _stop(restarted)
