@@ -9,6 +9,11 @@ writer retries with exponential backoff, counting ``write_errors``; once the que
 on, and the loss shows in ``stats``. ``drain`` (on shutdown) writes what is queued and
 stops the writer; whatever it could not write in time is counted as dropped as well.
 
+With a retention (``retention_seconds``; ``SKEWGUARD_LOG_RETENTION_DAYS``), the writer also
+deletes the records older than it: after its first write and then every ``PRUNE_EVERY_S``,
+in the same thread, in transactions of ``PRUNE_BATCH`` rows, so serving never waits on it
+(and not while draining: a shutdown writes what is queued and nothing else).
+
 Records are removed from the queue only after their batch is committed, so a failed write
 loses nothing; a batch retried after an ambiguous commit is not written twice (see
 ``gateway.predlog_sql``, which owns the table and the database errors).
@@ -23,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import operator
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +39,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bentos.images import decode_image, pixel_stats
-from gateway.predlog_sql import COLUMNS, LogStore, open_store
+from gateway.predlog_sql import COLUMNS, PRUNE_BATCH, LogStore, open_store
 from skewguard.errors import ConfigError, PredictionLogError
 
 __all__ = ["PredictionLog", "PredictionLogError", "PredictionRecord", "image_summary", "read_records"]
 
 logger = logging.getLogger(__name__)
 _values = operator.attrgetter(*COLUMNS)
+PRUNE_EVERY_S = 600.0
+"""With a retention: how often the writer deletes the records older than it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +162,16 @@ class PredictionLog:
         batch_size: int = 500,
         flush_interval: float = 0.2,
         max_backoff: float = 5.0,
+        retention_seconds: float | None = None,
     ) -> None:
         for name, value in (("max_queue", max_queue), ("batch_size", batch_size)):
             if value < 1:
                 raise ConfigError(f"Prediction log {name} must be at least 1, got {value}.", field=name)
+        if retention_seconds is not None and not retention_seconds > 0:
+            raise ConfigError(
+                f"Prediction log retention must be positive (or none), got {retention_seconds} s.",
+                field="retention",
+            )
         for name, seconds in (("flush_interval", flush_interval), ("max_backoff", max_backoff)):
             if not seconds > 0:
                 raise ConfigError(f"Prediction log {name} must be positive, got {seconds}.", field=name)
@@ -166,9 +180,11 @@ class PredictionLog:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_backoff = max_backoff
+        self.retention_seconds = retention_seconds
         self.last_error: str | None = None
         self._queue: deque[PredictionRecord] = deque()
-        self._counts = {"written": 0, "dropped": 0, "write_errors": 0, "duplicates": 0}
+        self._counts = {"written": 0, "dropped": 0, "write_errors": 0, "duplicates": 0, "pruned": 0}
+        self._next_prune = 0.0  # monotonic: the first write prunes
         self._arrived = asyncio.Event()  # the queue stopped being empty, or we are closing
         self._full = asyncio.Event()  # a whole batch is queued, or we are closing
         self._closing = False
@@ -185,6 +201,7 @@ class PredictionLog:
         batch_size: int = 500,
         flush_interval: float = 0.2,
         max_backoff: float = 5.0,
+        retention_seconds: float | None = None,
     ) -> PredictionLog:
         """A log writing to ``sqlite:///path/to/log.db`` or ``postgresql://user@host:port/db``."""
         return cls(
@@ -193,12 +210,13 @@ class PredictionLog:
             batch_size=batch_size,
             flush_interval=flush_interval,
             max_backoff=max_backoff,
+            retention_seconds=retention_seconds,
         )
 
     @property
     def stats(self) -> dict[str, int]:
         """``queued`` (includes a batch being written), ``written``, ``dropped``, ``write_errors``,
-        ``duplicates`` (rows already in the table, skipped)."""
+        ``duplicates`` (rows already in the table, skipped), ``pruned`` (deleted by the retention)."""
         return {"queued": len(self._queue), **self._counts}
 
     async def start(self) -> None:
@@ -307,6 +325,23 @@ class PredictionLog:
                 self._counts["dropped"] += rejected
                 refused = PredictionLogError(f"{rejected} records refused by the database: {reason}")
                 self._failed(refused, first=True)
+            retention = self.retention_seconds
+            if retention is not None and not self._closing and time.monotonic() >= self._next_prune:
+                await self._prune(retention)
+
+    async def _prune(self, retention: float) -> None:
+        """Delete the records older than ``retention``; a failure waits for the next round."""
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        try:
+            deleted = await self._in_thread(self.store.prune, time.time() - retention, PRUNE_BATCH)
+        except PredictionLogError as exc:
+            self._failed(exc, first=True)
+            return
+        self._counts["pruned"] += deleted
+        if deleted:
+            logger.info(
+                "Prediction log: deleted %d records older than %.4g days.", deleted, retention / 86400
+            )
 
     async def _batch_ready(self) -> None:
         """Wait for a first record, then up to ``flush_interval`` for a whole batch."""

@@ -48,6 +48,8 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 5
+PRUNE_BATCH = 5_000
+"""Rows ``prune`` deletes per transaction: the writer's inserts wait for one batch at most."""
 
 
 class LogStore(Protocol):
@@ -66,6 +68,9 @@ class LogStore(Protocol):
 
     def read(self, since: float | None, until: float | None, limit: int | None) -> list[dict[str, Any]]:
         """Records with ``since <= ts < until``, oldest first, as dicts keyed by column."""
+
+    def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete the records with ``ts < before``, at most ``batch`` per transaction; how many."""
 
     def close(self) -> None:
         """Release the connection (the store reconnects if used again)."""
@@ -145,6 +150,8 @@ class _SQLStore:
     placeholder: ClassVar[str]
     json_type: ClassVar[str]
     bool_type: ClassVar[str]
+    row_id: ClassVar[str]
+    """The dialect's physical row address, for deleting in batches."""
 
     def __init__(self, table: str) -> None:
         self.table = table
@@ -243,6 +250,19 @@ class _SQLStore:
         rows = self._run("read records", lambda conn: conn.execute(sql, params).fetchall())
         return [self._decode(row) for row in rows]
 
+    def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        t, p, row_id = self.table, self.placeholder, self.row_id
+        sql = (
+            f'DELETE FROM "{t}" WHERE {row_id} IN '
+            f'(SELECT {row_id} FROM "{t}" WHERE ts < {p} LIMIT {int(batch)})'
+        )
+        deleted = 0
+        while True:
+            count = int(self._run("delete old records", lambda conn: conn.execute(sql, (before,)).rowcount))
+            deleted += count
+            if count < batch:
+                return deleted
+
     def _decode(self, row: Sequence[Any]) -> dict[str, Any]:
         return dict(zip(COLUMNS, row, strict=True))
 
@@ -260,6 +280,7 @@ class SQLiteStore(_SQLStore):
     placeholder = "?"
     json_type = "TEXT"
     bool_type = "INTEGER"
+    row_id = "rowid"
 
     def __init__(self, path: Path, table: str) -> None:
         super().__init__(table)
@@ -293,6 +314,7 @@ class PostgresStore(_SQLStore):
     placeholder = "%s"
     json_type = "JSONB"
     bool_type = "BOOLEAN"
+    row_id = "ctid"
 
     def __init__(self, url: str, table: str) -> None:
         import psycopg

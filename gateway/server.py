@@ -31,7 +31,11 @@ def build_gateway(
         settings=settings,
         registry=CascadeRegistry(),
         features=features or FeastFeatureSource(FeastConfig.from_settings(settings)),
-        log=PredictionLog.open(settings.prediction_log_url, max_queue=settings.log_queue),
+        log=PredictionLog.open(
+            settings.prediction_log_url,
+            max_queue=settings.log_queue,
+            retention_seconds=settings.log_retention_days * 86400 or None,
+        ),
         metrics=GatewayMetrics(multiprocess_dir=metrics_dir),
         options=PredictOptions(
             max_rows=settings.max_rows,

@@ -28,6 +28,9 @@ class GatewaySettings(Settings):
     remote_models: str = Field(default="{}", description='JSON {"model-name": "http://host:port"}.')
     log_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...")
     log_queue: int = Field(default=10_000, gt=0)
+    log_retention_days: float = Field(
+        default=0, ge=0, description="Delete logged rows older than this many days; 0 keeps them all."
+    )
     watch_seconds: float = Field(default=2.0, ge=0, description="Champion alias poll interval; 0 = off.")
     workers: int = Field(
         default=1,

@@ -365,9 +365,9 @@ def _new_run_folder(home: Path) -> Path:
 
 
 def _register_operator_commands() -> None:
-    from skewguard.cli_ops import demo_traffic, reports, retrain, serve
+    from skewguard.cli_ops import demo_traffic, log, reports, retrain, serve
 
-    for command in (serve, retrain, demo_traffic, reports):
+    for command in (serve, retrain, demo_traffic, reports, log):
         cli.add_command(command)
 
 

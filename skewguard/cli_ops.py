@@ -1,8 +1,12 @@
-"""Operator commands: serve, retrain, demo traffic, reports index (``skewguard.cli`` registers them)."""
+"""Operator commands: serve, retrain, demo traffic, reports index, the log's retention (``skewguard.cli``
+registers them)."""
 
 from __future__ import annotations
 
 import os
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +160,49 @@ def reports_serve(settings: Settings, folder: Path | None, host: str, port: int)
     root = folder or settings.home / "reports"
     click.echo(f"drift reports in {root} on http://{host}:{port}/")
     serve_reports(root, host=host, port=port)
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")
+_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60}
+
+
+def _age_seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    match = _AGE.match(value)
+    if match is None or float(match[1]) <= 0:
+        raise click.BadParameter(f"expected a positive age such as 30d, 12h or 90m, got {value!r}.")
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+@click.group("log")
+def log() -> None:
+    """The prediction log (SKEWGUARD_LOG_URL: the home's SQLite file by default, or PostgreSQL)."""
+
+
+@log.command("prune")
+@click.option(
+    "--older-than",
+    callback=_age_seconds,
+    default=None,
+    help="An age: 30d, 12h or 90m. Default: SKEWGUARD_LOG_RETENTION_DAYS.",
+)
+def log_prune(older_than: float | None) -> None:
+    """Delete the logged rows served longer ago than an age (a running gateway keeps writing)."""
+    from gateway.predlog_sql import open_store
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings.from_env()
+    if older_than is None:
+        if not settings.log_retention_days:
+            raise click.UsageError("Give --older-than (such as 30d), or set SKEWGUARD_LOG_RETENTION_DAYS.")
+        older_than = settings.log_retention_days * 86_400
+    before = time.time() - older_than
+    store = open_store(settings.prediction_log_url)
+    try:
+        deleted = store.prune(before)
+        left = store.count()
+    finally:
+        store.close()
+    moment = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
+    click.echo(f"deleted {deleted} records served before {moment} from {store.description}; {left} remain")

@@ -31,7 +31,7 @@ import pytest
 
 from bentos.images import encode_png
 from gateway.predlog import PredictionLog, PredictionRecord, image_summary, read_records
-from gateway.predlog_sql import SQLiteStore, open_store
+from gateway.predlog_sql import PRUNE_BATCH, SQLiteStore, open_store
 from skewguard.errors import ConfigError, PredictionLogError
 
 POSTGRES_URL = os.environ.get("SKEWGUARD_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
@@ -116,6 +116,10 @@ class FlakyStore:
     def read(self, since: float | None, until: float | None, limit: int | None) -> list[dict[str, Any]]:
         return self.inner.read(since, until, limit)
 
+    def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        self._check()
+        return self.inner.prune(before, batch)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -135,7 +139,14 @@ def test_sqlite_records_read_back_exactly_as_submitted(tmp_path: Path) -> None:
     records = make_records(1_234)
     stats = asyncio.run(write_all(sqlite_url(tmp_path), records, batch_size=500))
 
-    assert stats == {"queued": 0, "written": 1_234, "dropped": 0, "write_errors": 0, "duplicates": 0}
+    assert stats == {
+        "queued": 0,
+        "written": 1_234,
+        "dropped": 0,
+        "write_errors": 0,
+        "duplicates": 0,
+        "pruned": 0,
+    }
     assert read_records(sqlite_url(tmp_path)) == as_dicts(records)
 
 
@@ -198,6 +209,7 @@ def test_records_queued_by_a_log_never_started_are_counted_as_dropped(tmp_path: 
         "dropped": 5,
         "write_errors": 0,
         "duplicates": 0,
+        "pruned": 0,
     }
 
 
@@ -303,6 +315,108 @@ def test_buffered_records_are_written_once_the_database_returns(tmp_path: Path) 
     assert read_records(f"sqlite:///{tmp_path / 'flaky.db'}") == as_dicts(records)
 
 
+# --- retention ----------------------------------------------------------------------------
+
+DAY = 86_400.0
+
+
+def _aged(records: Sequence[PredictionRecord], days: float) -> list[PredictionRecord]:
+    """The same records, served ``days`` ago."""
+    now = time.time()
+    return [dataclasses.replace(record, ts=now - days * DAY + i * 1e-3) for i, record in enumerate(records)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_prune_deletes_exactly_the_older_records_batch_after_batch(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url, table = sqlite_url(tmp_path), "predictions"
+    else:
+        url, table = POSTGRES_URL, request.getfixturevalue("pg_table")
+    records = make_records(25, rows_per_request=1)
+    asyncio.run(write_all(url, records, table=table))
+    store = open_store(url, table=table)
+    try:
+        assert store.prune(records[0].ts, batch=4) == 0  # nothing is older than the oldest
+        assert store.prune(records[5].ts, batch=4) == 5  # a whole batch, then one row
+        assert store.prune(records[17].ts, batch=4) == 12  # three whole batches, then none
+        left = store.read(None, None, None)
+    finally:
+        store.close()
+    assert [(r["request_id"], r["ts"]) for r in left] == [(r.request_id, r.ts) for r in records[17:]]
+
+
+def test_a_retention_deletes_the_older_records_once_the_log_writes(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    old = _aged(make_records(30, prefix="old", rows_per_request=1), days=40)
+    asyncio.run(write_all(url, old))  # logged by a gateway that kept everything
+    recent = _aged(make_records(20, prefix="new", rows_per_request=1), days=29)
+
+    async def scenario() -> dict[str, int]:
+        log = PredictionLog.open(url, retention_seconds=30 * DAY)
+        await log.start()
+        log.submit(recent)
+        await wait_until(lambda: log.stats["pruned"] == len(old))  # right after the first write
+        await log.drain()
+        return log.stats
+
+    stats = asyncio.run(scenario())
+    assert (stats["written"], stats["pruned"], stats["write_errors"]) == (20, 30, 0)
+    assert [r["request_id"] for r in read_records(url)] == [r.request_id for r in recent]
+
+
+def test_the_retention_runs_again_only_every_prune_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interval = 0.5
+    monkeypatch.setattr("gateway.predlog.PRUNE_EVERY_S", interval)
+    first, second, third = (
+        _aged(make_records(10, prefix=p, rows_per_request=1), days=2) for p in ("a", "b", "c")
+    )
+
+    async def scenario() -> list[int]:
+        log = PredictionLog.open(sqlite_url(tmp_path), flush_interval=0.01, retention_seconds=DAY)
+        await log.start()
+        counts = []
+        for batch, pause in ((first, 0.0), (second, 0.0), (third, interval)):
+            await asyncio.sleep(pause)
+            log.submit(batch)
+            await wait_until(lambda: log.stats["queued"] == 0)
+            counts.append(await log.count())
+        await log.drain()
+        return counts
+
+    # The first write prunes (its own rows are already older than a day); the second comes
+    # within the interval and stays; the third, after it, prunes both.
+    assert asyncio.run(scenario()) == [0, 10, 0]
+
+
+def test_a_retention_that_is_not_positive_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="retention") as caught:
+        PredictionLog.open(sqlite_url(tmp_path), retention_seconds=0)
+    assert caught.value.field == "retention"
+
+
+def test_the_gateway_setting_gives_the_log_its_retention_and_a_negative_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    from gateway.features import StaticFeatureSource
+    from gateway.server import build_gateway
+    from gateway.settings import GatewaySettings
+
+    def retention(**env: str) -> float | None:
+        settings = GatewaySettings.from_env({"SKEWGUARD_HOME": str(tmp_path), **env})
+        return build_gateway(settings, features=StaticFeatureSource({})).log.retention_seconds
+
+    assert retention() is None  # by default the log keeps everything
+    assert retention(SKEWGUARD_LOG_RETENTION_DAYS="0") is None
+    assert retention(SKEWGUARD_LOG_RETENTION_DAYS="2.5") == 2.5 * DAY
+    with pytest.raises(ConfigError) as caught:
+        retention(SKEWGUARD_LOG_RETENTION_DAYS="-1")
+    assert caught.value.field == "SKEWGUARD_LOG_RETENTION_DAYS"
+
+
 # --- configuration and images --------------------------------------------------------------
 
 
@@ -354,7 +468,14 @@ def test_postgres_records_read_back_exactly_as_submitted(pg_table: str) -> None:
     records = make_records(1_234)
     stats = asyncio.run(write_all(POSTGRES_URL, records, table=pg_table, batch_size=500))
 
-    assert stats == {"queued": 0, "written": 1_234, "dropped": 0, "write_errors": 0, "duplicates": 0}
+    assert stats == {
+        "queued": 0,
+        "written": 1_234,
+        "dropped": 0,
+        "write_errors": 0,
+        "duplicates": 0,
+        "pruned": 0,
+    }
     assert read_records(POSTGRES_URL, table=pg_table) == as_dicts(records)
 
 
@@ -417,6 +538,7 @@ def test_postgres_down_then_up_writes_everything_buffered(pg_table: str) -> None
             "dropped": 0,
             "write_errors": log.stats["write_errors"],
             "duplicates": 0,
+            "pruned": 0,
         }
         server = await asyncio.start_server(_proxy_to_postgres, "127.0.0.1", port)  # it comes back
         await wait_until(lambda: log.stats["queued"] == 0)

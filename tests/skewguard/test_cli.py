@@ -102,3 +102,48 @@ def test_demo_data_writes_and_skips_when_present(tmp_path: Path) -> None:
     assert (tmp_path / "orders.parquet").exists()
     again = CliRunner().invoke(cli, [*args, "--if-missing"])
     assert "already" in again.output
+
+
+def test_log_prune_deletes_what_is_older_than_the_age_given(tmp_path: Path) -> None:
+    import asyncio
+    import dataclasses
+    import time
+
+    from gateway.predlog import PredictionLog, read_records
+    from tests.gateway.test_predlog import make_records
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    now = time.time()
+    ages = [40, 31, 29, 1]  # days
+    records = [
+        dataclasses.replace(r, ts=now - age * 86_400)
+        for r, age in zip(make_records(len(ages), rows_per_request=1), ages, strict=True)
+    ]
+
+    async def write() -> None:
+        log = PredictionLog.open(url)
+        await log.start()
+        log.submit(records)
+        await log.drain()
+
+    asyncio.run(write())
+    env = {"SKEWGUARD_HOME": str(tmp_path), "SKEWGUARD_LOG_URL": url, "SKEWGUARD_LOG_RETENTION_DAYS": None}
+    runner = CliRunner()
+    pruned = runner.invoke(cli, ["log", "prune", "--older-than", "30d"], env=env)
+    assert pruned.exit_code == 0, pruned.output
+    assert "deleted 2 records" in pruned.output
+    assert "2 remain" in pruned.output
+    assert [r["request_id"] for r in read_records(url)] == [r.request_id for r in records[2:]]
+
+    by_setting = runner.invoke(cli, ["log", "prune"], env={**env, "SKEWGUARD_LOG_RETENTION_DAYS": "2"})
+    assert by_setting.exit_code == 0, by_setting.output
+    assert "deleted 1 records" in by_setting.output
+
+    no_unit = runner.invoke(cli, ["log", "prune", "--older-than", "30"], env=env)
+    assert no_unit.exit_code == 2
+    assert "--older-than" in no_unit.output
+    assert "30d" in no_unit.output
+    no_age = runner.invoke(cli, ["log", "prune"], env=env)
+    assert no_age.exit_code == 2
+    assert "SKEWGUARD_LOG_RETENTION_DAYS" in no_age.output
+    assert len(read_records(url)) == 1
