@@ -61,6 +61,11 @@ def make_records(n: int, *, prefix: str = "req", rows_per_request: int = 2) -> l
     ]
 
 
+def all_written(n: int) -> dict[str, int]:
+    """The stats of a log that wrote ``n`` records and nothing else happened."""
+    return {"queued": 0, "written": n, "dropped": 0, "write_errors": 0, "duplicates": 0, "pruned": 0}
+
+
 def as_dicts(records: Sequence[PredictionRecord]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(record) for record in records]
 
@@ -139,14 +144,7 @@ def test_sqlite_records_read_back_exactly_as_submitted(tmp_path: Path) -> None:
     records = make_records(1_234)
     stats = asyncio.run(write_all(sqlite_url(tmp_path), records, batch_size=500))
 
-    assert stats == {
-        "queued": 0,
-        "written": 1_234,
-        "dropped": 0,
-        "write_errors": 0,
-        "duplicates": 0,
-        "pruned": 0,
-    }
+    assert stats == all_written(1_234)
     assert read_records(sqlite_url(tmp_path)) == as_dicts(records)
 
 
@@ -468,14 +466,7 @@ def test_postgres_records_read_back_exactly_as_submitted(pg_table: str) -> None:
     records = make_records(1_234)
     stats = asyncio.run(write_all(POSTGRES_URL, records, table=pg_table, batch_size=500))
 
-    assert stats == {
-        "queued": 0,
-        "written": 1_234,
-        "dropped": 0,
-        "write_errors": 0,
-        "duplicates": 0,
-        "pruned": 0,
-    }
+    assert stats == all_written(1_234)
     assert read_records(POSTGRES_URL, table=pg_table) == as_dicts(records)
 
 
