@@ -115,6 +115,15 @@ def load_model(tag: str) -> StoredModel:
     )
 
 
+def has_model(tag: str) -> bool:
+    """Whether the store holds a model tagged ``tag`` (its files unchecked: ``load_model`` checks)."""
+    try:
+        model_store().get(tag)
+    except (NotFound, ValueError):
+        return False
+    return True
+
+
 def list_models(name: str | None = None) -> list[str]:
     """Tags of stored skewguard models, newest first."""
     models = [m for m in model_store().list(name) if m.info.module == MODULE]

@@ -25,6 +25,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from bentos.images import decode_image
 from bentos.manifest import champion_tag, compose_manifest, promote, save_manifest
 from bentos.package import package_model, packaging_fingerprint
+from bentos.store import has_model
 from pipeline import cascade
 from pipeline.demo_data import FILES, generate_demo_data, load_demo_data, write_demo_data
 from pipeline.features import (
@@ -281,6 +282,8 @@ def train_cascade(
     for role, (key, model) in roles.items():
         args = (f"{name}-{role}", key, packaging, model, path, role, router, chosen.value, store, image)
         tags[role] = _run(states, package, *args, key=role)
+        if not has_model(tags[role]):  # a cached result whose model was deleted from the store since
+            tags[role] = _run(states, package.with_options(refresh_cache=True), *args, key=role)
     branches = {branch: tags[branch] for branch in (cascade.POSITIVE_BRANCH, cascade.NEGATIVE_BRANCH)}
     figures["threshold"] = {"value": chosen.value, "rule": chosen.rule, "reason": chosen.reason}
     figures["training_set"] = Path(path).name  # the monitor's reference: <home>/training/<this>

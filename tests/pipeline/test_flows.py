@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bentos.manifest import champion, load_manifest
-from bentos.store import load_model
+from bentos.store import has_model, load_model, model_store
 from pipeline.flows import train_cascade
 
 EXPENSIVE = {
@@ -42,11 +42,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, 
         changed = _timed_run(router_head="hgb", head="lr")
         patch.setattr("pipeline.flows.packaging_fingerprint", lambda: "a changed converter")
         repackaged = _timed_run(router_head="hgb", head="lr")
+        patch.setattr("pipeline.flows.packaging_fingerprint", lambda: "yet another converter")
+        wiped = _timed_run(router_head="hgb", head="lr")  # models of its own, for the next step to lose
+        model_store().delete(wiped[0]["models"]["router"])  # the store wiped, Prefect's cache kept
+        restored = _timed_run(router_head="hgb", head="lr")
     return {
         "first": first,
         "second": second,
         "changed": changed,
         "repackaged": repackaged,
+        "wiped": wiped,
+        "restored": restored,
         "home": ({"path": str(home)}, 0.0),
     }
 
@@ -106,3 +112,16 @@ def test_changed_specialist_head_reruns_only_what_depends_on_it(runs: dict[str, 
     assert {task for task in rerun if states[task] == "Completed"} == rerun
     assert changed["models"]["router"] == runs["first"][0]["models"]["router"]
     assert changed["models"]["retail"] != runs["first"][0]["models"]["retail"]
+
+
+@pytest.mark.slow
+def test_a_cached_package_whose_model_left_the_store_packages_again(runs: dict[str, Any]) -> None:
+    (wiped, _), (restored, _) = runs["wiped"], runs["restored"]
+    states = restored["task_states"]
+    assert states["package[router]"] == "Completed"
+    assert (states["package[reseller]"], states["package[retail]"]) == ("Cached", "Cached")
+    assert not has_model(wiped["models"]["router"])
+    assert restored["models"]["router"] != wiped["models"]["router"]
+    manifest = load_manifest(restored["manifest"])
+    for tag in manifest.model_tags().values():  # every model the new manifest names is there
+        assert load_model(tag).parity["passed"] is True
