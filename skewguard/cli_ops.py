@@ -205,4 +205,5 @@ def log_prune(older_than: float | None) -> None:
     finally:
         store.close()
     moment = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
-    click.echo(f"deleted {deleted} records served before {moment} from {store.description}; {left} remain")
+    noun = "record" if deleted == 1 else "records"
+    click.echo(f"deleted {deleted} {noun} served before {moment} from {store.description}; {left} remain")

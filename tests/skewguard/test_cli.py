@@ -137,7 +137,7 @@ def test_log_prune_deletes_what_is_older_than_the_age_given(tmp_path: Path) -> N
 
     by_setting = runner.invoke(cli, ["log", "prune"], env={**env, "SKEWGUARD_LOG_RETENTION_DAYS": "2"})
     assert by_setting.exit_code == 0, by_setting.output
-    assert "deleted 1 records" in by_setting.output
+    assert "deleted 1 record served" in by_setting.output
 
     no_unit = runner.invoke(cli, ["log", "prune", "--older-than", "30"], env=env)
     assert no_unit.exit_code == 2
