@@ -107,7 +107,8 @@ class CircuitBreaker:
     async def problem(self) -> str | None:
         """Why the service cannot serve now, or None: the circuit is open, or ``/readyz`` is not a 200.
 
-        An unreachable service opens the circuit here, as a failed request would.
+        An unreachable service opens the circuit here, as a failed request would; one that is
+        connected but slow to answer does not (a slow service stays a 504, never a 503).
         """
         if self._client.is_closed:
             return "the gateway is shutting down"
@@ -115,6 +116,8 @@ class CircuitBreaker:
             return f"open circuit: {self.readyz_url} has not answered 200 since the last failure"
         try:
             response = await self._client.get(self.readyz_url, timeout=self.timeout)
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            return f"{self.readyz_url} did not answer within {self.timeout:g} s"
         except httpx.TransportError as exc:
             self.trip()
             return f"{self.readyz_url} is unreachable ({type(exc).__name__}); the circuit is now open"

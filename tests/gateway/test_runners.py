@@ -45,6 +45,7 @@ class FakeService:
         """Refuse this many connections, then answer."""
         self.predict_error: Callable[[httpx.Request], Exception] | None = None
         self.readyz_status = 200
+        self.readyz_error: Callable[[httpx.Request], Exception] | None = None
         self.calls: Counter[str] = Counter()
         """Requests that reached the service, per path."""
         self.refused = 0
@@ -57,6 +58,8 @@ class FakeService:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         self.calls[request.url.path] += 1
         if request.url.path == "/readyz":
+            if self.readyz_error is not None:
+                raise self.readyz_error(request)
             return httpx.Response(self.readyz_status, json={"ready": self.readyz_status == 200})
         if self.predict_error is not None:
             raise self.predict_error(request)
@@ -281,4 +284,11 @@ async def test_a_retired_circuit_stops_probing_and_starts_no_new_probe(remote: R
     await asyncio.wait([probe], timeout=10 * PROBE_INTERVAL_S)
     assert probe.cancelled()
     await remote.fails()  # a request still holding the old version fails fast as before
+    assert _probes() == []
+
+
+async def test_readiness_of_a_connected_but_slow_service_opens_nothing(remote: Remote) -> None:
+    remote.service.readyz_error = lambda request: httpx.ReadTimeout("timed out", request=request)
+    assert await remote.runner.circuit.problem() == f"{URL}/readyz did not answer within 0.5 s"
+    assert not remote.runner.circuit.is_open
     assert _probes() == []
