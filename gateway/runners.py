@@ -115,12 +115,17 @@ class CircuitBreaker:
         if self.is_open:
             return f"open circuit: {self.readyz_url} has not answered 200 since the last failure"
         try:
-            response = await self._client.get(self.readyz_url, timeout=self.timeout)
-        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-            return f"{self.readyz_url} did not answer within {self.timeout:g} s"
+            return await self._ask()
         except httpx.TransportError as exc:
             self.trip()
             return f"{self.readyz_url} is unreachable ({type(exc).__name__}); the circuit is now open"
+
+    async def _ask(self) -> str | None:
+        """None if ``/readyz`` answers 200 in time, else why not; raises if it is unreachable."""
+        try:
+            response = await self._client.get(self.readyz_url, timeout=self.timeout)
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            return f"{self.readyz_url} did not answer within {self.timeout:g} s"
         if response.status_code != 200:
             return f"{self.readyz_url} answered {response.status_code}"
         return None
@@ -137,10 +142,9 @@ class CircuitBreaker:
 
     async def _is_ready(self) -> bool:
         try:
-            response = await self._client.get(self.readyz_url, timeout=self.timeout)
+            return await self._ask() is None
         except httpx.TransportError:  # still down, starting, or the client closed meanwhile
             return False
-        return response.status_code == 200
 
 
 class RemoteBentoRunner:
