@@ -34,7 +34,7 @@ def build_gateway(
         log=PredictionLog.open(
             settings.prediction_log_url,
             max_queue=settings.log_queue,
-            retention_seconds=settings.log_retention_days * 86400 or None,
+            retention_seconds=settings.log_retention_seconds,
         ),
         metrics=GatewayMetrics(multiprocess_dir=metrics_dir),
         options=PredictOptions(

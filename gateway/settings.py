@@ -48,6 +48,11 @@ class GatewaySettings(Settings):
         return value
 
     @property
+    def log_retention_seconds(self) -> float | None:
+        """``log_retention_days`` in seconds; None when the log keeps everything."""
+        return self.log_retention_days * 86_400 or None
+
+    @property
     def cascade_names(self) -> list[str]:
         return [name.strip() for name in self.cascades.split(",") if name.strip()]
 

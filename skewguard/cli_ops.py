@@ -193,11 +193,10 @@ def log_prune(older_than: float | None) -> None:
     from gateway.settings import GatewaySettings
 
     settings = GatewaySettings.from_env()
-    if older_than is None:
-        if not settings.log_retention_days:
-            raise click.UsageError("Give --older-than (such as 30d), or set SKEWGUARD_LOG_RETENTION_DAYS.")
-        older_than = settings.log_retention_days * 86_400
-    before = time.time() - older_than
+    age = older_than or settings.log_retention_seconds
+    if age is None:
+        raise click.UsageError("Give --older-than (such as 30d), or set SKEWGUARD_LOG_RETENTION_DAYS.")
+    before = time.time() - age
     store = open_store(settings.prediction_log_url)
     try:
         deleted = store.prune(before)
