@@ -226,6 +226,16 @@ class OnlineFeatureReader:
             self._view_read_at = now
         return self._store, self._view
 
+    def import_store_modules(self) -> None:
+        """Import what opening the store imports, and keep nothing open.
+
+        Feast's ``FeatureStore`` imports ~700 modules when it is constructed (its registry,
+        providers, FastAPI...: ~57 MB of RSS here), and its online store connects only on the
+        first read. A pre-fork master calls this so that its workers share those pages instead
+        of each importing them again (``gateway.workers``).
+        """
+        open_store(self.config).provider.online_store  # noqa: B018 - the property imports the store's class
+
     def close(self) -> None:
         """Let go of the store (its connections close with it); the next read opens it again."""
         self._store = None

@@ -110,6 +110,10 @@ class FeastFeatureSource:
             self._drainer = loop.create_task(self._drain())
         return await lookup.future
 
+    def preload(self) -> None:
+        """Import the SDK's modules for the store, opening nothing (a pre-fork master calls it)."""
+        self._reader.import_store_modules()
+
     async def ping(self) -> None:
         """Read an id no customer has: opens the store, checks the registry and the connection."""
         await self.get([_PROBE_ID])

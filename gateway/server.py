@@ -8,7 +8,7 @@ from pathlib import Path
 import uvicorn
 
 from bentos.feature_store import FeastConfig
-from gateway.app import Gateway, create_app
+from gateway.app import Gateway, PredictFastPath, create_app
 from gateway.cascades import CascadeRegistry
 from gateway.features import FeastFeatureSource, FeatureSource
 from gateway.guard import GuardConfig
@@ -80,6 +80,10 @@ def _serve_workers(settings: GatewaySettings) -> None:
             field="SKEWGUARD_WATCH_SECONDS",
         )
     metrics_dir = enable_multiprocess_metrics()
-    GatewayProcesses(
-        settings, lambda: create_app(build_gateway(settings, metrics_dir=metrics_dir)), metrics_dir
-    ).run()
+
+    def load() -> PredictFastPath:  # in the master, before the fork: what it imports, the workers share
+        features = FeastFeatureSource(FeastConfig.from_settings(settings))
+        features.preload()
+        return create_app(build_gateway(settings, features=features, metrics_dir=metrics_dir))
+
+    GatewayProcesses(settings, load, metrics_dir).run()

@@ -6,7 +6,10 @@ project's 2-vCPU machine, one process used one core and left ~0.8 of the other i
 share those pages, and each runs the usual lifespan — its own ONNX sessions, Feast reader,
 prediction-log writer and watcher — on a listening socket of its own bound with SO_REUSEPORT,
 so the kernel spreads connections over the workers (on one shared socket the first worker
-awake accepted a burst of 16 keep-alive clients alone). gunicorn restarts a worker that
+awake accepted a burst of 16 keep-alive clients alone). Before forking, the master also
+imports what opening the Feast store imports (~57 MB) and freezes its heap out of the garbage
+collector's view, so the workers keep sharing those pages: two workers and the master measured
+~300 MB of PSS in all, against ~384 MB before. gunicorn restarts a worker that
 dies, and on SIGTERM stops each gracefully (the prediction log drains).
 
 What the workers share: the metrics, through prometheus_client's multiprocess files in a
@@ -18,6 +21,7 @@ a busy timeout, or PostgreSQL) and the model store.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -95,4 +99,12 @@ class GatewayProcesses(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return self._load_app()
+        """The app, built in the master; then its objects frozen out of the garbage collector's view.
+
+        A worker's first full collection would otherwise write to the header of every object
+        it inherited, copying each page that holds one (copy-on-write) into the worker.
+        """
+        app = self._load_app()
+        gc.collect()
+        gc.freeze()
+        return app

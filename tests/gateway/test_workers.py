@@ -77,6 +77,7 @@ async def test_two_workers_share_the_port_the_metrics_a_promotion_and_a_graceful
                 tail = [_row(a)["versions"]["cascade"] for a in load.ok()[-4 * CLIENTS :]]
                 metrics_seen = len(load.ok())
                 metrics = (await admin.get("/metrics")).text
+                private = [w.memory_full_info().uss / w.memory_info().rss for w in workers]
                 await asyncio.sleep(0.5)
                 server.popen.send_signal(signal.SIGTERM)
                 code = await asyncio.to_thread(server.popen.wait, 30)
@@ -90,6 +91,7 @@ async def test_two_workers_share_the_port_the_metrics_a_promotion_and_a_graceful
         for route in ("reseller", "retail")
     )
     print(f"\n{len(ok)} answered by {WORKERS} workers; the promotion was served after {switch:.2f} s")
+    print("share of each worker's RSS that is its own (USS/RSS):", [f"{p:.2f}" for p in private])
     assert len(workers) == WORKERS
     assert serving == [True] * WORKERS, "each worker should hold some of the 16 clients' connections"
     assert tail == [new_tag] * len(tail), "every worker serves the promoted cascade"
@@ -99,6 +101,9 @@ async def test_two_workers_share_the_port_the_metrics_a_promotion_and_a_graceful
         a.body for a in load.answers if a.status not in (200, None)
     ]
     assert len(ok) > 100
+    # The workers share the master's pages: the Feast store's modules imported and the heap frozen
+    # before the fork (measured: 0.20–0.24 of each worker's RSS is its own; 0.48–0.51 without either).
+    assert max(private) < 0.35, private
     assert len(records) == len(ok)  # every answered prediction logged, by whichever worker answered it
     assert len({r["request_id"] for r in records}) == len(records)
 
