@@ -254,7 +254,8 @@ def run(options: argparse.Namespace) -> list[str]:
         f"tabular+text requests ((1) tabular+text only): the same orders without the image field, body "
         f"{setup.text_body_bytes / 1e3:.2f} kB, on the cascade {TEXT_CASCADE} (trained with --no-image)",
         "RSS: peak during the cell of the front server's process tree (RSS MB) and of all the variant's "
-        "servers (RSS all), from /proc",
+        "servers (RSS all), and the front tree's PSS (PSS MB: each page shared by forked processes "
+        "counted once, divided among them), from /proc",
         "",
         *format_table(cells, failures),
         *(LEGEND[key] for key in options.variants),

@@ -38,7 +38,7 @@ PACKAGES = ("starlette", "uvicorn", "onnxruntime", "bentoml", "feast", "scikit-l
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One variant at one concurrency: 2xx responses per second, latency, errors, peak RSS."""
+    """One variant at one concurrency: 2xx responses per second, latency, errors, peak RSS and PSS."""
 
     variant: str
     concurrency: int
@@ -49,6 +49,7 @@ class Cell:
     errors_5xx: int
     rss_front_mb: float
     rss_all_mb: float
+    pss_front_mb: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +79,14 @@ def describe_machine() -> str:
 def format_table(cells: Sequence[Cell], failures: Mapping[str, str]) -> list[str]:
     head = (
         f"{'variant':<40}{'c':>4}{'2xx req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'5xx':>7}"
-        f"{'RSS MB':>8}{'RSS all':>9}"
+        f"{'RSS MB':>8}{'RSS all':>9}{'PSS MB':>8}"
     )
     lines = [head, "-" * len(head)]
     for c in cells:
         lines.append(
             f"{LABELS[c.variant]:<40}{c.concurrency:>4}{c.ok_rps:>11,.0f}{c.p50_ms:>9.2f}{c.p99_ms:>9.2f}"
             f"{c.errors:>8,}{c.errors_5xx:>7,}{c.rss_front_mb:>8,.0f}{c.rss_all_mb:>9,.0f}"
+            f"{c.pss_front_mb:>8,.0f}"
         )
     lines += [f"{LABELS[key]:<40}  failed: {why.splitlines()[0]}" for key, why in failures.items()]
     return lines
@@ -128,7 +130,8 @@ def targets(cells: Sequence[Cell], image: ImageCost, ready_s: Mapping[str, float
         met = workers.ok_rps >= TARGET_RPS and workers.p99_ms <= TARGET_P99_MS
         lines.append(
             f"  (1) at c=16, the same with 2 workers: {_verdict(met)} ({workers.ok_rps:,.0f} req/s, "
-            f"p99 {workers.p99_ms:.2f} ms; RSS {workers.rss_front_mb:.0f} MB summed over 3 processes)"
+            f"p99 {workers.p99_ms:.2f} ms; RSS {workers.rss_front_mb:.0f} MB summed over 3 processes, "
+            f"PSS {workers.pss_front_mb:.0f} MB)"
         )
     if (one := by.get(("1", 16))) is not None:
         met = one.ok_rps >= TARGET_RPS and one.p99_ms <= TARGET_P99_MS
@@ -160,6 +163,12 @@ def targets(cells: Sequence[Cell], image: ImageCost, ready_s: Mapping[str, float
             f"{_verdict(max(peaks.values()) <= TARGET_RSS_MB)} (peak under load, (1): "
             + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items())
             + ")"
+        )
+    if shared := [c.pss_front_mb for c in cells if c.variant == "1w"]:
+        met = max(shared) <= TARGET_RSS_MB
+        lines.append(
+            f"  the same, 2 workers, counting shared pages once (PSS): {_verdict(met)} "
+            f"(peak under load {max(shared):.0f} MB: the master and both workers)"
         )
     if ready_s:
         lines.append(

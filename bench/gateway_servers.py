@@ -1,9 +1,10 @@
-"""Server subprocesses of the gateway benchmark: start, wait until ready, measure RSS, stop.
+"""Server subprocesses of the gateway benchmark: start, wait until ready, measure memory, stop.
 
 Each server runs in its own session, so stopping it signals its whole process tree (a
 ``bentoml serve`` arbiter and its workers) and nothing else. RSS comes from /proc: the sum
 over a process and all its descendants, sampled while the load runs (pages shared between
-forked workers count in each, as ``ps`` would show them).
+forked workers count in each, as ``ps`` would show them), and PSS, which counts each
+shared page once, divided among the processes that map it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Server:
     ready_s: float | None = None
     """Seconds from ``started`` to the first 200 of its readiness URL (``wait_ready``)."""
     peak_rss: int = 0
+    peak_pss: int = 0
 
 
 def free_port() -> int:
@@ -86,36 +88,62 @@ def stop(servers: Sequence[Server]) -> None:
             server.process.wait()
 
 
-def tree_rss(pid: int) -> int:
-    """Bytes of RSS of ``pid`` and all its descendants."""
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             ppid = int(stat.read_text().rpartition(")")[2].split()[1])
             children.setdefault(ppid, []).append(int(stat.parent.name))
-    total, pending, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
+        found.append(current)
         pending.extend(children.get(current, []))
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Bytes of RSS of ``pid`` and all its descendants (from statm: cheap to sample often)."""
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for current in tree_pids(pid):
         with contextlib.suppress(OSError, ValueError, IndexError):
             total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * page
     return total
 
 
+def tree_memory(pid: int) -> tuple[int, int]:
+    """Bytes of RSS and of PSS of ``pid`` and all its descendants.
+
+    RSS counts a page each process maps, so pages a pre-fork master shares with its workers
+    count once per process; PSS divides each page among the processes that map it.
+    """
+    rss = pss = 0
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    kib = int(value.split()[0]) * 1024
+                    rss, pss = (rss + kib, pss) if name == "Rss" else (rss, pss + kib)
+    return rss, pss
+
+
 @contextlib.contextmanager
 def sampling_rss(servers: Sequence[Server], every: float = 0.5) -> Iterator[None]:
-    """Record each server tree's peak RSS (``peak_rss``) while the block runs."""
+    """Record each server tree's peak RSS and PSS (``peak_rss``, ``peak_pss``) while the block runs."""
     halt = threading.Event()
 
     def sample() -> None:
         while True:
             for server in servers:
-                server.peak_rss = max(server.peak_rss, tree_rss(server.process.pid))
+                rss, pss = tree_memory(server.process.pid)
+                server.peak_rss, server.peak_pss = max(server.peak_rss, rss), max(server.peak_pss, pss)
             if halt.wait(every):
                 return
 
     for server in servers:
-        server.peak_rss = 0
+        server.peak_rss = server.peak_pss = 0
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:

@@ -139,6 +139,7 @@ def to_cell(key: str, concurrency: int, result: dict[str, Any], servers: Sequenc
         errors_5xx=sum(n for status, n in statuses.items() if status >= 500),
         rss_front_mb=sum(s.peak_rss for s in servers if s.front) / 2**20,
         rss_all_mb=sum(s.peak_rss for s in servers) / 2**20,
+        pss_front_mb=sum(s.peak_pss for s in servers if s.front) / 2**20,
     )
 
 
