@@ -50,6 +50,10 @@ class FeatureSource(Protocol):
         """Finish the reads in flight and let go of the store."""
         ...
 
+    def preload(self) -> None:
+        """Import what reading will need, opening nothing (a pre-fork master calls it)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Lookup:
@@ -322,3 +326,6 @@ class StaticFeatureSource:
 
     async def close(self) -> None:
         self.closed = True
+
+    def preload(self) -> None:
+        """Nothing to import."""

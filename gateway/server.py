@@ -82,8 +82,8 @@ def _serve_workers(settings: GatewaySettings) -> None:
     metrics_dir = enable_multiprocess_metrics()
 
     def load() -> PredictFastPath:  # in the master, before the fork: what it imports, the workers share
-        features = FeastFeatureSource(FeastConfig.from_settings(settings))
-        features.preload()
-        return create_app(build_gateway(settings, features=features, metrics_dir=metrics_dir))
+        gateway = build_gateway(settings, metrics_dir=metrics_dir)
+        gateway.preload()
+        return create_app(gateway)
 
     GatewayProcesses(settings, load, metrics_dir).run()
