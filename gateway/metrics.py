@@ -16,11 +16,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_DROPPED = "skewguard_prediction_log_dropped"  # exposed as ..._dropped_total
-_DROPPED_HELP = (
-    "Prediction-log records dropped: queue full, refused by the database, or unwritten at shutdown."
-)
-_QUEUED = "skewguard_prediction_log_queued"
+_LOG = "skewguard_prediction_log_"
+_LOG_COUNTERS = {  # each exposed as skewguard_prediction_log_<key>_total
+    "written": "Prediction-log records written to the database.",
+    "dropped": "Prediction-log records dropped: queue full, refused by the database, or unwritten at "
+    "shutdown.",
+    "write_errors": "Failed attempts to write a batch of the prediction log (retried with backoff).",
+    "pruned": "Prediction-log records deleted by the retention (SKEWGUARD_LOG_RETENTION_DAYS).",
+}
+_QUEUED = _LOG + "queued"
 _QUEUED_HELP = "Prediction-log records waiting to be written."
 
 
@@ -52,13 +56,15 @@ class GatewayMetrics:
             ["cascade", "kind"],
             registry=self.registry,
         )
-        self._log_stats: Callable[[], dict[str, int]] = lambda: {"dropped": 0, "queued": 0}
+        self._log_stats: Callable[[], dict[str, int]] = lambda: dict.fromkeys([*_LOG_COUNTERS, "queued"], 0)
         if multiprocess_dir is None:
             self.registry.register(self)
         else:
-            self._dropped = Counter(_DROPPED, _DROPPED_HELP, registry=self.registry)
+            self._log_counters = {
+                key: Counter(_LOG + key, doc, registry=self.registry) for key, doc in _LOG_COUNTERS.items()
+            }
             self._queued = Gauge(_QUEUED, _QUEUED_HELP, multiprocess_mode="livesum", registry=self.registry)
-            self._dropped_published = 0
+            self._published = dict.fromkeys(_LOG_COUNTERS, 0)
 
     def watch_log(self, stats: Callable[[], dict[str, int]]) -> None:
         """Where the prediction log's counters are read (at scrape time, or when published)."""
@@ -67,7 +73,8 @@ class GatewayMetrics:
     def collect(self) -> Iterator[Metric]:
         """The prediction log's figures, read when scraped (the registry calls this)."""
         stats = self._log_stats()
-        yield CounterMetricFamily(_DROPPED, _DROPPED_HELP, value=stats["dropped"])
+        for key, doc in _LOG_COUNTERS.items():
+            yield CounterMetricFamily(_LOG + key, doc, value=stats[key])
         yield GaugeMetricFamily(_QUEUED, _QUEUED_HELP, value=stats["queued"])
 
     def publish_log_stats(self) -> None:
@@ -75,9 +82,10 @@ class GatewayMetrics:
         if self.multiprocess_dir is None:
             return
         stats = self._log_stats()
-        if stats["dropped"] > self._dropped_published:
-            self._dropped.inc(stats["dropped"] - self._dropped_published)
-            self._dropped_published = stats["dropped"]
+        for key, counter in self._log_counters.items():
+            if stats[key] > self._published[key]:
+                counter.inc(stats[key] - self._published[key])
+                self._published[key] = stats[key]
         self._queued.set(stats["queued"])
 
     def render(self) -> bytes:

@@ -58,10 +58,12 @@ async def test_skew_flags_for_unseen_category_and_range(gateway_client: Any, dem
     assert "skewguard_request_seconds_bucket" in metrics
 
 
-async def test_the_prediction_log_shows_as_a_dropped_counter_and_a_queued_gauge(gateway_client: Any) -> None:
+async def test_the_prediction_log_shows_as_counters_and_a_queued_gauge(gateway_client: Any) -> None:
     metrics = (await gateway_client.get("/metrics")).text.splitlines()
     assert "# TYPE skewguard_prediction_log_dropped_total counter" in metrics
     assert "skewguard_prediction_log_dropped_total 0.0" in metrics
+    for counter in ("written", "write_errors", "pruned"):
+        assert f"# TYPE skewguard_prediction_log_{counter}_total counter" in metrics
     assert "# TYPE skewguard_prediction_log_queued gauge" in metrics
 
 

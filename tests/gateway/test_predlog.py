@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from bentos.images import encode_png
+from gateway.metrics import GatewayMetrics
 from gateway.predlog import PredictionLog, PredictionRecord, image_summary, read_records
 from gateway.predlog_sql import PRUNE_BATCH, SQLiteStore, open_store
 from skewguard.errors import ConfigError, PredictionLogError
@@ -351,17 +352,24 @@ def test_a_retention_deletes_the_older_records_once_the_log_writes(tmp_path: Pat
     asyncio.run(write_all(url, old))  # logged by a gateway that kept everything
     recent = _aged(make_records(20, prefix="new", rows_per_request=1), days=29)
 
-    async def scenario() -> dict[str, int]:
+    async def scenario() -> tuple[dict[str, int], list[str]]:
         log = PredictionLog.open(url, retention_seconds=30 * DAY)
+        metrics = GatewayMetrics()
+        metrics.watch_log(lambda: log.stats)
         await log.start()
         log.submit(recent)
         await wait_until(lambda: log.stats["pruned"] == len(old))  # right after the first write
         await log.drain()
-        return log.stats
+        return log.stats, metrics.render().decode().splitlines()
 
-    stats = asyncio.run(scenario())
+    stats, metrics = asyncio.run(scenario())
     assert (stats["written"], stats["pruned"], stats["write_errors"]) == (20, 30, 0)
     assert [r["request_id"] for r in read_records(url)] == [r.request_id for r in recent]
+    # What an operator scrapes: the same figures as Prometheus counters.
+    assert "# TYPE skewguard_prediction_log_pruned_total counter" in metrics
+    assert "skewguard_prediction_log_pruned_total 30.0" in metrics
+    assert "skewguard_prediction_log_written_total 20.0" in metrics
+    assert "skewguard_prediction_log_write_errors_total 0.0" in metrics
 
 
 def test_the_retention_runs_again_only_every_prune_interval(
@@ -550,6 +558,7 @@ import contextlib, os, time, uuid
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from gateway.metrics import GatewayMetrics
 from gateway.predlog import PredictionLog, PredictionRecord
 
 log = PredictionLog.open(os.environ["LOG_URL"], table=os.environ["LOG_TABLE"], batch_size=100_000,
