@@ -55,7 +55,7 @@ from bench.gateway_report import (
     ratios,
     targets,
 )
-from bench.gateway_servers import Server, sampling_rss, stop
+from bench.gateway_servers import Server, sampling_rss, stop, tree_unique
 from bench.gateway_variants import (
     GATEWAY_KEYS,
     TEXT_CASCADE,
@@ -213,6 +213,8 @@ def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
             settle(url, bodies)
             with sampling_rss(servers):
                 result = load(url, bodies, concurrency, options.seconds, options.loadgen)
+            for server in servers:
+                server.unique = tree_unique(server.process.pid) if server.front else None
             outcome.cells.append(to_cell(key, concurrency, result, servers))
             outcome.tools.add(result["tool"])
         if key in GATEWAY_KEYS:
@@ -254,8 +256,8 @@ def run(options: argparse.Namespace) -> list[str]:
         f"tabular+text requests ((1) tabular+text only): the same orders without the image field, body "
         f"{setup.text_body_bytes / 1e3:.2f} kB, on the cascade {TEXT_CASCADE} (trained with --no-image)",
         "RSS: peak during the cell of the front server's process tree (RSS MB) and of all the variant's "
-        "servers (RSS all), and the front tree's PSS (PSS MB: each page shared by forked processes "
-        "counted once, divided among them), from /proc",
+        "servers (RSS all); the front tree's distinct physical pages after the load (uniq MB: a page "
+        "its processes share counted once; needs root), from /proc",
         "",
         *format_table(cells, failures),
         *(LEGEND[key] for key in options.variants),

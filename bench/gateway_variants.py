@@ -139,8 +139,13 @@ def to_cell(key: str, concurrency: int, result: dict[str, Any], servers: Sequenc
         errors_5xx=sum(n for status, n in statuses.items() if status >= 500),
         rss_front_mb=sum(s.peak_rss for s in servers if s.front) / 2**20,
         rss_all_mb=sum(s.peak_rss for s in servers) / 2**20,
-        pss_front_mb=sum(s.peak_pss for s in servers if s.front) / 2**20,
+        unique_front_mb=_front_unique(servers),
     )
+
+
+def _front_unique(servers: Sequence[Server]) -> float | None:
+    pages = [s.unique for s in servers if s.front]
+    return None if not pages or None in pages else sum(p or 0 for p in pages) / 2**20
 
 
 def log_stats(url: str) -> str:

@@ -20,7 +20,7 @@ LINES = (
     r"^\(1\) tabular\+text prediction log after the load: .*dropped 0\b",
     r"^\(1\) tabular\+text, 2 workers prediction log after the load: .*dropped 0\b",
     r"^  \(1\) at c=16, the same with 2 workers: (met|NOT met) \([\d,]+ req/s",
-    r"^  the same, 2 workers, counting shared pages once \(PSS\): (met|NOT met) \(peak under load \d+ MB",
+    r"^  the same, 2 workers, each page counted once: (met|NOT met) \(\d+ MB of distinct pages",
     # The tabular+text row serves a cascade of its own, trained without the image in the same home.
     r"^\(1\) tabular\+text serves cascade-returns-text:\S+: router returns-text-router:",
     r"^  \(1\) at c=16 .* tabular\+text request: (met|NOT met) \([\d,]+ req/s",
@@ -55,9 +55,9 @@ def test_quick_run_measures_the_gateway_both_ways_and_the_naive_app(
             pattern = rf"^{re.escape(label)}\s+{concurrency}" + rf"\s+{NUMBER}" * 8 + r"\s*$"
             row = re.search(pattern, out, re.M)
             assert row is not None, f"no row {label!r} at c={concurrency} in:\n{out}"
-            rps, p50, p99, _errors, errors_5xx, rss, rss_all, pss = (_number(v) for v in row.groups())
-            assert min(rss, rss_all, pss) > 0, row.group(0)
-            assert pss <= rss, row.group(0)  # shared pages count once in PSS, in each process in RSS
+            rps, p50, p99, _errors, errors_5xx, rss, rss_all, unique = (_number(v) for v in row.groups())
+            assert min(rss, rss_all, unique) > 0, row.group(0)  # CI runs as root: page frames readable
+            assert unique <= rss * 1.1, row.group(0)  # RSS counts a shared page in each process
             answered.append(min(rps, p50, p99) > 0)
             if label.startswith("(1)"):
                 assert errors_5xx == 0, row.group(0)
