@@ -558,7 +558,6 @@ import contextlib, os, time, uuid
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from gateway.metrics import GatewayMetrics
 from gateway.predlog import PredictionLog, PredictionRecord
 
 log = PredictionLog.open(os.environ["LOG_URL"], table=os.environ["LOG_TABLE"], batch_size=100_000,
