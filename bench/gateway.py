@@ -213,9 +213,8 @@ def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
             settle(url, bodies)
             with sampling_rss(servers):
                 result = load(url, bodies, concurrency, options.seconds, options.loadgen)
-            for server in servers:
-                server.unique = tree_unique(server.process.pid) if server.front else None
-            outcome.cells.append(to_cell(key, concurrency, result, servers))
+            front = next(server for server in servers if server.front)
+            outcome.cells.append(to_cell(key, concurrency, result, servers, tree_unique(front.process.pid)))
             outcome.tools.add(result["tool"])
         if key in GATEWAY_KEYS:
             outcome.notes.append(f"{prefix} prediction log after the load: {log_stats(url)}")

@@ -41,8 +41,6 @@ class Server:
     ready_s: float | None = None
     """Seconds from ``started`` to the first 200 of its readiness URL (``wait_ready``)."""
     peak_rss: int = 0
-    unique: int | None = None
-    """Bytes of distinct physical pages of its process tree after the last cell (``tree_unique``)."""
 
 
 def free_port() -> int:

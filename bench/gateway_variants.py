@@ -126,7 +126,10 @@ def settle(url: str, bodies: Path) -> None:
         post_json(url, bodies.read_text().splitlines()[0].encode(), timeout=120)
 
 
-def to_cell(key: str, concurrency: int, result: dict[str, Any], servers: Sequence[Server]) -> Cell:
+def to_cell(
+    key: str, concurrency: int, result: dict[str, Any], servers: Sequence[Server], unique: int | None
+) -> Cell:
+    """The cell of one load run; ``unique``: bytes of the front tree's distinct pages after it."""
     statuses = {int(status): n for status, n in result["statuses"].items()}
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
     return Cell(
@@ -139,13 +142,8 @@ def to_cell(key: str, concurrency: int, result: dict[str, Any], servers: Sequenc
         errors_5xx=sum(n for status, n in statuses.items() if status >= 500),
         rss_front_mb=sum(s.peak_rss for s in servers if s.front) / 2**20,
         rss_all_mb=sum(s.peak_rss for s in servers) / 2**20,
-        unique_front_mb=_front_unique(servers),
+        unique_front_mb=None if unique is None else unique / 2**20,
     )
-
-
-def _front_unique(servers: Sequence[Server]) -> float | None:
-    pages = [s.unique for s in servers if s.front]
-    return None if not pages or None in pages else sum(p or 0 for p in pages) / 2**20
 
 
 def log_stats(url: str) -> str:
