@@ -9,9 +9,9 @@ so the kernel spreads connections over the workers (on one shared socket the fir
 awake accepted a burst of 16 keep-alive clients alone). Before forking, the master also
 imports what opening the Feast store imports (~57 MB), loads each champion once and lets it go
 (onnxruntime's set-up, ~13 MB) and freezes its heap out of the garbage collector's view
-(``Gateway.preload``, ``GatewayProcesses.load``), so the workers keep sharing those pages:
-the master and two workers measured 292 MB of distinct physical pages at c=16, against ~384
-MB of PSS before. gunicorn restarts a worker that
+and returns its freed heap pages to the system (``Gateway.preload``, ``GatewayProcesses.load``),
+so the workers keep sharing those pages: the master and two workers measured 287-297 MB of
+distinct physical pages at c=16, against ~384 MB of PSS before. gunicorn restarts a worker that
 dies, and on SIGTERM stops each gracefully (the prediction log drains).
 
 What the workers share: the metrics, through prometheus_client's multiprocess files in a
@@ -23,6 +23,7 @@ a busy timeout, or PostgreSQL) and the model store.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
 import os
 import shutil
@@ -109,4 +110,17 @@ class GatewayProcesses(BaseApplication):  # type: ignore[misc]
         app = self._load_app()
         gc.collect()
         gc.freeze()
+        _trim_heap()
         return app
+
+
+def _trim_heap() -> None:
+    """Hand the heap's free pages back to the system before forking (glibc's ``malloc_trim``).
+
+    What the preload let go of (the champions it loaded once) stays resident in the freed
+    parts of the C heap otherwise, and every worker inherits it: trimmed, the master measured
+    81-82 MB of its own pages instead of 86-87 MB under load. Without glibc, nothing happens.
+    """
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the symbols this process has loaded
+    if trim is not None:
+        trim(0)
