@@ -66,6 +66,9 @@ def serve(settings: GatewaySettings) -> None:
         port=settings.port,
         log_level="warning",
         access_log=False,
+        # The gateway reads no client address or scheme, so X-Forwarded-* would change nothing;
+        # uvicorn's middleware for them sat under every request.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

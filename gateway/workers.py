@@ -49,6 +49,7 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]
         "http": "auto",
         "lifespan": "on",
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+        "proxy_headers": False,  # as in one process (gateway.server.serve)
     }
 
 

@@ -90,6 +90,25 @@ def test_date_times_with_a_space_or_an_offset_are_read_and_a_bare_date_is_named(
         encode_rows(SPEC, [_row(order_ts="20260302")])
 
 
+def test_date_times_convert_to_the_seconds_pandas_gives_and_its_range_is_enforced() -> None:
+    """``datetime`` values skip pandas; a ``pd.Timestamp`` (nanoseconds) still goes through it."""
+    rng = np.random.default_rng(7)
+    first, last = pd.Timestamp.min.ceil("us").value // 1000, pd.Timestamp.max.floor("us").value // 1000
+    micros = [first, last, 0, -1, -500_000, *(int(x) for x in rng.integers(first, last, 500))]
+    for micro in micros:
+        aware = pd.Timestamp(micro, unit="us", tz="UTC")
+        expected = float(aware.value // 1_000_000_000) + (aware.value % 1_000_000_000) / 1e9
+        for sent in (aware.to_pydatetime(), aware.isoformat(), aware.tz_convert("Asia/Kolkata").isoformat()):
+            got = encode_rows(SPEC, [_row(order_ts=sent)]).columns["order_ts"][0, 0]
+            assert got == expected, (sent, got, expected)
+    nanos = pd.Timestamp("2026-03-02T23:59:59.123456789Z")
+    assert encode_rows(SPEC, [_row(order_ts=nanos)]).columns["order_ts"][0, 0] == 1772495999.123456789
+    for outside in ("1677-09-21T00:12:43.145224Z", "2262-04-11T23:47:16.854776Z", "0001-01-01T00:00:00Z"):
+        with pytest.raises(InputError, match="outside the supported range") as caught:
+            encode_rows(SPEC, [_row(order_ts=outside)])
+        assert caught.value.field == "order_ts"
+
+
 def test_missing_field_and_empty_batch_are_rejected() -> None:
     row = _row()
     del row["category"]
