@@ -143,7 +143,7 @@ def _encode_column(spec: FieldSpec, values: list[Any]) -> NDArray[Any]:
         return np.stack(encoded).astype(np.float32)
     if spec.kind in ("numeric", "datetime"):
         return np.asarray(encoded, dtype=np.float64).reshape(-1, 1)
-    return np.array(encoded, dtype=object)[:, None]  # a view: ~0.5 µs less than .reshape on object arrays
+    return np.array(encoded, dtype=object)[:, None]  # ~0.4 µs less than .reshape(-1, 1) on object arrays
 
 
 def _number(spec: FieldSpec, value: Any) -> float:
@@ -223,22 +223,22 @@ def _timestamp(spec: FieldSpec, value: Any) -> float:
 def _seconds(spec: FieldSpec, moment: datetime) -> float:
     if type(moment) is datetime:  # microseconds at most: the same seconds without pandas (~1.2 → ~0.3 µs)
         if not _FIRST_MOMENT <= moment <= _LAST_MOMENT:
-            raise InputError(
-                f"Field {spec.name!r}: {_short(moment.isoformat())} is outside the supported range "
-                f"{_TIME_RANGE} (UTC).",
-                field=spec.name,
-            )
+            raise _out_of_range(spec, moment)
         elapsed = moment - _EPOCH
         return float(elapsed.days * 86_400 + elapsed.seconds) + elapsed.microseconds / 1e6
     try:  # pandas, which trains the models, holds time as int64 nanoseconds: years 1677 to 2262
         nanos = int(pd.Timestamp(moment).value)
     except (OverflowError, ValueError) as exc:
-        raise InputError(
-            f"Field {spec.name!r}: {_short(moment.isoformat())} is outside the supported range "
-            f"{_TIME_RANGE} (UTC).",
-            field=spec.name,
-        ) from exc
+        raise _out_of_range(spec, moment) from exc
     return float(nanos // 1_000_000_000) + (nanos % 1_000_000_000) / 1e9
+
+
+def _out_of_range(spec: FieldSpec, moment: datetime) -> InputError:
+    return InputError(
+        f"Field {spec.name!r}: {_short(moment.isoformat())} is outside the supported range "
+        f"{_TIME_RANGE} (UTC).",
+        field=spec.name,
+    )
 
 
 def _image(spec: FieldSpec, value: Any) -> NDArray[np.uint8]:

@@ -10,8 +10,8 @@ awake accepted a burst of 16 keep-alive clients alone). Before forking, the mast
 imports what opening the Feast store imports (~57 MB), loads each champion once and lets it go
 (onnxruntime's set-up, ~13 MB) and freezes its heap out of the garbage collector's view
 and returns its freed heap pages to the system (``Gateway.preload``, ``GatewayProcesses.load``),
-so the workers keep sharing those pages: the master and two workers measured 287-297 MB of
-distinct physical pages at c=16, against ~384 MB of PSS before. gunicorn restarts a worker that
+so the workers keep sharing those pages: the master and two workers measured 287-304 MB of
+distinct physical pages at c=16 (7 runs), against ~384 MB of PSS before. gunicorn restarts a worker that
 dies, and on SIGTERM stops each gracefully (the prediction log drains).
 
 What the workers share: the metrics, through prometheus_client's multiprocess files in a
