@@ -52,6 +52,7 @@ from bench.gateway_report import (
     agreement,
     describe_machine,
     format_table,
+    loadgen_caveat,
     ratios,
     targets,
 )
@@ -264,6 +265,7 @@ def run(options: argparse.Namespace) -> list[str]:
         "ratios from this run:",
         *ratios(cells),
         "issue targets:",
+        *loadgen_caveat(tools),
         *targets(cells, setup.image, {key: o.ready_s for key, o in outcomes.items() if o.ready_s}),
         agreement({key: o.p1 for key, o in outcomes.items()}),
         *notes,

@@ -114,6 +114,17 @@ def ratios(cells: Sequence[Cell]) -> list[str]:
     return lines or ["  (no pair of variants measured)"]
 
 
+def loadgen_caveat(tools: Sequence[str]) -> list[str]:
+    """A warning beside the targets when a cell was driven by the httpx fallback (``describe_tool``)."""
+    if not any(tool.startswith("async httpx") for tool in tools):
+        return []
+    return [
+        "  CAUTION: async httpx drove some cells (--loadgen httpx, or wrk not found). One Python process",
+        "  generating the load takes CPU the servers would have had: those req/s and p99 figures and",
+        "  their verdicts measure the load generator as much as the servers. Use wrk (Debian package).",
+    ]
+
+
 def targets(cells: Sequence[Cell], image: ImageCost, ready_s: Mapping[str, float] | None = None) -> list[str]:
     """Each target of the issue that this run measured: met or NOT met, with the figures.
 
