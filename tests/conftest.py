@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -49,3 +50,21 @@ def package_cascade_models(demo: object, prefix: str, *, n_sample: int = 100) ->
             online_features=refs,
         )
     return tags
+
+
+def pytest_sessionfinish() -> None:
+    """Stop Prefect's temporary API server while the session's output streams are still open.
+
+    Flows run in the test process start one; left to Prefect's own exit hook, it is stopped
+    after pytest has closed the streams its log handler writes to, and every run ended with
+    a "Logging error ... I/O operation on closed file" traceback. The flows' queued logs are
+    sent first: stopped before them, the exit waited ~70 s on the log worker's retries.
+    """
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:  # no flow ran in this process
+        return
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
+    for instance in list(server.SubprocessASGIServer._instances.values()):
+        instance.stop()
