@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from bench.gateway_load import describe_tool
+
 LABELS = {
     "1": "(1) co-located, image requests",
     "1t": "(1) co-located, tabular+text requests",
@@ -115,8 +117,8 @@ def ratios(cells: Sequence[Cell]) -> list[str]:
 
 
 def loadgen_caveat(tools: Sequence[str]) -> list[str]:
-    """A warning beside the targets when a cell was driven by the httpx fallback (``describe_tool``)."""
-    if not any(tool.startswith("async httpx") for tool in tools):
+    """A warning beside the targets when the httpx fallback drove a cell (``tools``: as ``describe_tool``)."""
+    if describe_tool("httpx") not in tools:
         return []
     return [
         "  CAUTION: async httpx drove some cells (--loadgen httpx, or wrk not found). One Python process",
