@@ -4,7 +4,7 @@
 
 Builds one pair of monitoring frames from the seeded demo generator — the oldest
 ``--reference`` orders against the newest ``--current`` ones, with exactly the columns and
-types the job monitors (``monitoring.frames``: request fields, online features, hour of
+types the job monitors (``skewguard.monitoring.frames``: request fields, online features, hour of
 day, image brightness and contrast, prediction, P(class 1), route). The cascade's outputs
 are drawn from the labels (a seeded 5 % of routes flipped, a noisy probability): the drift
 computation only sees columns, and fitting a cascade on 50,000 orders would cost minutes.
@@ -18,7 +18,7 @@ Each run is a fresh process (its peak RSS is that run's own) and the variants ta
 (d) (b) with BLAS and OpenMP held to one thread, as the job holds them (threadpoolctl).
 
 CPU time counts each process's children too: the job computes its branch scopes in a forked
-child beside the overall report (``monitoring.forked``).
+child beside the overall report (``skewguard.monitoring.forked``).
 
 Frame building is outside the timings: (b) and (c) get the frames ready-made too.
 """
@@ -90,10 +90,10 @@ def build_frames(folder: Path, n_reference: int, n_current: int, seed: int) -> s
     """Write the reference and current frames and their columns to ``folder``; describe them."""
     import numpy as np
 
-    from bentos.spec import OnlineFeature, infer_spec
-    from monitoring.frames import Outputs, monitored_columns, reference_frame
-    from pipeline.demo_data import generate_demo_data
-    from pipeline.returns_model import (
+    from skewguard.bentos.spec import OnlineFeature, infer_spec
+    from skewguard.monitoring.frames import Outputs, monitored_columns, reference_frame
+    from skewguard.pipeline.demo_data import generate_demo_data
+    from skewguard.pipeline.returns_model import (
         ENTITY_KEY,
         FEATURE_VIEW,
         ONLINE,
@@ -155,7 +155,7 @@ def run_child(variant: str, frames: Path) -> dict[str, float]:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from monitoring.frames import Column, ColumnSet
+    from skewguard.monitoring.frames import Column, ColumnSet
 
     warnings.filterwarnings("ignore")  # the text classifier's convergence notes, in every variant alike
     reference = pd.read_pickle(frames / "reference.pkl")  # noqa: S301 - written by our parent process
@@ -182,9 +182,9 @@ def run_child(variant: str, frames: Path) -> dict[str, float]:
 
 
 def _job(reference: Any, current: Any, columns: Any, out: Path, *, per_scope: bool) -> None:
-    from monitoring.drift import run_drift
-    from monitoring.exposition import write_metrics
-    from monitoring.job import HTML_FILE, METRICS_FILE, SUMMARY_FILE, write_summary
+    from skewguard.monitoring.drift import run_drift
+    from skewguard.monitoring.exposition import write_metrics
+    from skewguard.monitoring.job import HTML_FILE, METRICS_FILE, SUMMARY_FILE, write_summary
 
     run = run_drift(reference, current, columns, cascade="bench")
     run.save_html(out / HTML_FILE)
@@ -194,7 +194,7 @@ def _job(reference: Any, current: Any, columns: Any, out: Path, *, per_scope: bo
 
 def _raw(reference: Any, current: Any, columns: Any, out: Path, *, per_scope: bool) -> None:
     """Evidently alone: the same tests (L∞ registered as the job registers it), HTML of each scope."""
-    from monitoring.drift import DriftMethods, _register_linf, _run_report
+    from skewguard.monitoring.drift import DriftMethods, _register_linf, _run_report
 
     _register_linf()
     methods = DriftMethods()

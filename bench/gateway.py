@@ -152,7 +152,7 @@ def request_bodies(orders_file: Path, n: int) -> tuple[list[str], list[str]]:
     """``{"rows": [row]}`` of the newest ``n`` orders as a client sends them, and their images."""
     import pandas as pd
 
-    from pipeline.demo_data import request_row
+    from skewguard.pipeline.demo_data import request_row
 
     orders = pd.read_parquet(orders_file).sort_values("order_ts", kind="stable").tail(n)
     bodies, images = [], []
@@ -176,7 +176,7 @@ def without_image(bodies: Sequence[str]) -> list[str]:
 
 def time_image_decode(images: Sequence[str], calls: int = 2_000) -> float:
     """µs per ``decode_base64_image`` call: what validating the image costs a request."""
-    from bentos.images import decode_base64_image
+    from skewguard.bentos.images import decode_base64_image
 
     started = time.perf_counter()
     for i in range(calls):

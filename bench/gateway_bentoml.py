@@ -4,11 +4,11 @@
     bentoml serve gateway_bentoml:CascadeService --working-dir bench
 
 ``build`` reads the champion cascade from the model store and builds one Bento per model
-with ``bentos.bento.build_bento`` (what variant (2) serves with ``bentoml serve``); it
+with ``skewguard.bentos.bento.build_bento`` (what variant (2) serves with ``bentoml serve``); it
 prints the model tags, names, Bento tags, threshold and branch names.
 
 The services: three model services run the stored ONNX graphs with
-``bentos.runner.OnnxRunner`` (validation included, as in ``bentos.service``);
+``skewguard.bentos.runner.OnnxRunner`` (validation included, as in ``skewguard.bentos.service``);
 ``CascadeService`` depends on them with ``bentoml.depends``, so ``bentoml serve`` starts
 all four and connects them. Per request it reads the rows' online features from Feast (one
 SDK call, in one worker thread: SQLite's connection is not shared across threads), calls
@@ -28,10 +28,10 @@ from typing import Any
 
 import bentoml
 
-from bentos.feature_store import FeastConfig, OnlineFeatureReader
-from bentos.manifest import champion
-from bentos.runner import OnnxRunner
-from bentos.store import load_model
+from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
+from skewguard.bentos.manifest import champion
+from skewguard.bentos.runner import OnnxRunner
+from skewguard.bentos.store import load_model
 from skewguard.settings import Settings
 
 CASCADE_ENV = "SKEWGUARD_BENCH_CASCADE"
@@ -115,7 +115,7 @@ class CascadeService:
 
 def build(cascade: str) -> dict[str, Any]:
     """Bentos for the champion's models, and what the benchmark needs to know about it."""
-    from bentos.bento import build_bento
+    from skewguard.bentos.bento import build_bento
 
     manifest = champion(cascade)
     if manifest is None:

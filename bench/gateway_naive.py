@@ -7,7 +7,7 @@
 with its threshold and the two specialists — from that run's Prefect result store, so
 both sides serve the very same models (those that read the image: a ``--no-image`` run's
 results in the same store are another cascade's). Without those results it refits them on
-the same training set the way ``pipeline.flows`` does (out-of-fold routing, same heads and seed).
+the same training set the way ``skewguard.pipeline.flows`` does (out-of-fold routing, same heads and seed).
 They are written as a pickle of this run's own making, read back only by ``serve``.
 
 ``serve`` answers ``POST /v1/cascades/{name}/predict`` with the gateway's body and answer
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bentos.feature_store import FeastConfig, OnlineFeatureReader
-from bentos.images import decode_base64_image, decode_image
-from pipeline.cascade import (
+from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
+from skewguard.bentos.images import decode_base64_image, decode_image
+from skewguard.pipeline.cascade import (
     NEGATIVE_BRANCH,
     POSITIVE_BRANCH,
     ROUTER_TARGET,
@@ -42,7 +42,7 @@ from pipeline.cascade import (
     out_of_fold_proba,
     route,
 )
-from pipeline.returns_model import (
+from skewguard.pipeline.returns_model import (
     ENTITY_KEY,
     IMAGE,
     ONLINE,

@@ -6,7 +6,7 @@ Trains the demo "returns" model, packages it through the parity gate into a thro
 BentoML home, reads the graph back from the store and times, in one process and one run:
 
 (a) ``pipeline.predict_proba`` on a one-row frame and on 1,000-row frames;
-(b) the graph in onnxruntime (``bentos.parity.make_session`` / ``run_onnx``) on the same rows;
+(b) the graph in onnxruntime (``skewguard.bentos.parity.make_session`` / ``run_onnx``) on the same rows;
 (c) the serving path of one JSON-like row: ``encode_rows`` (validation, base64 image decode) + (b);
 (d) what serving with scikit-learn would do: decode the image, build the frame, (a).
 
@@ -34,12 +34,12 @@ import pandas as pd
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from bentos.images import decode_base64_image
-from bentos.inputs import Batch, encode_frame, encode_rows
-from bentos.parity import make_session, run_onnx
-from bentos.spec import InputSpec
-from pipeline.demo_data import generate_demo_data
-from pipeline.returns_model import (
+from skewguard.bentos.images import decode_base64_image
+from skewguard.bentos.inputs import Batch, encode_frame, encode_rows
+from skewguard.bentos.parity import make_session, run_onnx
+from skewguard.bentos.spec import InputSpec
+from skewguard.pipeline.demo_data import generate_demo_data
+from skewguard.pipeline.returns_model import (
     ENTITY_KEY,
     FEATURE_VIEW,
     IMAGE,
@@ -121,8 +121,8 @@ def isolated_bentoml_home() -> Iterator[None]:
 def build_fixture(n_orders: int) -> Fixture:
     """Train the demo model as ``train_and_package`` does, package it and read it back."""
     # Imported here, after isolated_bentoml_home has pointed BENTOML_HOME elsewhere.
-    from bentos.package import package_model
-    from bentos.store import load_model
+    from skewguard.bentos.package import package_model
+    from skewguard.bentos.store import load_model
 
     data = generate_demo_data(n_orders=n_orders)
     train, test = split_by_time(training_frame(data))

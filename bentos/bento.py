@@ -1,6 +1,6 @@
 """Bentos: one packaged model + the generic ONNX service, built into a deployable Bento.
 
-``build_bento`` writes a bentofile for ``bentos.service:OnnxModelService`` that records the
+``build_bento`` writes a bentofile for ``skewguard.bentos.service:OnnxModelService`` that records the
 model three ways — in the Bento's model list (so it travels with the Bento), as the build
 argument ``model`` (applied whenever BentoML loads the Bento, so ``bentoml serve <bento>``
 serves exactly that version) and as the ``SKEWGUARD_MODEL`` environment variable (set in
@@ -24,18 +24,18 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException
 
-from bentos.store import load_model
+from skewguard.bentos.store import load_model
 from skewguard.errors import ConfigError
 
-SERVICE = "bentos.service:OnnxModelService"
+SERVICE = "skewguard.bentos.service:OnnxModelService"
 MODEL_ENV = "SKEWGUARD_MODEL"
 MODEL_ARGUMENT = "model"
 DEFAULT_MODEL = "returns-demo:latest"
 SERVE_PACKAGES = ("onnxruntime", "onnx", "protobuf", "numpy", "pandas", "pillow", "pydantic")
-"""What ``bentos.service`` imports (BentoML adds its own pinned requirement)."""
+"""What ``skewguard.bentos.service`` imports (BentoML adds its own pinned requirement)."""
 SOURCES = ("bentos/**/*.py", "skewguard/**/*.py")
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-"""The folder holding the ``bentos`` and ``skewguard`` packages: the default build context."""
+"""The folder holding the ``skewguard.bentos`` and ``skewguard`` packages: the default build context."""
 
 
 def build_bento(tag: str, *, build_dir: Path | None = None) -> str:

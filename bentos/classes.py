@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 from onnx import numpy_helper
 
-from bentos.runner import CLASSES_KEY, native
+from skewguard.bentos.runner import CLASSES_KEY, native
 from skewguard.errors import ArtifactError
 
 CLASS_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")

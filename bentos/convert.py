@@ -27,10 +27,10 @@ from skl2onnx.sklapi import CastTransformer
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import StandardScaler
 
-from bentos.classes import record_classes
-from bentos.converters import register_converters
-from bentos.images import IMAGE_VALUES
-from bentos.spec import InputSpec
+from skewguard.bentos.classes import record_classes
+from skewguard.bentos.converters import register_converters
+from skewguard.bentos.images import IMAGE_VALUES
+from skewguard.bentos.spec import InputSpec
 from skewguard.errors import ConversionError
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}

@@ -1,4 +1,4 @@
-"""skl2onnx shape calculators and converters for the transformers in ``bentos.transforms``.
+"""skl2onnx shape calculators and converters for the transformers in ``skewguard.bentos.transforms``.
 
 Each converter repeats, node for node, the numpy arithmetic of its transformer, in
 float64, so the graph computes what scikit-learn computed. ``register_converters()``
@@ -31,8 +31,8 @@ from skl2onnx.common.data_types import (
     Int64TensorType,
 )
 
-from bentos.images import IMAGE_VALUES
-from bentos.transforms import (
+from skewguard.bentos.images import IMAGE_VALUES
+from skewguard.bentos.transforms import (
     DATETIME_FEATURES,
     DOW_ANGLE,
     EPOCH_WEEKDAY,

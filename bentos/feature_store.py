@@ -1,6 +1,6 @@
 """The feature store connection: where Feast lives, how to open it, and what its failures mean.
 
-Feast types stay in here (and in ``pipeline.features``, which applies, materializes and
+Feast types stay in here (and in ``skewguard.pipeline.features``, which applies, materializes and
 joins with the store :func:`open_store` returns); the gateway sees :class:`FeastConfig`
 and :class:`OnlineFeatureReader`, which answers plain dicts. What Feast and its stores
 raise is translated once: :func:`translate_feast_errors` turns it into a
@@ -9,7 +9,7 @@ does the same for the online read, except that an unreachable or failing online 
 a :class:`~skewguard.errors.FeatureStoreUnavailable` (the gateway may degrade on it).
 
 Feast does not apply the view's TTL to online reads; freshness is decided when
-materializing (see ``pipeline.features.materialize_features``).
+materializing (see ``skewguard.pipeline.features.materialize_features``).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class OnlineFeatureReader:
         Feast's ``FeatureStore`` imports ~700 modules when it is constructed (its registry,
         providers, FastAPI...: ~57 MB of RSS here), and its online store connects only on the
         first read. A pre-fork master calls this so that its workers share those pages instead
-        of each importing them again (``gateway.workers``).
+        of each importing them again (``skewguard.gateway.workers``).
         """
         open_store(self.config).provider.online_store  # noqa: B018 - the property imports the store's class
 

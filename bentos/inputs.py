@@ -3,7 +3,7 @@
 A ``Batch`` holds the canonical columns of N rows. ``to_feeds`` gives the ONNX graph's
 inputs and ``to_frame`` the pandas frame a scikit-learn pipeline takes, so the parity gate
 compares both on exactly the same values. Numbers and timestamps stay float64 (epoch
-seconds, UTC); a missing string becomes ``""``; images are decoded by ``bentos.images``.
+seconds, UTC); a missing string becomes ``""``; images are decoded by ``skewguard.bentos.images``.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from bentos.images import IMAGE_SIZE, IMAGE_VALUES, decode_base64_image, decode_image
-from bentos.spec import FieldSpec, InputSpec
+from skewguard.bentos.images import IMAGE_SIZE, IMAGE_VALUES, decode_base64_image, decode_image
+from skewguard.bentos.spec import FieldSpec, InputSpec
 from skewguard.errors import InputError, PayloadTooLargeError
 
 MAX_TEXT_CHARS = 10_000
 MAX_CATEGORY_CHARS = 256
 MAX_EPOCH_SECONDS = 2**53 - 1
 """Epoch seconds beyond ± this are not whole seconds in float64: the graph's time features are NaN
-there (``bentos.transforms.MAX_EPOCH_SECONDS``), and so would the probabilities be."""
+there (``skewguard.bentos.transforms.MAX_EPOCH_SECONDS``), and so would the probabilities be."""
 _TIME_RANGE = f"{pd.Timestamp.min.isoformat()} to {pd.Timestamp.max.isoformat()}"
 """ISO-8601 timestamps pandas (which trains the models) can hold: years 1677 to 2262."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -30,8 +30,8 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bentos.spec import FieldSpec, InputSpec, OnlineFeature
-from bentos.store import load_model, model_store
+from skewguard.bentos.spec import FieldSpec, InputSpec, OnlineFeature
+from skewguard.bentos.store import load_model, model_store
 from skewguard.errors import ArtifactError, ConfigError, ModelNotFoundError
 
 MANIFEST_FILE = "manifest.json"

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from bentos.convert import convert_pipeline, is_plain_tree_model
-from bentos.inputs import Batch, encode_frame
-from bentos.parity import accepts, check_parity, make_session, require_parity, run_onnx
-from bentos.probes import generate_probes
-from bentos.profile import build_profile
-from bentos.spec import FieldKind, FieldSpec, InputSpec, OnlineFeature, infer_spec
-from bentos.store import save_model
+from skewguard.bentos.convert import convert_pipeline, is_plain_tree_model
+from skewguard.bentos.inputs import Batch, encode_frame
+from skewguard.bentos.parity import accepts, check_parity, make_session, require_parity, run_onnx
+from skewguard.bentos.probes import generate_probes
+from skewguard.bentos.profile import build_profile
+from skewguard.bentos.spec import FieldKind, FieldSpec, InputSpec, OnlineFeature, infer_spec
+from skewguard.bentos.store import save_model
 from skewguard.errors import ConfigError, InputError, ParityError
 
 DEFAULT_TOLERANCE = 1e-4

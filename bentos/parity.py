@@ -15,8 +15,8 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from bentos.inputs import Batch
-from bentos.probes import Probe
+from skewguard.bentos.inputs import Batch
+from skewguard.bentos.probes import Probe
 from skewguard.errors import ConversionError, ParityError
 
 MAX_WORST_ROWS = 5

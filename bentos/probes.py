@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bentos.images import IMAGE_VALUES
-from bentos.inputs import Batch
-from bentos.spec import FieldSpec
+from skewguard.bentos.images import IMAGE_VALUES
+from skewguard.bentos.inputs import Batch
+from skewguard.bentos.spec import FieldSpec
 
 BISECTION_STEPS = 64
 MAX_THRESHOLDS = 48

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bentos.images import pixel_stats
-from bentos.inputs import Batch
-from bentos.spec import FieldSpec
+from skewguard.bentos.images import pixel_stats
+from skewguard.bentos.inputs import Batch
+from skewguard.bentos.spec import FieldSpec
 
 QUANTILES = (0.0, 0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999, 1.0)
 HISTOGRAM_BINS = 20

@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from bentos.inputs import Batch, encode_rows
-from bentos.manifest import RouterRef
-from bentos.parity import make_session, run_onnx
-from bentos.spec import InputSpec
-from bentos.store import StoredModel, load_model
+from skewguard.bentos.inputs import Batch, encode_rows
+from skewguard.bentos.manifest import RouterRef
+from skewguard.bentos.parity import make_session, run_onnx
+from skewguard.bentos.spec import InputSpec
+from skewguard.bentos.store import StoredModel, load_model
 from skewguard.errors import ConversionError, ModelOutputError
 
 CLASSES_KEY = "skewguard.classes"
-"""The graph metadata entry that holds its class labels (JSON), written by ``bentos.classes``."""
+"""The graph metadata entry that holds its class labels (JSON), written by ``skewguard.bentos.classes``."""
 
 
 class OnnxRunner:
@@ -111,7 +111,7 @@ def _classes(session: Any, model: bytes) -> tuple[Any, ...]:
     recorded = session.get_modelmeta().custom_metadata_map.get(CLASSES_KEY)
     if recorded is not None:
         return tuple(json.loads(recorded))
-    from bentos.classes import read_classes
+    from skewguard.bentos.classes import read_classes
 
     return read_classes(model)
 

@@ -1,4 +1,4 @@
-"""The Bento service: any packaged model, served by tag as POST /predict (see ``bentos.bento``).
+"""The Bento service: any packaged model, served by tag as POST /predict (see ``skewguard.bentos.bento``).
 
 Glue only. Bad input is a ``SkewguardError`` raised by the runner; it is answered with the
 error's own status (422, or 413 for oversized values) and its ``{"code", "message",
@@ -13,9 +13,9 @@ from typing import Any
 
 import bentoml
 
-from bentos.bento import served_model_tag
-from bentos.runner import OnnxRunner
-from bentos.store import load_model
+from skewguard.bentos.bento import served_model_tag
+from skewguard.bentos.runner import OnnxRunner
+from skewguard.bentos.store import load_model
 from skewguard.errors import InputError
 
 

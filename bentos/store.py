@@ -21,7 +21,7 @@ import bentoml
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 
-from bentos.spec import InputSpec
+from skewguard.bentos.spec import InputSpec
 from skewguard.errors import ArtifactError, ModelNotFoundError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Feature transformers that convert to ONNX: timestamps, signed log, image pooling, text.
 
-Each transformer here has a twin converter in ``bentos.converters`` that computes the
+Each transformer here has a twin converter in ``skewguard.bentos.converters`` that computes the
 same arithmetic, operation for operation, inside the ONNX graph, so that a pipeline using
 them serves exactly what it was trained on. This module imports no ONNX code.
 """
@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import _check_feature_names_in, check_array, check_is_fitted, validate_data
 
-from bentos.images import IMAGE_SIZE, IMAGE_VALUES
+from skewguard.bentos.images import IMAGE_SIZE, IMAGE_VALUES
 from skewguard.errors import ConfigError, InputError
 
 Float64Array = NDArray[np.float64]

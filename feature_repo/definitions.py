@@ -3,7 +3,7 @@
 ``feast apply`` imports every ``.py`` file in this folder, so only definitions live here.
 The module-level objects (read by ``feast -c feature_repo apply``) take the data from
 ``$SKEWGUARD_HOME/data`` (default and relative homes: from the project root);
-``pipeline.features`` calls :func:`build_definitions` with the settings' data folder.
+``skewguard.pipeline.features`` calls :func:`build_definitions` with the settings' data folder.
 """
 
 from __future__ import annotations

@@ -30,17 +30,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from gateway.cascades import CascadeRegistry, describe, load_cascade
-from gateway.features import FeatureSource
-from gateway.guard import GuardConfig
-from gateway.metrics import GatewayMetrics
-from gateway.openapi import SWAGGER_PAGE, openapi_document, swagger_assets
-from gateway.peers import Peers
-from gateway.predict import Outcome, PredictOptions, predict
-from gateway.predlog import PredictionLog
-from gateway.records import to_records
-from gateway.settings import GatewaySettings
 from skewguard.errors import InputError, PayloadTooLargeError, SkewguardError, UnauthorizedError
+from skewguard.gateway.cascades import CascadeRegistry, describe, load_cascade
+from skewguard.gateway.features import FeatureSource
+from skewguard.gateway.guard import GuardConfig
+from skewguard.gateway.metrics import GatewayMetrics
+from skewguard.gateway.openapi import SWAGGER_PAGE, openapi_document, swagger_assets
+from skewguard.gateway.peers import Peers
+from skewguard.gateway.predict import Outcome, PredictOptions, predict
+from skewguard.gateway.predlog import PredictionLog
+from skewguard.gateway.records import to_records
+from skewguard.gateway.settings import GatewaySettings
 
 logger = logging.getLogger("skewguard.gateway")
 LOG_STATS_SECONDS = 1.0
@@ -61,7 +61,7 @@ class Gateway:
     upstream: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     """The pooled client of the remote model runners (``SKEWGUARD_REMOTE_MODELS``)."""
     peers: Peers | None = None
-    """With several workers: their readiness and reload announcements (``gateway.peers``)."""
+    """With several workers: their readiness and reload announcements (``skewguard.gateway.peers``)."""
 
     async def reload(self) -> list[str]:
         """Load every champion anew (in a worker thread) and swap each in atomically."""

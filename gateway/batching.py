@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bentos.inputs import Batch
-from bentos.manifest import RouterRef
-from bentos.runner import OnnxRunner, RowResult, run_cascade
-from gateway.runners import ModelRunner, Predictions
+from skewguard.bentos.inputs import Batch
+from skewguard.bentos.manifest import RouterRef
+from skewguard.bentos.runner import OnnxRunner, RowResult, run_cascade
 from skewguard.errors import ConfigError, UpstreamTimeoutError
+from skewguard.gateway.runners import ModelRunner, Predictions
 
 
 class CascadeRunner(Protocol):

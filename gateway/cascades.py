@@ -15,14 +15,14 @@ from typing import Any
 
 import httpx
 
-from bentos.manifest import CascadeManifest, champion, champion_tag
-from bentos.runner import OnnxRunner
-from bentos.spec import InputSpec
-from bentos.store import StoredModel, load_model
-from gateway.batching import CascadeRunner, GatheredCascade, LocalCascade, SequentialCascade
-from gateway.guard import GuardConfig, SkewGuard
-from gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
+from skewguard.bentos.manifest import CascadeManifest, champion, champion_tag
+from skewguard.bentos.runner import OnnxRunner
+from skewguard.bentos.spec import InputSpec
+from skewguard.bentos.store import StoredModel, load_model
 from skewguard.errors import ConfigError, ModelNotFoundError
+from skewguard.gateway.batching import CascadeRunner, GatheredCascade, LocalCascade, SequentialCascade
+from skewguard.gateway.guard import GuardConfig, SkewGuard
+from skewguard.gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from bentos.feature_store import FeastConfig, OnlineFeatureReader
+from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
 from skewguard.errors import ConfigError, FeatureStoreUnavailable
 
 Row = dict[str, float | None]

@@ -1,6 +1,6 @@
 """The request-time skew guard: each row's values against the model's training profile.
 
-Built once per cascade from an input spec and a training profile (``bentos.profile``),
+Built once per cascade from an input spec and a training profile (``skewguard.bentos.profile``),
 it precomputes bounds, category and vocabulary sets, so that ``check`` costs a few
 microseconds per row and never touches I/O. It flags, per row:
 
@@ -10,7 +10,7 @@ microseconds per row and never touches I/O. It flags, per row:
     missing_value            null where training never had a null
     missing_online_feature   the online store had no value; the spec's default was used
     unknown_entity           the online store has no row at all for the entity key (set by the
-                             request path, ``gateway.predict``, beside that feature's flags)
+                             request path, ``skewguard.gateway.predict``, beside that feature's flags)
     out_of_vocabulary        text whose tokens are mostly unknown to training
     image_stats              brightness, contrast or a channel mean far (in z) from training
 
@@ -28,10 +28,10 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from bentos.images import IMAGE_VALUES
-from bentos.inputs import Batch
-from bentos.profile import TOKEN_PATTERN
-from bentos.spec import FieldSpec, InputSpec
+from skewguard.bentos.images import IMAGE_VALUES
+from skewguard.bentos.inputs import Batch
+from skewguard.bentos.profile import TOKEN_PATTERN
+from skewguard.bentos.spec import FieldSpec, InputSpec
 from skewguard.errors import ConfigError
 
 FLAG_KINDS: tuple[str, ...] = ("unseen_category", "out_of_range", "missing_value", "missing_online_feature")

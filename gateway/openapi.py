@@ -12,10 +12,10 @@ from typing import Any
 
 import swagger_ui_bundle
 
-from bentos.inputs import MAX_CATEGORY_CHARS, MAX_EPOCH_SECONDS, MAX_TEXT_CHARS
-from bentos.spec import FieldSpec
-from gateway.cascades import LoadedCascade
-from gateway.predict import DEFAULT_MAX_ROWS, ENTITY_KEY_MAX, ENTITY_KEY_MIN
+from skewguard.bentos.inputs import MAX_CATEGORY_CHARS, MAX_EPOCH_SECONDS, MAX_TEXT_CHARS
+from skewguard.bentos.spec import FieldSpec
+from skewguard.gateway.cascades import LoadedCascade
+from skewguard.gateway.predict import DEFAULT_MAX_ROWS, ENTITY_KEY_MAX, ENTITY_KEY_MIN
 
 ERROR = {
     "type": "object",

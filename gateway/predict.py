@@ -12,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bentos.inputs import Batch, encode_rows
-from gateway.cascades import LoadedCascade
-from gateway.features import FeatureSource
-from gateway.guard import SkewFlag
+from skewguard.bentos.inputs import Batch, encode_rows
 from skewguard.errors import FeatureStoreUnavailable, InputError
+from skewguard.gateway.cascades import LoadedCascade
+from skewguard.gateway.features import FeatureSource
+from skewguard.gateway.guard import SkewFlag
 
 DEFAULT_MAX_ROWS = 1_000
 ENTITY_KEY_MIN, ENTITY_KEY_MAX = -(2**63), 2**63 - 1

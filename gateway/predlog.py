@@ -16,7 +16,7 @@ in the same thread, in transactions of ``PRUNE_BATCH`` rows, so serving never wa
 
 Records are removed from the queue only after their batch is committed, so a failed write
 loses nothing; a batch retried after an ambiguous commit is not written twice (see
-``gateway.predlog_sql``, which owns the table and the database errors).
+``skewguard.gateway.predlog_sql``, which owns the table and the database errors).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bentos.images import decode_image, pixel_stats
-from gateway.predlog_sql import COLUMNS, PRUNE_BATCH, LogStore, open_store
+from skewguard.bentos.images import decode_image, pixel_stats
 from skewguard.errors import ConfigError, PredictionLogError
+from skewguard.gateway.predlog_sql import COLUMNS, PRUNE_BATCH, LogStore, open_store
 
 __all__ = ["PredictionLog", "PredictionLogError", "PredictionRecord", "image_summary", "read_records"]
 

@@ -1,6 +1,6 @@
 """The prediction log's table: one SQL schema, written to SQLite or PostgreSQL.
 
-A store is synchronous and owned by one thread at a time; ``gateway.predlog`` runs it in
+A store is synchronous and owned by one thread at a time; ``skewguard.gateway.predlog`` runs it in
 its own single-thread executor so that no database call ever blocks the event loop.
 Database errors are wrapped here, once, in ``PredictionLogError``: ``transient`` ones
 (connection refused, server gone, database locked) are worth retrying after the store

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from gateway.cascades import LoadedCascade
-from gateway.predict import Outcome
-from gateway.predlog import PredictionRecord, image_summary
+from skewguard.gateway.cascades import LoadedCascade
+from skewguard.gateway.predict import Outcome
+from skewguard.gateway.predlog import PredictionRecord, image_summary
 
 
 def new_request_id(now_ns: int | None = None) -> str:

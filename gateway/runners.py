@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from bentos.inputs import Batch
-from bentos.runner import OnnxRunner
-from bentos.store import StoredModel
+from skewguard.bentos.inputs import Batch
+from skewguard.bentos.runner import OnnxRunner
+from skewguard.bentos.store import StoredModel
 from skewguard.errors import UpstreamTimeoutError, UpstreamUnavailableError
 
 PROBE_INTERVAL_S = 0.1

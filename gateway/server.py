@@ -7,17 +7,17 @@ from pathlib import Path
 
 import uvicorn
 
-from bentos.feature_store import FeastConfig
-from gateway.app import Gateway, PredictFastPath, create_app
-from gateway.cascades import CascadeRegistry
-from gateway.features import FeastFeatureSource, FeatureSource
-from gateway.guard import GuardConfig
-from gateway.metrics import GatewayMetrics
-from gateway.peers import Peers
-from gateway.predict import PredictOptions
-from gateway.predlog import PredictionLog
-from gateway.settings import GatewaySettings
+from skewguard.bentos.feature_store import FeastConfig
 from skewguard.errors import ConfigError
+from skewguard.gateway.app import Gateway, PredictFastPath, create_app
+from skewguard.gateway.cascades import CascadeRegistry
+from skewguard.gateway.features import FeastFeatureSource, FeatureSource
+from skewguard.gateway.guard import GuardConfig
+from skewguard.gateway.metrics import GatewayMetrics
+from skewguard.gateway.peers import Peers
+from skewguard.gateway.predict import PredictOptions
+from skewguard.gateway.predlog import PredictionLog
+from skewguard.gateway.settings import GatewaySettings
 
 
 def build_gateway(
@@ -74,7 +74,7 @@ def serve(settings: GatewaySettings) -> None:
 
 
 def _serve_workers(settings: GatewaySettings) -> None:
-    from gateway.workers import GatewayProcesses, enable_multiprocess_metrics
+    from skewguard.gateway.workers import GatewayProcesses, enable_multiprocess_metrics
 
     if settings.watch_seconds <= 0:
         raise ConfigError(

@@ -36,7 +36,7 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess, values
 from uvicorn_worker import UvicornWorker
 
-from gateway.settings import GatewaySettings
+from skewguard.gateway.settings import GatewaySettings
 
 GRACEFUL_SECONDS = 10
 

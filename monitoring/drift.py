@@ -11,13 +11,13 @@ The overall scope runs as an Evidently ``Report``. A branch is decided by the ve
 functions that ``ValueDrift`` calls (same cleaning, same results to the last digit), without
 the plots a report draws for every column — those took half of a report's time, and the
 branches' reports were rarely opened; ``save_html(scope=branch)`` builds one on demand. The
-branches are computed in a forked child beside the overall report (``monitoring.forked``),
+branches are computed in a forked child beside the overall report (``skewguard.monitoring.forked``),
 on a second CPU when there is one.
 
 Methods are fixed per kind (``DriftMethods``), not Evidently's defaults, which switch at
 1,000 reference rows from p-values to distances — a branch would otherwise be judged by
 other rules than the whole. Categorical columns get the L-infinity distance as well (the
-TFDV/Vertex skew measure, ``monitoring.distance``), registered as an Evidently stat test
+TFDV/Vertex skew measure, ``skewguard.monitoring.distance``), registered as an Evidently stat test
 so that it shows in the HTML report too.
 
 Evidently fails the whole report for one bad column, so columns are screened first: one
@@ -46,12 +46,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from monitoring.distance import linf_from_shares
-from monitoring.findings import Check, ColumnDrift, DriftSummary, ScopeDrift
-from monitoring.forked import Forked
-from monitoring.frames import ROUTE, Column, ColumnSet
-from monitoring.verdict import DriftPolicy, combine, decide
 from skewguard.errors import DriftReportError
+from skewguard.monitoring.distance import linf_from_shares
+from skewguard.monitoring.findings import Check, ColumnDrift, DriftSummary, ScopeDrift
+from skewguard.monitoring.forked import Forked
+from skewguard.monitoring.frames import ROUTE, Column, ColumnSet
+from skewguard.monitoring.verdict import DriftPolicy, combine, decide
 
 LINF = "linf"
 OVERALL = "overall"
@@ -124,7 +124,7 @@ def run_drift(
     methods: DriftMethods | None = None,
     branch_column: str = ROUTE,
 ) -> DriftRun:
-    """Compare ``current`` with ``reference`` (frames from ``monitoring.frames``) overall and per branch.
+    """Compare ``current`` with ``reference`` (``skewguard.monitoring.frames``) overall and per branch.
 
     BLAS and OpenMP run one thread each meanwhile: measured on the drift benchmark's frames,
     their default thread pools made Evidently's report slower (1.48 s wall, 2.30 s CPU, against

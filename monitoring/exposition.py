@@ -15,7 +15,7 @@ Gauges, one series per scope (``overall`` or a branch), column and method:
     skewguard_drift_decided      0 when there was not enough data to decide
     skewguard_drift_run_timestamp_seconds  when the run finished
 
-With a feature-skew check (``monitoring.skew``), per cascade and feature:
+With a feature-skew check (``skewguard.monitoring.skew``), per cascade and feature:
 
     skewguard_feature_skew_rows            rows compared
     skewguard_feature_skew_mismatch_rate   share of rows whose served value is not the offline one
@@ -36,8 +36,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from monitoring.findings import DriftSummary, ScopeDrift, Verdict
-from monitoring.skew import FeatureSkew, SkewSummary
+from skewguard.monitoring.findings import DriftSummary, ScopeDrift, Verdict
+from skewguard.monitoring.skew import FeatureSkew, SkewSummary
 
 _SCOPE = ("cascade", "scope")
 _CHECK = (*_SCOPE, "column", "method")

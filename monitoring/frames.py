@@ -14,7 +14,7 @@ or text) derived from the cascade's input spec:
 
 A value one side lacks becomes a missing value, never an error: the drift job reports a
 column without data instead of failing on it. The training set has labels, not outputs;
-pass the cascade's outputs on the reference rows (``monitoring.replay``) or leave them out.
+pass the cascade's outputs on the reference rows (``skewguard.monitoring.replay``) or leave them out.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from bentos.images import decode_image, pixel_stats
-from bentos.spec import InputSpec
+from skewguard.bentos.images import decode_image, pixel_stats
+from skewguard.bentos.spec import InputSpec
 from skewguard.errors import ConfigError
 
 ColumnKind = Literal["numeric", "categorical", "text"]
@@ -112,7 +112,7 @@ def monitored_columns(
 
 
 def current_frame(records: Sequence[Mapping[str, Any]], columns: ColumnSet) -> pd.DataFrame:
-    """Prediction-log records (``gateway.predlog.read_records``) as monitored columns."""
+    """Prediction-log records (``skewguard.gateway.predlog.read_records``) as monitored columns."""
     raw: dict[str, list[Any]] = {column.name: [] for column in columns}
     for record in records:
         fields = record.get("fields") or {}
@@ -185,7 +185,7 @@ def reference_rows(
     seed: int = 0,
 ) -> pd.DataFrame:
     """The rows the model was fitted on: the oldest ``1 - holdout`` share, as the pipeline
-    splits them (``pipeline.returns_model.split_by_time``), then at most ``max_rows`` of them
+    splits them (``skewguard.pipeline.returns_model.split_by_time``), then at most ``max_rows`` of them
     drawn with ``seed`` (in time order)."""
     if not 0.0 <= holdout < 1.0 or max_rows < 1:
         raise ConfigError(

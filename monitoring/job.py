@@ -4,10 +4,10 @@
     training set ─► train slice ─► replay cascade ─► reference frame ─┴► Evidently ─► verdict
                                       ─► drift-report.html, drift-summary.json, drift-metrics.prom
 
-The caller hands in the records — ``gateway.predlog.read_records(url, since=, until=)``;
+The caller hands in the records — ``skewguard.gateway.predlog.read_records(url, since=, until=)``;
 monitoring never imports the gateway — and the training set (``latest_training_set`` finds
 the newest parquet the pipeline wrote). The reference is the slice the models were fitted
-on: the oldest 80 % by time, as ``pipeline.returns_model.split_by_time`` cuts it, at most
+on: the oldest 80 % by time, as ``skewguard.pipeline.returns_model.split_by_time`` cuts it, at most
 ``MAX_REFERENCE_ROWS`` of them. Records of other cascades in the window are ignored.
 """
 
@@ -25,21 +25,21 @@ from typing import Any
 
 import pandas as pd
 
-from bentos.manifest import CascadeManifest
-from monitoring.drift import DriftMethods, run_drift
-from monitoring.exposition import add_skew_table, write_metrics
-from monitoring.findings import DriftSummary
-from monitoring.frames import (
+from skewguard.bentos.manifest import CascadeManifest
+from skewguard.errors import ConfigError
+from skewguard.monitoring.drift import DriftMethods, run_drift
+from skewguard.monitoring.exposition import add_skew_table, write_metrics
+from skewguard.monitoring.findings import DriftSummary
+from skewguard.monitoring.frames import (
     MAX_REFERENCE_ROWS,
     current_frame,
     monitored_columns,
     reference_frame,
     reference_rows,
 )
-from monitoring.replay import replay_cascade
-from monitoring.skew import SkewCheck, SkewSummary
-from monitoring.verdict import DriftPolicy, with_skew
-from skewguard.errors import ConfigError
+from skewguard.monitoring.replay import replay_cascade
+from skewguard.monitoring.skew import SkewCheck, SkewSummary
+from skewguard.monitoring.verdict import DriftPolicy, with_skew
 
 HTML_FILE = "drift-report.html"
 SUMMARY_FILE = "drift-summary.json"
@@ -75,7 +75,7 @@ def check_drift(
 
     ``replay=False`` skips running the cascade on the reference: the output columns are then
     reported as "no data" and the branches are not compared. With ``skew``, the served online
-    features are also compared with the offline store's (``monitoring.skew``): a
+    features are also compared with the offline store's (``skewguard.monitoring.skew``): a
     ``feature_skew`` section, gauges, a table in the report, and skew reasons in the verdict.
     """
     spec = manifest.spec()

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from bentos.inputs import encode_frame
-from bentos.manifest import CascadeManifest, RouterRef
-from bentos.runner import OnnxRunner, run_cascade
-from bentos.spec import InputSpec
-from monitoring.frames import Outputs
+from skewguard.bentos.inputs import encode_frame
+from skewguard.bentos.manifest import CascadeManifest, RouterRef
+from skewguard.bentos.runner import OnnxRunner, run_cascade
+from skewguard.bentos.spec import InputSpec
+from skewguard.monitoring.frames import Outputs
 
 
 def replay_cascade(manifest: CascadeManifest, rows: pd.DataFrame) -> Outputs:

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 HTML_FILE = "drift-report.html"
 SUMMARY_FILE = "drift-summary.json"
 METRICS_FILE = "drift-metrics.prom"
-"""The names ``monitoring.job`` writes (not imported from there: that module loads Evidently)."""
+"""The names ``skewguard.monitoring.job`` writes (not imported from there: that module loads Evidently)."""
 FILES_PREFIX = "/files"
 MAX_ENTRIES = 500
 """Rows on the index page; the oldest beyond that are left out (they stay on disk and in /files)."""

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from bentos.feature_store import FeastConfig, open_store, translate_feast_errors
-from bentos.manifest import CascadeManifest
+from skewguard.bentos.feature_store import FeastConfig, open_store, translate_feast_errors
+from skewguard.bentos.manifest import CascadeManifest
 from skewguard.errors import ConfigError
 
 EVENT_TS = "event_timestamp"
@@ -308,7 +308,7 @@ class FeastOfflineFeatures:
 
     Each (entity, time) pair is asked once and the answers are joined back: Feast's file
     store collapses repeated pairs and drops a row whose entity has no snapshot within the
-    TTL (as ``pipeline.features.historical_features`` works around too).
+    TTL (as ``skewguard.pipeline.features.historical_features`` works around too).
     """
 
     def __init__(self, config: FeastConfig) -> None:

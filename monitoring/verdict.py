@@ -8,7 +8,7 @@ column drifts, or when more than ``max_share`` of the checked columns drift. The
 verdict is drift when any decided scope drifts: a change confined to a small branch is
 diluted in the overall comparison but not in its own.
 
-Feature skew (``monitoring.skew``: served online values that are not the offline ones)
+Feature skew (``skewguard.monitoring.skew``: served online values that are not the offline ones)
 joins the run's verdict through :func:`with_skew`: without skew the verdict stays what
 drift made it; with skew it says drift, and each skew reason begins "feature skew:".
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from monitoring.findings import ColumnDrift, Verdict
 from skewguard.errors import ConfigError
+from skewguard.monitoring.findings import ColumnDrift, Verdict
 
 DEFAULT_MIN_ROWS = 500
 DEFAULT_MAX_SHARE = 0.5

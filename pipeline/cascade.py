@@ -23,8 +23,8 @@ from numpy.typing import NDArray
 from sklearn.metrics import accuracy_score, log_loss, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import cross_val_predict
 
-from pipeline.returns_model import TIMESTAMP, Head, feature_columns, make_pipeline, split_by_time
 from skewguard.errors import ConfigError
+from skewguard.pipeline.returns_model import TIMESTAMP, Head, feature_columns, make_pipeline, split_by_time
 
 ROUTER_TARGET = "is_reseller"
 TARGET = "returned"

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from pipeline.demo_drawing import Listings, draw_listings, shift_vocabulary
 from skewguard.errors import ConfigError
+from skewguard.pipeline.demo_drawing import Listings, draw_listings, shift_vocabulary
 
 CATEGORIES = ("electronics", "apparel", "home", "beauty", "toys", "sports")
 UNSEEN_CATEGORY = "drones"

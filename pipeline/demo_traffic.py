@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from pipeline.demo_data import (
+from skewguard.errors import ConfigError
+from skewguard.pipeline.demo_data import (
     DemoData,
     DriftKnobs,
     generate_demo_data,
@@ -27,7 +28,6 @@ from pipeline.demo_data import (
     request_row,
     write_demo_data,
 )
-from skewguard.errors import ConfigError
 
 __all__ = ["SendResult", "append_labeled", "fresh_orders", "send_orders"]
 

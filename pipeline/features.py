@@ -1,7 +1,7 @@
 """Training-side feature store work: apply the definitions, materialize, point-in-time joins.
 
 The store connection (:class:`FeastConfig`, :func:`open_store`, :func:`translate_feast_errors`)
-lives in :mod:`bentos.feature_store`, which the gateway shares; its names are re-exported
+lives in :mod:`skewguard.bentos.feature_store`, which the gateway shares; its names are re-exported
 here for the pipeline's callers. Callers see :class:`FeastConfig`, plain data frames and
 :class:`Materialization`; what Feast raises becomes a :class:`~skewguard.errors.ConfigError`
 that says what to run, and a bad entity frame is an :class:`~skewguard.errors.InputError`.
@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from bentos.feature_store import (
+from skewguard.bentos.feature_store import (
     ENTITY_KEY,
     FEATURE_NAMES,
     FEATURE_REFS,

@@ -22,13 +22,13 @@ from numpy.typing import NDArray
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
-from bentos.images import decode_image
-from bentos.manifest import champion_tag, compose_manifest, promote, save_manifest
-from bentos.package import package_model, packaging_fingerprint
-from bentos.store import has_model
-from pipeline import cascade
-from pipeline.demo_data import FILES, generate_demo_data, load_demo_data, write_demo_data
-from pipeline.features import (
+from skewguard.bentos.images import decode_image
+from skewguard.bentos.manifest import champion_tag, compose_manifest, promote, save_manifest
+from skewguard.bentos.package import package_model, packaging_fingerprint
+from skewguard.bentos.store import has_model
+from skewguard.pipeline import cascade
+from skewguard.pipeline.demo_data import FILES, generate_demo_data, load_demo_data, write_demo_data
+from skewguard.pipeline.features import (
     FEATURE_REFS,
     FeastConfig,
     apply_features,
@@ -36,7 +36,7 @@ from pipeline.features import (
     latest_event_time,
     materialize_features,
 )
-from pipeline.returns_model import (
+from skewguard.pipeline.returns_model import (
     ENTITY_KEY,
     IMAGE,
     ONLINE,

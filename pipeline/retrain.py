@@ -36,12 +36,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from bentos.manifest import champion_tag, load_manifest, promote
-from monitoring.replay import replay_cascade
-from pipeline import cascade
-from pipeline.flows import load_training_set, train_cascade
-from pipeline.returns_model import split_by_time
+from skewguard.bentos.manifest import champion_tag, load_manifest, promote
 from skewguard.errors import ConfigError, SkewguardError
+from skewguard.monitoring.replay import replay_cascade
+from skewguard.pipeline import cascade
+from skewguard.pipeline.flows import load_training_set, train_cascade
+from skewguard.pipeline.returns_model import split_by_time
 from skewguard.settings import Settings
 
 __all__ = ["DECISIONS_FILE", "read_decisions", "retrain_if_drifted"]

@@ -18,9 +18,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from bentos.images import decode_image
-from bentos.transforms import DatetimeFeatures, ImageFeatures, SignedLog1p, make_text_vectorizer
-from pipeline.demo_data import DemoData
+from skewguard.bentos.images import decode_image
+from skewguard.bentos.transforms import DatetimeFeatures, ImageFeatures, SignedLog1p, make_text_vectorizer
+from skewguard.pipeline.demo_data import DemoData
 
 Head = Literal["hgb", "lr", "rf"]
 NUMERIC = ("price", "quantity")
@@ -103,7 +103,7 @@ def train_and_package(
     data: DemoData, *, head: Head = "hgb", name: str = "returns-demo", seed: int = 0, image: bool = True
 ) -> str:
     """Fit the demo model on the oldest 80 % of orders, gate it on the newest, store it."""
-    from bentos.package import package_model
+    from skewguard.bentos.package import package_model
 
     train, test = split_by_time(training_frame(data))
     columns = feature_columns(image=image)

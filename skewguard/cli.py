@@ -49,7 +49,7 @@ def demo_data(
     settings: Settings, out: Path | None, n_orders: int, n_customers: int, seed: int, if_missing: bool
 ) -> None:
     """Generate the seeded 'marketplace returns' demo data (orders + customer_stats)."""
-    from pipeline.demo_data import generate_demo_data, write_demo_data
+    from skewguard.pipeline.demo_data import generate_demo_data, write_demo_data
 
     folder = out or settings.data_dir
     if if_missing and (folder / "orders.parquet").exists():
@@ -69,9 +69,9 @@ def demo_data(
 @click.pass_obj
 def demo_model(settings: Settings, head: str, name: str, if_missing: bool) -> None:
     """Train the demo multimodal 'returned' model on the demo data and package it."""
-    from bentos.store import list_models
-    from pipeline.demo_data import load_demo_data
-    from pipeline.returns_model import train_and_package
+    from skewguard.bentos.store import list_models
+    from skewguard.pipeline.demo_data import load_demo_data
+    from skewguard.pipeline.returns_model import train_and_package
 
     if if_missing and list_models(name):
         click.echo(f"model {list_models(name)[0]} already in the store")
@@ -100,12 +100,12 @@ def train(
 ) -> None:
     """Run the train_cascade Prefect flow and print the evaluation figures."""
     if if_missing:
-        from bentos.manifest import champion_tag
+        from skewguard.bentos.manifest import champion_tag
 
         if (tag := champion_tag(name)) is not None:
             click.echo(f"cascade {name} already has a champion: {tag}")
             return
-    from pipeline.flows import train_cascade
+    from skewguard.pipeline.flows import train_cascade
 
     choice: Any = threshold if threshold == "max_f1" else float(threshold)
     result = train_cascade(  # type: ignore[call-overload]
@@ -168,7 +168,7 @@ def package(
     tolerance: float | None,
 ) -> None:
     """Convert a fitted pipeline to ONNX, prove parity, store it; print the tag."""
-    from bentos.package import package_model
+    from skewguard.bentos.package import package_model
 
     with pipeline_file.open("rb") as handle:
         fitted = pickle.load(handle)  # noqa: S301 - the user's own file, at build time, never in serving
@@ -186,7 +186,7 @@ def package(
 @click.argument("name", required=False)
 def models(name: str | None) -> None:
     """List packaged models (newest first) with their parity figures."""
-    from bentos.store import list_models, load_model
+    from skewguard.bentos.store import list_models, load_model
 
     for tag in list_models(name):
         model = load_model(tag)
@@ -200,7 +200,7 @@ def models(name: str | None) -> None:
 def _read_sample(path: Path) -> Any:
     import pandas as pd
 
-    from bentos.images import decode_image
+    from skewguard.bentos.images import decode_image
 
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     for column in frame.columns:
@@ -219,7 +219,7 @@ def bento() -> None:
 @click.option("--model", "tag", default="returns-demo:latest", show_default=True)
 def bento_build(tag: str) -> None:
     """Build a Bento for a packaged model; print its tag."""
-    from bentos.bento import build_bento
+    from skewguard.bentos.bento import build_bento
 
     click.echo(build_bento(tag))
 
@@ -231,7 +231,7 @@ def bento_build(tag: str) -> None:
 def bento_serve(tag: str, host: str, port: int) -> None:
     """Build the model's Bento and serve it with `bentoml serve` (POST /predict)."""
 
-    from bentos.bento import build_bento, serve_command
+    from skewguard.bentos.bento import build_bento, serve_command
 
     command = serve_command(build_bento(tag), port, host=host)
     click.echo(f"serving {tag} on http://{host}:{port}  ({' '.join(command)})")
@@ -247,7 +247,7 @@ def features() -> None:
 @click.pass_obj
 def features_apply(settings: Settings) -> None:
     """Register feature_repo/definitions.py in the configured store."""
-    from pipeline.features import FeastConfig, apply_features
+    from skewguard.pipeline.features import FeastConfig, apply_features
 
     for name in apply_features(FeastConfig.from_settings(settings)):
         click.echo(f"applied {name}")
@@ -269,7 +269,7 @@ def features_apply(settings: Settings) -> None:
 @click.pass_obj
 def features_materialize(settings: Settings, end: datetime | None, start: datetime | None) -> None:
     """Write each customer's latest snapshot in [start, end] to the online store."""
-    from pipeline.features import FeastConfig, latest_event_time, materialize_features
+    from skewguard.pipeline.features import FeastConfig, latest_event_time, materialize_features
 
     config = FeastConfig.from_settings(settings)
     done = materialize_features(config, end=end or latest_event_time(config), start=start)
@@ -281,7 +281,7 @@ def features_materialize(settings: Settings, end: datetime | None, start: dateti
 
 def _write_example_request(settings: Settings, orders: Any) -> Path:
     """A real request body from the demo data, for the curl example `serve` prints."""
-    from pipeline.demo_data import request_row
+    from skewguard.pipeline.demo_data import request_row
 
     row = request_row(orders.iloc[-1])
     path = settings.home / EXAMPLE_REQUEST
@@ -324,13 +324,13 @@ def monitor(
     """Compare served traffic with the champion's training data (Evidently); exit 1 on drift or skew."""
     import pandas as pd
 
-    from bentos.feature_store import FeastConfig
-    from bentos.manifest import champion
-    from gateway.predlog import read_records
-    from gateway.settings import GatewaySettings
-    from monitoring.job import check_drift, training_set_of
-    from monitoring.skew import FeastOfflineFeatures, SkewCheck, SkewPolicy
-    from monitoring.verdict import DriftPolicy
+    from skewguard.bentos.feature_store import FeastConfig
+    from skewguard.bentos.manifest import champion
+    from skewguard.gateway.predlog import read_records
+    from skewguard.gateway.settings import GatewaySettings
+    from skewguard.monitoring.job import check_drift, training_set_of
+    from skewguard.monitoring.skew import FeastOfflineFeatures, SkewCheck, SkewPolicy
+    from skewguard.monitoring.verdict import DriftPolicy
 
     settings = GatewaySettings.from_env()
     manifest = champion(name)

@@ -25,8 +25,8 @@ EXAMPLE_REQUEST = "example-request.json"
 def serve(host: str | None, port: int | None) -> None:
     """Serve the champion cascades through the gateway (POST /v1/cascades/{name}/predict)."""
     run_optimized()  # `python -m skewguard serve` comes here without -O
-    from gateway.server import serve as run_gateway
-    from gateway.settings import GatewaySettings
+    from skewguard.gateway.server import serve as run_gateway
+    from skewguard.gateway.settings import GatewaySettings
 
     settings = GatewaySettings.from_env()
     settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
@@ -67,7 +67,7 @@ def retrain(
     schedule: str | None,
 ) -> None:
     """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate."""
-    from pipeline.retrain import retrain_if_drifted
+    from skewguard.pipeline.retrain import retrain_if_drifted
 
     parameters: dict[str, Any] = {
         "name": name,
@@ -83,7 +83,7 @@ def retrain(
     if schedule:
         from prefect import serve as serve_deployments
 
-        from pipeline.retrain import scheduled_deployment
+        from skewguard.pipeline.retrain import scheduled_deployment
 
         deployment = scheduled_deployment(schedule, parameters)
         click.echo(f"serving {deployment.name} on the schedule {schedule!r} (Ctrl-C stops)")
@@ -121,8 +121,8 @@ def demo_traffic(
     label: bool,
 ) -> None:
     """Send demo orders from after the training data to the gateway (optionally drifted)."""
-    from pipeline.demo_data import DriftKnobs
-    from pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
+    from skewguard.pipeline.demo_data import DriftKnobs
+    from skewguard.pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
 
     knobs = DriftKnobs(
         price_inflation=price_inflation,
@@ -155,7 +155,7 @@ def reports() -> None:
 @click.pass_obj
 def reports_serve(settings: Settings, folder: Path | None, host: str, port: int) -> None:
     """Serve the index of drift reports (newest first) and the report files over HTTP."""
-    from monitoring.reports_server import serve_reports
+    from skewguard.monitoring.reports_server import serve_reports
 
     root = folder or settings.home / "reports"
     click.echo(f"drift reports in {root} on http://{host}:{port}/")
@@ -189,8 +189,8 @@ def log() -> None:
 )
 def log_prune(older_than: float | None) -> None:
     """Delete the logged rows served longer ago than an age (a running gateway keeps writing)."""
-    from gateway.predlog_sql import open_store
-    from gateway.settings import GatewaySettings
+    from skewguard.gateway.predlog_sql import open_store
+    from skewguard.gateway.settings import GatewaySettings
 
     settings = GatewaySettings.from_env()
     age = older_than or settings.log_retention_seconds

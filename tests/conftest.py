@@ -20,8 +20,8 @@ os.environ.setdefault("LANG", "C.UTF-8")
 
 def package_cascade_models(demo: object, prefix: str, *, n_sample: int = 100) -> dict[str, str]:
     """A router and two specialists on the demo data, packaged for real (linear heads, fast)."""
-    from bentos.package import package_model
-    from pipeline.returns_model import (
+    from skewguard.bentos.package import package_model
+    from skewguard.pipeline.returns_model import (
         ENTITY_KEY,
         FEATURE_VIEW,
         ONLINE,

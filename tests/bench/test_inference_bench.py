@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from bentos.store import list_models
+from skewguard.bentos.store import list_models
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "inference.py"
 ROWS = (

@@ -25,9 +25,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 from threadpoolctl import threadpool_limits
 
-from bentos.converters import register_converters
-from bentos.images import IMAGE_SIZE, IMAGE_VALUES
-from bentos.transforms import (
+from skewguard.bentos.converters import register_converters
+from skewguard.bentos.images import IMAGE_SIZE, IMAGE_VALUES
+from skewguard.bentos.transforms import (
     DatetimeFeatures,
     ImageFeatures,
     SignedLog1p,

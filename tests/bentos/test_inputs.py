@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bentos.images import encode_png
-from bentos.inputs import encode_frame, encode_rows
-from bentos.spec import FieldSpec, InputSpec
+from skewguard.bentos.images import encode_png
+from skewguard.bentos.inputs import encode_frame, encode_rows
+from skewguard.bentos.spec import FieldSpec, InputSpec
 from skewguard.errors import ImageError, InputError, PayloadTooLargeError
 
 SPEC = InputSpec(

@@ -10,7 +10,7 @@ from pathlib import Path
 import bentoml
 import pytest
 
-from bentos.manifest import (
+from skewguard.bentos.manifest import (
     ALIASES_FILE,
     MANIFEST_FILE,
     CascadeManifest,
@@ -24,16 +24,16 @@ from bentos.manifest import (
     save_manifest,
     union_specs,
 )
-from bentos.spec import FieldSpec, InputSpec, OnlineFeature
-from bentos.store import list_models
-from pipeline.demo_data import generate_demo_data
-from pipeline.returns_model import (
+from skewguard.bentos.spec import FieldSpec, InputSpec, OnlineFeature
+from skewguard.bentos.store import list_models
+from skewguard.errors import ArtifactError, ConfigError
+from skewguard.pipeline.demo_data import generate_demo_data
+from skewguard.pipeline.returns_model import (
     ENTITY_KEY,
     FEATURE_VIEW,
     ONLINE,
     feature_columns,
 )
-from skewguard.errors import ArtifactError, ConfigError
 from tests.conftest import package_cascade_models
 
 SPEC = InputSpec(fields=(FieldSpec("price", "numeric", nullable=False),), entity_key="customer_id")

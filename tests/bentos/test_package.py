@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bentos.package import PACKAGE_SOURCES, packaging_fingerprint
+from skewguard.bentos.package import PACKAGE_SOURCES, packaging_fingerprint
 
 
 def test_the_fingerprint_changes_with_a_packaging_source_and_only_then(tmp_path: Path) -> None:

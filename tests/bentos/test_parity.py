@@ -25,12 +25,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from bentos.inputs import encode_frame
-from bentos.package import package_model
-from bentos.parity import check_parity, make_session, require_parity, run_onnx
-from bentos.probes import generate_probes
-from bentos.store import load_model
-from bentos.transforms import DatetimeFeatures, ImageFeatures, make_text_vectorizer
+from skewguard.bentos.inputs import encode_frame
+from skewguard.bentos.package import package_model
+from skewguard.bentos.parity import check_parity, make_session, require_parity, run_onnx
+from skewguard.bentos.probes import generate_probes
+from skewguard.bentos.store import load_model
+from skewguard.bentos.transforms import DatetimeFeatures, ImageFeatures, make_text_vectorizer
 from skewguard.errors import ParityError
 
 WORDS = ("red", "mug", "fragile", "big", "café", "sale", "blue", "slim", "naïve", "box")

@@ -29,12 +29,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from bentos.bento import build_bento, serve_command
-from bentos.images import encode_png
-from bentos.inputs import encode_rows
-from bentos.package import package_model
-from bentos.runner import OnnxRunner
-from bentos.transforms import ImageFeatures
+from skewguard.bentos.bento import build_bento, serve_command
+from skewguard.bentos.images import encode_png
+from skewguard.bentos.inputs import encode_rows
+from skewguard.bentos.package import package_model
+from skewguard.bentos.runner import OnnxRunner
+from skewguard.bentos.transforms import ImageFeatures
 from skewguard.errors import ImageError, InputError, ModelOutputError, PayloadTooLargeError
 
 WORDS = ("red", "blue", "mug", "cup", "broken", "great", "late", "fine")

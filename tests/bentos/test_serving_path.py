@@ -18,10 +18,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from bentos.classes import read_classes
-from bentos.package import package_model
-from bentos.runner import OnnxRunner
-from bentos.store import load_model
+from skewguard.bentos.classes import read_classes
+from skewguard.bentos.package import package_model
+from skewguard.bentos.runner import OnnxRunner
+from skewguard.bentos.store import load_model
 from skewguard.errors import ParityError
 
 

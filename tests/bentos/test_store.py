@@ -8,8 +8,8 @@ from pathlib import Path
 import bentoml
 import pytest
 
-from bentos.spec import FieldSpec, InputSpec
-from bentos.store import MODEL_FILE, PROFILE_FILE, list_models, load_model, save_model
+from skewguard.bentos.spec import FieldSpec, InputSpec
+from skewguard.bentos.store import MODEL_FILE, PROFILE_FILE, list_models, load_model, save_model
 from skewguard.errors import ArtifactError, ModelNotFoundError
 
 SPEC = InputSpec(

@@ -15,8 +15,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from bentos.images import IMAGE_SIZE, IMAGE_VALUES
-from bentos.transforms import (
+from skewguard.bentos.images import IMAGE_SIZE, IMAGE_VALUES
+from skewguard.bentos.transforms import (
     DATETIME_FEATURES,
     DatetimeFeatures,
     ImageFeatures,

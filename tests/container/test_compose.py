@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from gateway.settings import GatewaySettings
+from skewguard.gateway.settings import GatewaySettings
 from skewguard.settings import PREFIX
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_our_services_run_the_project_image_and_share_its_state(stack: dict[str,
         assert any(str(v).endswith(":/var/lib/skewguard") for v in service["volumes"]), name
     for name in MODEL_SERVICES:
         command = stack["services"][name]["command"]
-        assert command[:3] == ["bentoml", "serve", "bentos.service:OnnxModelService"]
+        assert command[:3] == ["bentoml", "serve", "skewguard.bentos.service:OnnxModelService"]
         assert stack["services"][name]["environment"]["SKEWGUARD_MODEL"] == f"returns-{name}:latest"
 
 

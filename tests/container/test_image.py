@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.demo_data import DemoData, write_demo_data
-from pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
+from skewguard.pipeline.demo_data import DemoData, write_demo_data
+from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.settings import Settings
 from tests.container import podman
 from tests.gateway.conftest import CASCADE, champion_tag, demo, request_row  # noqa: F401 - fixtures
@@ -101,9 +101,9 @@ def _rows(demo: DemoData) -> list[dict[str, Any]]:  # noqa: F811
 async def _in_process_answer(home: Path, folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     from asgi_lifespan import LifespanManager
 
-    from gateway.app import create_app
-    from gateway.server import build_gateway
-    from gateway.settings import GatewaySettings
+    from skewguard.gateway.app import create_app
+    from skewguard.gateway.server import build_gateway
+    from skewguard.gateway.settings import GatewaySettings
 
     settings = GatewaySettings.from_env(
         {

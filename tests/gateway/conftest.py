@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from bentos.manifest import compose_manifest, promote, save_manifest
-from gateway.app import Gateway, create_app
-from gateway.features import StaticFeatureSource
-from gateway.server import build_gateway
-from gateway.settings import GatewaySettings
-from pipeline.demo_data import DemoData, generate_demo_data
-from pipeline.demo_data import request_row as demo_request_row
-from pipeline.returns_model import (
+from skewguard.bentos.manifest import compose_manifest, promote, save_manifest
+from skewguard.gateway.app import Gateway, create_app
+from skewguard.gateway.features import StaticFeatureSource
+from skewguard.gateway.server import build_gateway
+from skewguard.gateway.settings import GatewaySettings
+from skewguard.pipeline.demo_data import DemoData, generate_demo_data
+from skewguard.pipeline.demo_data import request_row as demo_request_row
+from skewguard.pipeline.returns_model import (
     ENTITY_KEY,
     ONLINE,
 )

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.app import create_app
-from gateway.features import StaticFeatureSource
+from skewguard.gateway.app import create_app
+from skewguard.gateway.features import StaticFeatureSource
 from tests.gateway.conftest import CASCADE, make_gateway, request_row
 
 pytestmark = pytest.mark.anyio
@@ -133,12 +133,12 @@ async def test_predict_path_edges_answer_as_the_route_table_says(gateway_client:
 async def test_an_unexpected_error_in_predict_is_a_logged_json_500(
     gateway_client: Any, demo: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import gateway.app
+    import skewguard.gateway.app as gateway_app
 
     async def broken(*args: Any) -> None:
         raise RuntimeError("a bug in the request path")
 
-    monkeypatch.setattr(gateway.app, "predict", broken)
+    monkeypatch.setattr(gateway_app, "predict", broken)
     with caplog.at_level(logging.ERROR, logger="skewguard.gateway"):
         response = await gateway_client.post(PREDICT, json=request_row(demo))
     assert response.status_code == 500
@@ -213,7 +213,7 @@ async def test_readyz_names_a_remote_model_that_is_down_and_a_reload_retires_its
     import httpx
     from asgi_lifespan import LifespanManager
 
-    from bentos.manifest import load_manifest
+    from skewguard.bentos.manifest import load_manifest
 
     with socket.socket() as probe:  # a port nothing listens on: connections are refused
         probe.bind(("127.0.0.1", 0))

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from bentos.inputs import Batch
-from bentos.manifest import load_manifest
-from gateway.batching import INLINE_ROWS, GatheredCascade, LocalCascade, RowResult
-from gateway.cascades import LoadedCascade
-from pipeline.demo_data import DemoData
+from skewguard.bentos.inputs import Batch
+from skewguard.bentos.manifest import load_manifest
 from skewguard.errors import ConversionError, UpstreamTimeoutError
+from skewguard.gateway.batching import INLINE_ROWS, GatheredCascade, LocalCascade, RowResult
+from skewguard.gateway.cascades import LoadedCascade
+from skewguard.pipeline.demo_data import DemoData
 from tests.gateway.conftest import CASCADE, request_row
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +75,7 @@ def _gated(cascade: LoadedCascade, max_rows: int = 256) -> tuple[GatheredCascade
 
 
 async def _one_row_batches(gateway_client: Any, demo: DemoData, n: int) -> list[tuple[Batch, dict[str, Any]]]:
-    from bentos.inputs import encode_rows
+    from skewguard.bentos.inputs import encode_rows
 
     cascade = gateway_client.gateway.registry.get(CASCADE)
     out = []

@@ -39,9 +39,9 @@ import psycopg
 import pytest
 import redis
 
-from bentos.manifest import load_manifest
-from pipeline.demo_data import DemoData, write_demo_data
-from pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
+from skewguard.bentos.manifest import load_manifest
+from skewguard.pipeline.demo_data import DemoData, write_demo_data
+from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.settings import Settings
 from tests.gateway.conftest import request_row
 from tests.gateway.test_server import (

@@ -23,17 +23,17 @@ import pandas as pd
 import pytest
 import redis
 
-from bentos.feature_store import OnlineFeatureReader
-from gateway.features import FeastFeatureSource, StaticFeatureSource
-from pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
-from pipeline.features import (
+from skewguard.bentos.feature_store import OnlineFeatureReader
+from skewguard.errors import ConfigError, FeatureStoreUnavailable
+from skewguard.gateway.features import FeastFeatureSource, StaticFeatureSource
+from skewguard.pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
+from skewguard.pipeline.features import (
     FEATURE_NAMES,
     FeastConfig,
     apply_features,
     materialize_features,
     teardown_features,
 )
-from skewguard.errors import ConfigError, FeatureStoreUnavailable
 
 END = pd.Timestamp("2026-04-01", tz="UTC")  # mid-history: most customers have newer snapshots
 UNKNOWN = 999_999

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from bentos.manifest import compose_manifest, promote, save_manifest
-from bentos.package import package_model
-from bentos.store import load_model
-from gateway.app import create_app
-from gateway.features import StaticFeatureSource
-from pipeline.demo_data import DemoData
-from pipeline.returns_model import (
+from skewguard.bentos.manifest import compose_manifest, promote, save_manifest
+from skewguard.bentos.package import package_model
+from skewguard.bentos.store import load_model
+from skewguard.gateway.app import create_app
+from skewguard.gateway.features import StaticFeatureSource
+from skewguard.pipeline.demo_data import DemoData
+from skewguard.pipeline.returns_model import (
     ENTITY_KEY,
     FEATURE_VIEW,
     ONLINE,
@@ -90,7 +90,7 @@ def _without_image(demo: DemoData, i: int = -1) -> dict[str, Any]:
 
 
 def test_text_cascade_graphs_have_no_image_input(text_champion: str) -> None:
-    from bentos.manifest import load_manifest
+    from skewguard.bentos.manifest import load_manifest
 
     for tag in load_manifest(text_champion).model_tags().values():
         assert "image" not in load_model(tag).spec.names

@@ -29,11 +29,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from bentos.images import encode_png
-from gateway.metrics import GatewayMetrics
-from gateway.predlog import PredictionLog, PredictionRecord, image_summary, read_records
-from gateway.predlog_sql import PRUNE_BATCH, SQLiteStore, open_store
+from skewguard.bentos.images import encode_png
 from skewguard.errors import ConfigError, PredictionLogError
+from skewguard.gateway.metrics import GatewayMetrics
+from skewguard.gateway.predlog import PredictionLog, PredictionRecord, image_summary, read_records
+from skewguard.gateway.predlog_sql import PRUNE_BATCH, SQLiteStore, open_store
 
 POSTGRES_URL = os.environ.get("SKEWGUARD_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 CLOSED_PORT_URL = "postgresql://root@127.0.0.1:1/x"
@@ -376,7 +376,7 @@ def test_the_retention_runs_again_only_every_prune_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     interval = 0.5
-    monkeypatch.setattr("gateway.predlog.PRUNE_EVERY_S", interval)
+    monkeypatch.setattr("skewguard.gateway.predlog.PRUNE_EVERY_S", interval)
     first, second, third = (
         _aged(make_records(10, prefix=p, rows_per_request=1), days=2) for p in ("a", "b", "c")
     )
@@ -407,9 +407,9 @@ def test_a_retention_that_is_not_positive_is_a_config_error(tmp_path: Path) -> N
 def test_the_gateway_setting_gives_the_log_its_retention_and_a_negative_one_is_refused(
     tmp_path: Path,
 ) -> None:
-    from gateway.features import StaticFeatureSource
-    from gateway.server import build_gateway
-    from gateway.settings import GatewaySettings
+    from skewguard.gateway.features import StaticFeatureSource
+    from skewguard.gateway.server import build_gateway
+    from skewguard.gateway.settings import GatewaySettings
 
     def retention(**env: str) -> float | None:
         settings = GatewaySettings.from_env({"SKEWGUARD_HOME": str(tmp_path), **env})
@@ -558,7 +558,7 @@ import contextlib, os, time, uuid
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from gateway.predlog import PredictionLog, PredictionRecord
+from skewguard.gateway.predlog import PredictionLog, PredictionRecord
 
 log = PredictionLog.open(os.environ["LOG_URL"], table=os.environ["LOG_TABLE"], batch_size=100_000,
                          flush_interval=30.0)

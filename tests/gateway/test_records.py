@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.records import new_request_id
+from skewguard.gateway.records import new_request_id
 
 
 def test_a_request_id_is_a_uuid7_carrying_its_millisecond() -> None:

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bentos.inputs import Batch, encode_rows
-from bentos.spec import FieldSpec, InputSpec
-from gateway.runners import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Predictions, RemoteBentoRunner
+from skewguard.bentos.inputs import Batch, encode_rows
+from skewguard.bentos.spec import FieldSpec, InputSpec
 from skewguard.errors import UpstreamTimeoutError, UpstreamUnavailableError
+from skewguard.gateway.runners import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, Predictions, RemoteBentoRunner
 
 pytestmark = pytest.mark.anyio
 

@@ -38,13 +38,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bentos.feature_store import FeastConfig
-from gateway.app import create_app
-from gateway.features import FeastFeatureSource
-from gateway.server import build_gateway
-from gateway.settings import GatewaySettings
-from pipeline.demo_data import DemoData, write_demo_data
-from pipeline.features import apply_features, materialize_features
+from skewguard.bentos.feature_store import FeastConfig
+from skewguard.gateway.app import create_app
+from skewguard.gateway.features import FeastFeatureSource
+from skewguard.gateway.server import build_gateway
+from skewguard.gateway.settings import GatewaySettings
+from skewguard.pipeline.demo_data import DemoData, write_demo_data
+from skewguard.pipeline.features import apply_features, materialize_features
 from tests.gateway.conftest import CASCADE, request_row
 
 pytestmark = pytest.mark.slow
@@ -166,7 +166,9 @@ async def test_inputs_that_were_500s_are_4xx_naming_the_field(
 
 
 def test_the_epoch_limit_of_the_inputs_is_the_transforms_limit() -> None:
-    from bentos.inputs import MAX_EPOCH_SECONDS
-    from bentos.transforms import MAX_EPOCH_SECONDS as TRANSFORM_LIMIT  # imports sklearn: not at serving
+    from skewguard.bentos.inputs import MAX_EPOCH_SECONDS
+    from skewguard.bentos.transforms import (
+        MAX_EPOCH_SECONDS as TRANSFORM_LIMIT,  # imports sklearn: not at serving
+    )
 
     assert MAX_EPOCH_SECONDS + 1 == TRANSFORM_LIMIT

@@ -1,7 +1,7 @@
 """Security of the serving path: no unpickling, tamper-evident models, constant-time tokens, quiet logs.
 
 * A fresh interpreter imports the serving entry points (``gateway.server``, ``gateway.app``,
-  ``bentos.service``), serves a prediction through the gateway and through the Bento
+  ``skewguard.bentos.service``), serves a prediction through the gateway and through the Bento
   service's class, and reports what it imported and whether anything was unpickled: the
   audit event ``pickle.find_class`` and wrappers around ``pickle.load``/``loads``/``Unpickler``
   installed before anything else was imported.
@@ -30,12 +30,12 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from bentos.manifest import champion
-from bentos.store import MODEL_FILE, load_model
-from gateway.app import create_app
-from gateway.features import StaticFeatureSource
-from pipeline.demo_data import DemoData
+from skewguard.bentos.manifest import champion
+from skewguard.bentos.store import MODEL_FILE, load_model
 from skewguard.errors import ArtifactError
+from skewguard.gateway.app import create_app
+from skewguard.gateway.features import StaticFeatureSource
+from skewguard.pipeline.demo_data import DemoData
 from tests.gateway.conftest import CASCADE, make_gateway, request_row
 
 pytestmark = pytest.mark.anyio
@@ -91,8 +91,8 @@ import asyncio, os, types
 import httpx
 from asgi_lifespan import LifespanManager
 import gateway.app, gateway.server, bentos.service
-from gateway.features import StaticFeatureSource
-from gateway.settings import GatewaySettings
+from skewguard.gateway.features import StaticFeatureSource
+from skewguard.gateway.settings import GatewaySettings
 
 request = json.load(sys.stdin)
 

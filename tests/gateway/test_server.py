@@ -30,11 +30,11 @@ import httpx
 import psutil
 import pytest
 
-from bentos.bento import build_bento, serve_command
-from bentos.manifest import compose_manifest, load_manifest, promote, save_manifest
-from gateway.predlog import read_records
-from pipeline.demo_data import DemoData, write_demo_data
-from pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
+from skewguard.bentos.bento import build_bento, serve_command
+from skewguard.bentos.manifest import compose_manifest, load_manifest, promote, save_manifest
+from skewguard.gateway.predlog import read_records
+from skewguard.pipeline.demo_data import DemoData, write_demo_data
+from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.settings import Settings
 from tests.gateway.conftest import CASCADE, request_row
 
@@ -338,9 +338,9 @@ async def _colocated_answer(home: Path, folder: Path, rows: list[dict[str, Any]]
     """What the co-located gateway answers (in process, same Feast store and model store)."""
     from asgi_lifespan import LifespanManager
 
-    from gateway.app import create_app
-    from gateway.server import build_gateway
-    from gateway.settings import GatewaySettings
+    from skewguard.gateway.app import create_app
+    from skewguard.gateway.server import build_gateway
+    from skewguard.gateway.settings import GatewaySettings
 
     settings = GatewaySettings.from_env(
         {
@@ -444,9 +444,9 @@ import asyncio, json, sys
 import httpx
 from asgi_lifespan import LifespanManager
 import skewguard.cli
-from gateway.app import create_app
-from gateway.server import build_gateway
-from gateway.settings import GatewaySettings
+from skewguard.gateway.app import create_app
+from skewguard.gateway.server import build_gateway
+from skewguard.gateway.settings import GatewaySettings
 
 async def main():
     gateway = build_gateway(GatewaySettings.from_env())

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import soak
-from pipeline.demo_data import DemoData
+from skewguard.pipeline.demo_data import DemoData
 from tests.gateway.conftest import CASCADE, request_row
 from tests.gateway.test_faults import materialized_home
 

@@ -19,10 +19,10 @@ import httpx
 import psutil
 import pytest
 
-from bentos.manifest import promote
-from gateway.peers import READY_PREFIX, Peers
-from gateway.predlog import read_records
-from pipeline.demo_data import DemoData
+from skewguard.bentos.manifest import promote
+from skewguard.gateway.peers import READY_PREFIX, Peers
+from skewguard.gateway.predlog import read_records
+from skewguard.pipeline.demo_data import DemoData
 from tests.gateway.conftest import request_row
 from tests.gateway.test_faults import _metric
 from tests.gateway.test_server import (

@@ -2,7 +2,7 @@
 
 One seeded data set of 7,000 orders: the oldest 5,000 are the reference (the train slice),
 the newest 2,000 the served window. The drifted window is the same slice of the same
-generator with drift knobs on. Records are shaped like ``gateway.predlog`` writes them,
+generator with drift knobs on. Records are shaped like ``skewguard.gateway.predlog`` writes them,
 with the cascade's real answers (replayed from its ONNX graphs, as the gateway computes
 them) and image summaries from the gateway's own ``image_summary``.
 
@@ -18,12 +18,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bentos.manifest import CascadeManifest, compose_manifest
-from gateway.predlog import image_summary
-from monitoring.frames import ColumnSet, Outputs, monitored_columns, reference_frame
-from monitoring.replay import replay_cascade
-from pipeline.demo_data import DemoData, DriftKnobs, generate_demo_data
-from pipeline.returns_model import ENTITY_KEY, ONLINE, training_frame
+from skewguard.bentos.manifest import CascadeManifest, compose_manifest
+from skewguard.gateway.predlog import image_summary
+from skewguard.monitoring.frames import ColumnSet, Outputs, monitored_columns, reference_frame
+from skewguard.monitoring.replay import replay_cascade
+from skewguard.pipeline.demo_data import DemoData, DriftKnobs, generate_demo_data
+from skewguard.pipeline.returns_model import ENTITY_KEY, ONLINE, training_frame
 from tests.conftest import package_cascade_models
 
 N_ORDERS, N_REFERENCE = 7_000, 5_000

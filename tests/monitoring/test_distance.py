@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from monitoring.distance import category_shares, linf_distance
 from skewguard.errors import ConfigError
+from skewguard.monitoring.distance import category_shares, linf_distance
 
 
 def test_linf_is_the_largest_share_change() -> None:

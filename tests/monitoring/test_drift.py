@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring import drift as drift_module
-from monitoring.drift import DriftMethods, DriftRun, run_drift
-from monitoring.frames import ColumnSet, current_frame
-from monitoring.verdict import DriftPolicy
+from skewguard.monitoring import drift as drift_module
+from skewguard.monitoring.drift import DriftMethods, DriftRun, run_drift
+from skewguard.monitoring.frames import ColumnSet, current_frame
+from skewguard.monitoring.verdict import DriftPolicy
 from tests.monitoring.conftest import INPUT_COLUMNS, WATCHED
 
 POLICY = DriftPolicy(watched=WATCHED)

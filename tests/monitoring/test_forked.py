@@ -1,4 +1,4 @@
-"""monitoring.forked: the function runs in a forked child and its value (or failure) comes back."""
+"""skewguard.monitoring.forked: the function runs in a forked child and its value (or failure) comes back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 # In a fresh interpreter: one thread, so ``can_fork()`` holds whatever ran before in pytest.
 SCRIPT = """
 import json, os
-from monitoring.forked import Forked, can_fork
+from skewguard.monitoring.forked import Forked, can_fork
 from skewguard.errors import DriftReportError
 
 def where(x):
@@ -61,7 +61,7 @@ def test_with_other_threads_it_runs_in_this_process() -> None:
     import os
     import threading
 
-    from monitoring.forked import Forked
+    from skewguard.monitoring.forked import Forked
 
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait)

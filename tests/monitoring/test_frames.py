@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bentos.images import decode_image
-from bentos.manifest import CascadeManifest
-from bentos.runner import OnnxRunner
-from monitoring.frames import (
+from skewguard.bentos.images import decode_image
+from skewguard.bentos.manifest import CascadeManifest
+from skewguard.bentos.runner import OnnxRunner
+from skewguard.errors import ConfigError
+from skewguard.monitoring.frames import (
     Column,
     ColumnSet,
     current_frame,
@@ -20,9 +21,8 @@ from monitoring.frames import (
     reference_frame,
     reference_rows,
 )
-from monitoring.replay import replay_cascade
-from pipeline.returns_model import split_by_time, training_frame
-from skewguard.errors import ConfigError
+from skewguard.monitoring.replay import replay_cascade
+from skewguard.pipeline.returns_model import split_by_time, training_frame
 from tests.monitoring.conftest import N_REFERENCE, log_records
 
 

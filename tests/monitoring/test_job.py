@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bentos.manifest import CascadeManifest
-from monitoring.job import DriftJobResult, check_drift, latest_training_set
-from monitoring.verdict import DriftPolicy
+from skewguard.bentos.manifest import CascadeManifest
 from skewguard.errors import ConfigError
+from skewguard.monitoring.job import DriftJobResult, check_drift, latest_training_set
+from skewguard.monitoring.verdict import DriftPolicy
 from tests.monitoring.conftest import N_REFERENCE, WATCHED
 
 COLUMN_KEYS = {"kind", "status", "reason", "drifted", "checks"}

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageStat
 
-from bentos.manifest import CascadeManifest
-from monitoring import job
-from monitoring.reports_server import HTML_FILE, METRICS_FILE, SUMMARY_FILE, create_app
-from monitoring.verdict import DriftPolicy
+from skewguard.bentos.manifest import CascadeManifest
 from skewguard.cli_ops import reports_serve
+from skewguard.monitoring import job
+from skewguard.monitoring.reports_server import HTML_FILE, METRICS_FILE, SUMMARY_FILE, create_app
+from skewguard.monitoring.verdict import DriftPolicy
 from tests.monitoring.conftest import WATCHED
 
 CHROMIUM = shutil.which("chromium")

@@ -24,14 +24,16 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from bentos.feature_store import FEATURE_NAMES, FEATURE_REFS, FeastConfig, OnlineFeatureReader
-from bentos.manifest import CascadeManifest, promote, save_manifest
-from gateway.predlog import PredictionRecord
-from gateway.predlog_sql import COLUMNS
-from gateway.predlog_sql import open_store as open_log
-from monitoring.findings import Verdict
-from monitoring.job import check_drift
-from monitoring.skew import (
+from skewguard.bentos.feature_store import FEATURE_NAMES, FEATURE_REFS, FeastConfig, OnlineFeatureReader
+from skewguard.bentos.manifest import CascadeManifest, promote, save_manifest
+from skewguard.cli import cli
+from skewguard.errors import ConfigError
+from skewguard.gateway.predlog import PredictionRecord
+from skewguard.gateway.predlog_sql import COLUMNS
+from skewguard.gateway.predlog_sql import open_store as open_log
+from skewguard.monitoring.findings import Verdict
+from skewguard.monitoring.job import check_drift
+from skewguard.monitoring.skew import (
     EVENT_TS,
     FeastOfflineFeatures,
     SkewCheck,
@@ -41,11 +43,14 @@ from monitoring.skew import (
     served_frame,
     training_scales,
 )
-from monitoring.verdict import DriftPolicy, with_skew
-from pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
-from pipeline.features import apply_features, historical_features, latest_event_time, materialize_features
-from skewguard.cli import cli
-from skewguard.errors import ConfigError
+from skewguard.monitoring.verdict import DriftPolicy, with_skew
+from skewguard.pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
+from skewguard.pipeline.features import (
+    apply_features,
+    historical_features,
+    latest_event_time,
+    materialize_features,
+)
 from tests.monitoring.conftest import WATCHED
 
 KEY = "customer_id"
@@ -159,7 +164,7 @@ def _record(
     flags: Sequence[Mapping[str, str]] = (),
     **extra: Any,
 ) -> dict[str, Any]:
-    """A prediction-log record as ``gateway.predlog`` stores it (the gateway's own dataclass)."""
+    """A prediction-log record as ``skewguard.gateway.predlog`` stores it (the gateway's own dataclass)."""
     record = PredictionRecord(
         request_id=uuid.uuid4().hex,
         row=0,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.findings import Check, ColumnDrift, Verdict
-from monitoring.verdict import DriftPolicy, combine, decide
 from skewguard.errors import ConfigError
+from skewguard.monitoring.findings import Check, ColumnDrift, Verdict
+from skewguard.monitoring.verdict import DriftPolicy, combine, decide
 
 
 def _column(name: str, drifted: bool) -> ColumnDrift:

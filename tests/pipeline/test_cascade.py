@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cascade import (
+from skewguard.errors import ConfigError
+from skewguard.pipeline.cascade import (
     ROUTER_TARGET,
     TARGET,
     TrainedCascade,
@@ -23,9 +24,8 @@ from pipeline.cascade import (
     time_blocks,
     train_cascade_models,
 )
-from pipeline.demo_data import generate_demo_data
-from pipeline.returns_model import TIMESTAMP, feature_columns, make_pipeline, training_frame
-from skewguard.errors import ConfigError
+from skewguard.pipeline.demo_data import generate_demo_data
+from skewguard.pipeline.returns_model import TIMESTAMP, feature_columns, make_pipeline, training_frame
 
 N_SPLITS = 3
 router_factory = partial(make_pipeline, "rf", seed=0)

@@ -14,8 +14,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from bentos.images import decode_image
-from pipeline.demo_data import (
+from skewguard.bentos.images import decode_image
+from skewguard.errors import ConfigError
+from skewguard.pipeline.demo_data import (
     CATEGORIES,
     CUSTOMER_STATS_DTYPES,
     ORDER_DTYPES,
@@ -26,8 +27,7 @@ from pipeline.demo_data import (
     load_demo_data,
     write_demo_data,
 )
-from pipeline.demo_drawing import BASE_VOCABULARY
-from skewguard.errors import ConfigError
+from skewguard.pipeline.demo_drawing import BASE_VOCABULARY
 
 
 def _small(knobs: DriftKnobs | None = None) -> DemoData:

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 import redis
 
-from bentos.feature_store import OnlineFeatureReader
-from pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
-from pipeline.features import (
+from skewguard.bentos.feature_store import OnlineFeatureReader
+from skewguard.errors import ConfigError, InputError
+from skewguard.pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
+from skewguard.pipeline.features import (
     FEATURE_NAMES,
     FEATURE_REFS,
     FEATURE_SERVICE,
@@ -31,7 +32,6 @@ from pipeline.features import (
     open_store,
     teardown_features,
 )
-from skewguard.errors import ConfigError, InputError
 from skewguard.settings import Settings
 
 TTL = pd.Timedelta(days=30)

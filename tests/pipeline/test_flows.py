@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bentos.manifest import champion, load_manifest
-from bentos.store import has_model, load_model, model_store
-from pipeline.flows import train_cascade
+from skewguard.bentos.manifest import champion, load_manifest
+from skewguard.bentos.store import has_model, load_model, model_store
+from skewguard.pipeline.flows import train_cascade
 
 EXPENSIVE = {
     "build_training_set",
@@ -40,9 +40,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, 
         first = _timed_run(router_head="hgb", head="hgb")
         second = _timed_run(router_head="hgb", head="hgb")
         changed = _timed_run(router_head="hgb", head="lr")
-        patch.setattr("pipeline.flows.packaging_fingerprint", lambda: "a changed converter")
+        patch.setattr("skewguard.pipeline.flows.packaging_fingerprint", lambda: "a changed converter")
         repackaged = _timed_run(router_head="hgb", head="lr")
-        patch.setattr("pipeline.flows.packaging_fingerprint", lambda: "yet another converter")
+        patch.setattr("skewguard.pipeline.flows.packaging_fingerprint", lambda: "yet another converter")
         wiped = _timed_run(router_head="hgb", head="lr")  # models of its own, for the next step to lose
         model_store().delete(wiped[0]["models"]["router"])  # the store wiped, Prefect's cache kept
         restored = _timed_run(router_head="hgb", head="lr")

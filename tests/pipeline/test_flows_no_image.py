@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from bentos.manifest import champion
-from bentos.store import load_model
-from pipeline.flows import train_cascade
+from skewguard.bentos.manifest import champion
+from skewguard.bentos.store import load_model
+from skewguard.pipeline.flows import train_cascade
 
 SHARED = {"build_training_set"}  # the training set is the same rows, images included
 

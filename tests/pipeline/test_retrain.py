@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.retrain import beats, no_retrain_reason, scheduled_deployment
 from skewguard.errors import ConfigError
+from skewguard.pipeline.retrain import beats, no_retrain_reason, scheduled_deployment
 
 
 def _figures(champion: float | None, candidate: float | None, metric: str = "roc_auc") -> dict[str, Any]:

@@ -7,9 +7,9 @@ import onnx
 import pandas as pd
 import pytest
 
-from bentos.store import load_model
-from pipeline.demo_data import DemoData, generate_demo_data
-from pipeline.returns_model import (
+from skewguard.bentos.store import load_model
+from skewguard.pipeline.demo_data import DemoData, generate_demo_data
+from skewguard.pipeline.returns_model import (
     ONLINE,
     feature_columns,
     make_pipeline,

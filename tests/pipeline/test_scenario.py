@@ -26,12 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bentos.manifest import champion_tag
-from pipeline.demo_data import DriftKnobs
-from pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
-from pipeline.features import FeastConfig, latest_event_time, materialize_features
-from pipeline.flows import train_cascade
-from pipeline.retrain import read_decisions, retrain_if_drifted
+from skewguard.bentos.manifest import champion_tag
+from skewguard.pipeline.demo_data import DriftKnobs
+from skewguard.pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
+from skewguard.pipeline.features import FeastConfig, latest_event_time, materialize_features
+from skewguard.pipeline.flows import train_cascade
+from skewguard.pipeline.retrain import read_decisions, retrain_if_drifted
 from skewguard.settings import Settings
 
 NAME = "scenario"
@@ -77,7 +77,7 @@ def gateway(home: Path) -> Iterator[str]:
     first = train_cascade(NAME, n_orders=4_000, n_customers=400, seed=0)
     assert first["status"] == "champion"
     port = _free_port()
-    log = (home / "gateway.log").open("w")
+    log = (home / "skewguard.gateway.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "skewguard", "serve", "--port", str(port)],
         stdout=log,
@@ -95,7 +95,7 @@ def gateway(home: Path) -> Iterator[str]:
                 pass
             time.sleep(0.2)
         else:
-            pytest.fail(f"gateway did not get ready: {(home / 'gateway.log').read_text()[-3000:]}")
+            pytest.fail(f"gateway did not get ready: {(home / 'skewguard.gateway.log').read_text()[-3000:]}")
         yield url
     finally:
         process.terminate()

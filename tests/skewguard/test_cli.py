@@ -14,9 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from bentos.images import encode_png
-from bentos.store import load_model
-from bentos.transforms import ImageFeatures, make_text_vectorizer
+from skewguard.bentos.images import encode_png
+from skewguard.bentos.store import load_model
+from skewguard.bentos.transforms import ImageFeatures, make_text_vectorizer
 from skewguard.cli import cli, main
 
 
@@ -49,7 +49,7 @@ def _user_files(folder: Path) -> tuple[Path, Path]:
             ("model", LogisticRegression(max_iter=500)),
         ]
     ).fit(X, y)
-    pipeline_file = folder / "pipeline.pkl"
+    pipeline_file = folder / "skewguard.pipeline.pkl"
     pipeline_file.write_bytes(pickle.dumps(pipeline))
     sample = X.iloc[:80].assign(photo=[encode_png(img) for img in images[:80]], label=y[:80])
     sample_file = folder / "sample.parquet"
@@ -109,7 +109,7 @@ def test_log_prune_deletes_what_is_older_than_the_age_given(tmp_path: Path) -> N
     import dataclasses
     import time
 
-    from gateway.predlog import PredictionLog, read_records
+    from skewguard.gateway.predlog import PredictionLog, read_records
     from tests.gateway.test_predlog import make_records
 
     url = f"sqlite:///{tmp_path / 'log.db'}"
