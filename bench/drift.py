@@ -162,7 +162,7 @@ def run_child(variant: str, frames: Path) -> dict[str, float]:
     current = pd.read_pickle(frames / "current.pkl")  # noqa: S301
     columns = ColumnSet(tuple(Column(**c) for c in json.loads((frames / "columns.json").read_text())))
     work = _job if variant == "job" else _raw
-    import monitoring.drift  # noqa: F401 - Evidently's import (~3 s) is not what is timed
+    import skewguard.monitoring.drift  # noqa: F401 - Evidently's import (~3 s) is not what is timed
 
     rss_before = _rss_mb()
     Path("/proc/self/clear_refs").write_text("5")  # Linux: the peak (VmHWM) restarts from the current RSS

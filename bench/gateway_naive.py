@@ -107,7 +107,7 @@ def _refit(training: Path) -> Models:
         "router": router,
         "threshold": chosen.value,
         "specialists": dict(branches),
-        "source": "refitted on the run's training set as pipeline.flows does",
+        "source": "refitted on the run's training set as skewguard.pipeline.flows does",
     }
 
 
