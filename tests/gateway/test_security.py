@@ -90,7 +90,7 @@ sys.meta_path.insert(0, WhoImports())
 import asyncio, os, types
 import httpx
 from asgi_lifespan import LifespanManager
-import gateway.app, gateway.server, bentos.service
+import skewguard.gateway.app, skewguard.gateway.server, skewguard.bentos.service
 from skewguard.gateway.features import StaticFeatureSource
 from skewguard.gateway.settings import GatewaySettings
 
@@ -105,7 +105,7 @@ async def through_the_gateway():
             "SKEWGUARD_WATCH_SECONDS": "0",
         }
     )
-    app = gateway.app.create_app(gateway.server.build_gateway(settings, features=StaticFeatureSource({})))
+    app = skewguard.gateway.app.create_app(skewguard.gateway.server.build_gateway(settings, features=StaticFeatureSource({})))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -114,7 +114,7 @@ async def through_the_gateway():
 
 
 async def through_the_bento_service():
-    service = bentos.service.OnnxModelService()
+    service = skewguard.bentos.service.OnnxModelService()
     ctx = types.SimpleNamespace(response=types.SimpleNamespace(status_code=200))
     answer = await service.predict([request["model_row"]], ctx)
     return len(answer["predictions"])
