@@ -105,7 +105,8 @@ async def through_the_gateway():
             "SKEWGUARD_WATCH_SECONDS": "0",
         }
     )
-    app = skewguard.gateway.app.create_app(skewguard.gateway.server.build_gateway(settings, features=StaticFeatureSource({})))
+    gateway = skewguard.gateway.server.build_gateway(settings, features=StaticFeatureSource({}))
+    app = skewguard.gateway.app.create_app(gateway)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
