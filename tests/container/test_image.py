@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+from returns_data import DemoData, write_demo_data
 
-from skewguard.pipeline.demo_data import DemoData, write_demo_data
 from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.settings import Settings
 from tests.container import podman
