@@ -22,11 +22,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -O -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	rm -f $(VENV)/.installed-* && touch $@
 
+DEMO := examples/returns/cascade.yaml
+
 run: install
 	$(BIN)/skewguard demo-data --if-missing
-	$(BIN)/skewguard train --if-missing
-	$(BIN)/skewguard features apply
-	$(BIN)/skewguard features materialize
+	$(BIN)/skewguard train -f $(DEMO) --if-missing
+	$(BIN)/skewguard features apply -f $(DEMO)
+	$(BIN)/skewguard features materialize -f $(DEMO)
 	$(BIN)/skewguard serve
 
 lint: install

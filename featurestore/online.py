@@ -31,7 +31,8 @@ EntityId = int | str
 EntityType = Literal["int64", "string"]
 _ONLINE_HINT = (
     "Check that the online store is reachable (SKEWGUARD_ONLINE_STORE, SKEWGUARD_REDIS_URL) "
-    "and that `skewguard features apply` and `skewguard features materialize` ran for this cascade."
+    "and that `skewguard features apply -f <cascade file>` and `skewguard features materialize -f "
+    "<cascade file>` ran for this cascade."
 )
 
 

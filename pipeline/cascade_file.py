@@ -228,16 +228,20 @@ class LoadedCascadeFile:
             )
         return factory
 
-    def source_digest(self) -> str:
-        """sha256 of the file and every Python module beside it (what a cached training depends on)."""
-        digest = hashlib.sha256(self.path.read_bytes())
-        for module in sorted(self.folder.rglob("*.py")):
-            if not any(
-                part.startswith(".") or part == "__pycache__"
-                for part in module.relative_to(self.folder).parts
-            ):
-                digest.update(str(module.relative_to(self.folder)).encode() + b"\0" + module.read_bytes())
+    def code_digest(self, folder: Path | None = None) -> str:
+        """sha256 of the Python modules in ``folder`` (default: the file's) and below: what the
+        cached steps' results depend on besides the file's keys."""
+        root = folder or self.folder
+        digest = hashlib.sha256()
+        for module in sorted(root.rglob("*.py")):
+            parts = module.relative_to(root).parts
+            if not any(part.startswith(".") or part == "__pycache__" for part in parts):
+                digest.update(str(module.relative_to(root)).encode() + b"\0" + module.read_bytes())
         return digest.hexdigest()
+
+    def section(self, key: str) -> Any:
+        """One top-level key's value as plain JSON data (a cache key names exactly what a step read)."""
+        return self.spec.model_dump(mode="json")[key]
 
 
 def import_from(folder: Path, module_name: str) -> Any:

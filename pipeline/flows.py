@@ -7,12 +7,13 @@
 
 Each step is a task. The expensive ones are cached on their inputs and their own source
 (``INPUTS + TASK_SOURCE``) with persisted results, so a second run with the same file, data
-and code reuses them, and a changed step reruns only what depends on it. Inputs are light
-keys — the file's path and the digest of the file and its modules, the data's sha256, the
-training set's path — so the cache keys stay cheap to compute; fitted models travel with a
-key naming what produced them, and their pickles (not byte-stable across a save and load)
-are left out of the hash. Steps that touch outside state (the feature store, the manifest
-and its alias) always run.
+and code reuses them, and a changed step reruns only what depends on it. A step's inputs
+name exactly what it reads — the sections of the cascade file it uses (a changed branch
+pipeline leaves the router's steps cached), the digest of the modules beside the file, the
+data's sha256, the training set's path — so the cache keys stay cheap to compute; fitted
+models travel with a key naming what produced them, and their pickles (not byte-stable
+across a save and load) are left out of the hash. Steps that touch outside state (the
+feature store, the manifest and its alias) always run.
 """
 
 from __future__ import annotations
@@ -60,20 +61,22 @@ MAX_GATE_ROWS = 2_000
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Source:
-    """What a cached step depends on: the cascade file and its code, and the training set."""
+    """What every fitting step depends on: where the file is, its code, its data and how it is split."""
 
     file: str
     code: str
-    """sha256 of the cascade file and the modules beside it."""
+    """sha256 of the Python modules beside the cascade file."""
     training_set: str
+    data: dict[str, Any]
+    """The file's data section (which rows are held out)."""
 
     def load(self) -> LoadedCascadeFile:
         return load_cascade_file(Path(self.file))
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The training rows and the held-out rows, split by time as the file says."""
-        spec = self.load().spec
-        return split_by_time(load_training_set(self.training_set), spec.data.timestamp, spec.data.holdout)
+        """The training rows and the held-out rows, split by time as the data section says."""
+        frame = load_training_set(self.training_set)
+        return split_by_time(frame, self.data["timestamp"], self.data["holdout"])
 
 
 @task(cache_policy=NO_CACHE)
@@ -93,8 +96,10 @@ def sync_features(file: str, feast: FeastConfig) -> FeatureSelection | None:
 @task(**CACHED)
 def build_training_set(
     file: str,
-    code: str,
+    data: dict[str, Any],
+    features: dict[str, Any] | None,
     data_sha256: str,
+    features_code: str,
     selection: FeatureSelection | None,
     feast: FeastConfig,
     out_dir: str,
@@ -102,9 +107,8 @@ def build_training_set(
     """The file's data joined point in time with its online features (Feast), as parquet."""
     loaded = load_cascade_file(Path(file))
     frame = build_training_frame(loaded, selection, feast)
-    path = (
-        Path(out_dir) / f"training-{hashlib.sha256(f'{code}{data_sha256}'.encode()).hexdigest()[:16]}.parquet"
-    )
+    key = _digest(data, features, data_sha256, features_code, selection)
+    path = Path(out_dir) / f"training-{key[:16]}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path)
     if selection is not None:
@@ -114,23 +118,25 @@ def build_training_set(
 
 
 @task(**CACHED)
-def router_out_of_fold(source: Source, columns: list[str]) -> tuple[NDArray[np.float64], tuple[Any, ...]]:
+def router_out_of_fold(
+    source: Source, columns: list[str], router_section: dict[str, Any]
+) -> tuple[NDArray[np.float64], tuple[Any, ...]]:
     """The router's out-of-fold probabilities on every training row (time-ordered folds), its classes."""
     loaded = source.load()
-    router = _router(loaded)
+    router = RouterSection.model_validate(router_section)
     train, _ = source.frames()
     factory = loaded.model_factory("router.pipeline", router.pipeline)
     proba, classes = cascade.out_of_fold_proba(
-        factory, train[columns], train[router.target], train[loaded.spec.data.timestamp], router.n_splits
+        factory, train[columns], train[router.target], train[source.data["timestamp"]], router.n_splits
     )
     return np.ascontiguousarray(proba), classes  # hashes the same as its reloaded copy downstream
 
 
 @task(**CACHED)
-def fit_router(source: Source, columns: list[str]) -> Any:
+def fit_router(source: Source, columns: list[str], router_section: dict[str, Any]) -> Any:
     """The router on every training row."""
     loaded = source.load()
-    router = _router(loaded)
+    router = RouterSection.model_validate(router_section)
     train, _ = source.frames()
     return loaded.model_factory("router.pipeline", router.pipeline)().fit(
         train[columns], train[router.target]
@@ -138,17 +144,24 @@ def fit_router(source: Source, columns: list[str]) -> Any:
 
 
 @task(**CACHED)
-def fit_branches(source: Source, columns: list[str], routed: NDArray[np.str_]) -> dict[str, Any]:
+def fit_branches(
+    source: Source, columns: list[str], routed: NDArray[np.str_], branches: dict[str, Any], task_kind: str
+) -> dict[str, Any]:
     """One model per branch, each on the rows the router's out-of-fold routing sends it."""
     loaded = source.load()
     train, _ = source.frames()
-    return cascade.fit_branches(
-        train[columns], _targets(loaded, train), routed, _factories(loaded), loaded.spec.task
-    )
+    kind: cascade.Task = "regression" if task_kind == "regression" else "classification"
+    return cascade.fit_branches(train[columns], _targets(loaded, train), routed, _factories(loaded), kind)
 
 
 @task(**CACHED)
-def fit_baselines(source: Source, columns: list[str]) -> tuple[Any, dict[str, Any] | None]:
+def fit_baselines(
+    source: Source,
+    columns: list[str],
+    router_section: dict[str, Any] | None,
+    branches: dict[str, Any],
+    baseline: str | None,
+) -> tuple[Any, dict[str, Any] | None]:
     """The comparisons: one monolithic model, and branch models fitted on the true routes."""
     loaded = source.load()
     spec = loaded.spec
@@ -269,17 +282,21 @@ def train_cascade(file: str | Path, *, settings: Settings | None = None) -> dict
     selection = _run(states, sync_features, str(loaded.path), feast)
     out_dir = str(settings.home / "training" / spec.name)
     data_sha = _sha256(loaded.resolve(spec.data.path), loaded)
+    features_code = loaded.code_digest(feast.repo_dir) if feast.repo_dir else ""
+    read = {key: loaded.section("data")[key] for key in ("path", "timestamp")}  # what the set is built from
+    sections = (read, loaded.section("features"))
     path = _run(
         states,
         build_training_set,
         str(loaded.path),
-        loaded.source_digest(),
+        *sections,
         data_sha,
+        features_code,
         selection,
         feast,
         out_dir,
     )
-    source = Source(str(loaded.path), loaded.source_digest(), path)
+    source = Source(str(loaded.path), loaded.code_digest(), path, loaded.section("data"))
     columns = input_columns(loaded, load_training_set(path, decode=False), selection)
     models, rule = _fit(states, source, columns)
     tags = _package_all(states, settings, source, columns, models, rule, selection)
@@ -309,33 +326,31 @@ def train_cascade(file: str | Path, *, settings: Settings | None = None) -> dict
 def _fit(
     states: dict[str, str], source: Source, columns: list[str]
 ) -> tuple[dict[str, Any], cascade.RoutingRule | None]:
-    """The router (with its rule), the branch models and the baselines; a key naming what fitted them."""
-    loaded = source.load()
-    spec = loaded.spec
+    """The router (with its rule), the branch models and the baselines; keys naming what fitted them."""
+    spec = source.load().spec
     router, rule = None, None
     train, _ = source.frames()
     routed = np.full(len(train), next(iter(spec.branches)), dtype=object).astype(np.str_)
-    router_key = _digest(source, columns)
+    router_section = None if spec.router is None else spec.router.model_dump(mode="json")
+    branch_sections = {name: b.model_dump(mode="json") for name, b in spec.branches.items()}
+    router_key = _digest(source, columns, router_section)
     if spec.router is not None:
-        oof = _run(states, router_out_of_fold, source, columns)
+        oof = _run(states, router_out_of_fold, source, columns, router_section)
+        router_rule = spec.router
         rule = cascade.choose_rule(
-            spec.router.routes,
-            spec.router.threshold,
-            spec.router.positive_class,
-            train[spec.router.target],
+            router_rule.routes,
+            router_rule.threshold,
+            router_rule.positive_class,
+            train[router_rule.target],
             oof,
         )
-        router = _run(states, fit_router, source, columns)
+        router = _run(states, fit_router, source, columns, router_section)
         routed = rule.assign(*oof)
         router_key = _digest(router_key, rule, routed.tobytes())
-    branches = _run(states, fit_branches, source, columns, routed)
-    baselines = _run(states, fit_baselines, source, columns)
-    return {
-        "router": router,
-        "branches": branches,
-        "baselines": baselines,
-        "key": _digest(router_key, "branches"),
-    }, rule
+    branches = _run(states, fit_branches, source, columns, routed, branch_sections, spec.task)
+    baselines = _run(states, fit_baselines, source, columns, router_section, branch_sections, spec.baseline)
+    models = {"router": router, "branches": branches, "baselines": baselines, "router_key": router_key}
+    return models | {"key": _digest(router_key, branch_sections, spec.task, spec.baseline)}, rule
 
 
 def _package_all(
@@ -357,7 +372,7 @@ def _package_all(
             f"{name}-{role}",
             source,
             columns,
-            models["key"],
+            models["router_key"] if role == "router" else models["key"],
             packaging,
             model,
             role,

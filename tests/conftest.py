@@ -7,6 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+sys.path[:0] = [str(EXAMPLES / "returns"), str(EXAMPLES / "bike-hires")]  # their modules, as a user's
 _HOME = Path(tempfile.mkdtemp(prefix="skewguard-tests-"))
 os.environ["BENTOML_HOME"] = str(_HOME / "bentoml")
 os.environ["SKEWGUARD_HOME"] = str(_HOME / "skewguard")
@@ -51,6 +54,56 @@ def package_cascade_models(demo: object, prefix: str, *, n_sample: int = 100) ->
             online_features=refs,
         )
     return tags
+
+
+RETURNS_ROUTES = {"1": "reseller", "0": "retail"}
+"""The returns example's router classes → branches (``is_reseller``)."""
+RETURNS_FEATURES = {  # what compose_manifest records for a returns cascade read from Feast
+    "entity_key_type": "int64",
+    "feature_ttl_seconds": dict.fromkeys(
+        ("orders_30d", "return_rate_90d", "account_age_days"), 30 * 86_400.0
+    ),
+    "event_time_field": "order_ts",
+}
+
+
+def returns_project(folder: Path, demo: object) -> Path:
+    """A copy of the returns example in ``folder`` (as a user's project), with ``demo`` as its data."""
+    import shutil
+
+    from returns_data import write_demo_data
+
+    shutil.copytree(
+        EXAMPLES / "returns", folder, ignore=shutil.ignore_patterns("data", "__pycache__"), dirs_exist_ok=True
+    )
+    write_demo_data(demo, folder / "data")  # type: ignore[arg-type]
+    return folder
+
+
+def write_cascade_file(project: Path, filename: str = "cascade.yaml", **changes: object) -> Path:
+    """The project's cascade file with top-level keys replaced (``router=None`` removes one), as ``filename``."""
+    import yaml
+
+    spec = yaml.safe_load((project / "cascade.yaml").read_text())
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    path = project / filename
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def materialize_returns_features(settings: object, project: str, folder: Path) -> object:
+    """The returns project's Feast repository applied to ``project`` and materialized as of its data's end."""
+    from skewguard.featurestore.connection import FeastConfig
+    from skewguard.featurestore.repository import apply_repository, latest_event_time, materialize
+
+    config = FeastConfig.for_project(settings, project, folder / "feature_repo")  # type: ignore[arg-type]
+    apply_repository(config)
+    materialize(config, ["customer_stats"], end=latest_event_time(config, ["customer_stats"]))
+    return config
 
 
 def pytest_sessionfinish() -> None:

@@ -86,6 +86,11 @@ def make_linear() -> Pipeline:
     return make_pipeline("lr")
 
 
+def make_text_linear() -> Pipeline:
+    """Like :func:`make_linear`, without the photo."""
+    return make_pipeline("lr", image=False)
+
+
 def make_text_router() -> Pipeline:
     """Like :func:`make_router`, without the photo: a tabular+text cascade."""
     return make_pipeline("hgb", image=False)

@@ -36,6 +36,7 @@ from skewguard.bentos.store import list_models
 from skewguard.errors import ArtifactError, ConfigError
 from tests.conftest import package_cascade_models
 
+ROUTES = {"1": "reseller", "0": "retail"}
 SPEC = InputSpec(fields=(FieldSpec("price", "numeric", nullable=False),), entity_key="customer_id")
 
 
@@ -52,7 +53,7 @@ def _name() -> str:
 def _manifest(name: str, threshold: float = 0.5) -> CascadeManifest:
     return CascadeManifest(
         name=name,
-        router=RouterRef(tag="router:v1", threshold=threshold),
+        router=RouterRef(tag="router:v1", routes=ROUTES, threshold=threshold, positive_class="1"),
         branches={"reseller": "reseller:v1", "retail": "retail:v1"},
         entity_key="customer_id",
         input_spec=SPEC.to_dict(),
@@ -65,7 +66,9 @@ def test_composed_manifest_round_trips_with_the_union_spec(model_tags: dict[str,
     manifest = compose_manifest(
         name,
         router_tag=model_tags["router"],
+        routes=ROUTES,
         threshold=0.42,
+        positive_class="1",
         threshold_reason="max F1",
         branches={"reseller": model_tags["reseller"], "retail": model_tags["retail"]},
         metrics={"cascade": {"overall": {"roc_auc": 0.71, "log_loss": None}}},
@@ -163,9 +166,44 @@ def test_branches_must_match_the_router() -> None:
     with pytest.raises(ValueError, match="branches"):
         CascadeManifest(
             name="returns",
-            router=RouterRef(tag="router:v1", threshold=0.5),
+            router=RouterRef(tag="router:v1", routes=ROUTES, threshold=0.5, positive_class="1"),
             branches={"reseller": "a:v1", "wholesale": "b:v1"},
             input_spec=SPEC.to_dict(),
+        )
+    with pytest.raises(ValueError, match="one model"):
+        CascadeManifest(name="solo", branches={"a": "a:v1", "b": "b:v1"}, input_spec=SPEC.to_dict())
+
+
+def test_a_threshold_rule_routes_by_the_positive_class_and_a_top_rule_by_the_top_class() -> None:
+    binary = RouterRef(tag="r:v1", routes=ROUTES, threshold=0.3, positive_class="1")
+    assert binary.choose({"0": 0.65, "1": 0.35}) == ("reseller", 0.35)
+    assert binary.choose({"0": 0.71, "1": 0.29}) == ("retail", 0.29)
+    assert binary.choose({"0": 0.7, "1": 0.3}) == ("reseller", 0.3)  # at the threshold: positive
+    three = RouterRef(tag="r:v1", routes={"a": "x", "b": "y", "c": "y"})
+    assert three.branches == ("x", "y")
+    assert three.choose({"a": 0.2, "b": 0.3, "c": 0.5}) == ("y", 0.5)
+    assert three.choose({"a": 0.6, "b": 0.3, "c": 0.1}) == ("x", 0.6)
+    with pytest.raises(ValueError, match="two router classes"):
+        RouterRef(tag="r:v1", routes={"a": "x", "b": "y", "c": "y"}, threshold=0.5, positive_class="a")
+    with pytest.raises(ValueError, match="one branch"):
+        RouterRef(tag="r:v1", routes={"a": "x", "b": "x"})
+    with pytest.raises(ValueError, match="positive_class"):
+        RouterRef(tag="r:v1", routes=ROUTES, threshold=0.5, positive_class="2")
+
+
+def test_a_cascade_of_one_model_and_a_router_that_is_no_classifier_are_composed_or_refused(
+    model_tags: dict[str, str],
+) -> None:
+    solo = compose_manifest(_name(), branches={"model": model_tags["retail"]})
+    assert solo.router is None
+    assert solo.model_tags() == {"model": model_tags["retail"]}
+    assert solo.task == "classification"
+    with pytest.raises(ConfigError, match="branches"):
+        compose_manifest(
+            _name(),
+            router_tag=model_tags["router"],
+            routes={"1": "reseller", "0": "elsewhere"},
+            branches={"reseller": model_tags["reseller"], "retail": model_tags["retail"]},
         )
 
 

@@ -25,12 +25,12 @@ from typing import Any
 
 import httpx
 import pytest
-from returns_data import DemoData, write_demo_data
+from returns_data import DemoData
 
-from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.settings import Settings
+from tests.conftest import materialize_returns_features, returns_project
 from tests.container import podman
-from tests.gateway.conftest import CASCADE, champion_tag, demo, request_row  # noqa: F401 - fixtures
+from tests.gateway.conftest import CASCADE, FEAST_PROJECT, champion_tag, demo, request_row  # noqa: F401 - fixtures
 
 pytestmark = [
     pytest.mark.container,
@@ -79,10 +79,8 @@ def state(tmp_path_factory: pytest.TempPathFactory, demo: DemoData, champion_tag
     shutil.copytree(
         os.environ["BENTOML_HOME"], home / "bentoml", ignore=shutil.ignore_patterns("bentos", "tmp")
     )
-    write_demo_data(demo, home / "data")
-    config = FeastConfig.from_settings(Settings(home=home))
-    apply_features(config)
-    materialize_features(config, end=latest_event_time(config))
+    project = returns_project(tmp_path_factory.mktemp("container-project"), demo)
+    materialize_returns_features(Settings(home=home), FEAST_PROJECT, project)
     return home
 
 

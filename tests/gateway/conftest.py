@@ -19,9 +19,11 @@ from skewguard.gateway.app import Gateway, create_app
 from skewguard.gateway.features import StaticFeatureSource
 from skewguard.gateway.server import build_gateway
 from skewguard.gateway.settings import GatewaySettings
-from tests.conftest import package_cascade_models
+from tests.conftest import RETURNS_FEATURES, RETURNS_ROUTES, package_cascade_models
 
 CASCADE = "gwtest"
+FEAST_PROJECT = "skewguard_gwtest"
+"""The Feast project the session's gateway cascade reads (tests that run Feast apply it)."""
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +38,12 @@ def champion_tag(demo: DemoData) -> str:
     manifest = compose_manifest(
         CASCADE,
         router_tag=tags["router"],
+        routes=RETURNS_ROUTES,
         threshold=0.5,
+        positive_class="1",
         branches={"reseller": tags["reseller"], "retail": tags["retail"]},
+        feature_project=FEAST_PROJECT,
+        **RETURNS_FEATURES,
     )
     tag = save_manifest(manifest)
     promote(tag)

@@ -38,12 +38,12 @@ import httpx
 import psycopg
 import pytest
 import redis
-from returns_data import DemoData, write_demo_data
+from returns_data import DemoData
 
 from skewguard.bentos.manifest import load_manifest
-from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.settings import Settings
-from tests.gateway.conftest import request_row
+from tests.conftest import materialize_returns_features, returns_project
+from tests.gateway.conftest import FEAST_PROJECT, request_row
 from tests.gateway.test_server import (
     PREDICT,
     Load,
@@ -62,11 +62,9 @@ FEATURE_STORE_DOWN = "feature_store_unavailable"
 
 
 def materialized_home(folder: Path, demo: DemoData, **settings: Any) -> Path:
-    """A skewguard home whose Feast store (SQLite, or as ``settings`` say) holds the demo data."""
-    write_demo_data(demo, folder / "data")
-    config = FeastConfig.from_settings(Settings(home=folder, **settings))
-    apply_features(config)
-    materialize_features(config, end=latest_event_time(config))
+    """A skewguard home whose Feast project (SQLite, or as ``settings`` say) holds the demo data."""
+    project = returns_project(folder / "project", demo)
+    materialize_returns_features(Settings(home=folder, **settings), FEAST_PROJECT, project)
     return folder
 
 

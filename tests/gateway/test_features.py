@@ -1,8 +1,8 @@
 """Online features for the request path, against a real Feast store (SQLite, and the real Redis).
 
-The store holds the demo's customer snapshots materialized as of ``END``; every test
-reads it through :class:`FeastFeatureSource`, counting the real SDK calls where batching
-is the point. Slow and stalled calls are Feast's own call held in its worker thread.
+The store holds the returns example's customer snapshots materialized as of ``END``; every
+test reads it through :class:`FeastFeatureSource`, counting the real store reads where
+batching is the point. Slow and stalled calls are Feast's own call held in its worker thread.
 """
 
 from __future__ import annotations
@@ -22,24 +22,33 @@ from typing import Any
 import pandas as pd
 import pytest
 import redis
-from returns_data import DemoData, generate_demo_data, write_demo_data
+from returns_data import DemoData, generate_demo_data
 
-from skewguard.bentos.feature_store import OnlineFeatureReader
 from skewguard.errors import ConfigError, FeatureStoreUnavailable
-from skewguard.gateway.features import FeastFeatureSource, StaticFeatureSource
-from skewguard.pipeline.features import (
-    FEATURE_NAMES,
-    FeastConfig,
-    apply_features,
-    materialize_features,
-    teardown_features,
-)
+from skewguard.featurestore.connection import FeastConfig
+from skewguard.featurestore.online import OnlineFeatureReader, OnlineRow
+from skewguard.featurestore.repository import apply_repository, materialize, teardown
+from skewguard.gateway.features import FeastFeatureSource, FeatureBinding, StaticFeatureSource
+from tests.conftest import returns_project
+
+FEATURE_NAMES = ("orders_30d", "return_rate_90d", "account_age_days")
 
 END = pd.Timestamp("2026-04-01", tz="UTC")  # mid-history: most customers have newer snapshots
 UNKNOWN = 999_999
 REDIS = ("127.0.0.1", 6379)
 
 Rows = list[dict[str, float | None] | None]
+BINDING = FeatureBinding(
+    "unused", "customer_id", "int64", tuple((name, f"customer_stats:{name}") for name in FEATURE_NAMES)
+)
+
+
+def _source(config: FeastConfig, **options: Any) -> FeastFeatureSource:
+    return FeastFeatureSource(config, BINDING, **options)
+
+
+def _values(rows: Sequence[OnlineRow | None]) -> Rows:
+    return [None if row is None else row.values for row in rows]
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +58,20 @@ def data() -> DemoData:
 
 @pytest.fixture(scope="module")
 def data_dir(data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("feast-data")
-    write_demo_data(data, folder)
-    return folder
+    """The returns example's Feast repository, its data the module's."""
+    return returns_project(tmp_path_factory.mktemp("feast-project"), data) / "feature_repo"
 
 
 def _config(state: Path, data_dir: Path, online_store: str = "sqlite", redis_url: str = "") -> FeastConfig:
     """A project of its own (it is also the suffix of its Redis keys)."""
     project = f"sg_gw_{uuid.uuid4().hex[:12]}"
-    return FeastConfig(state, data_dir, project, online_store, redis_url or f"{REDIS[0]}:{REDIS[1]}")
+    return FeastConfig(state, project, online_store, redis_url or f"{REDIS[0]}:{REDIS[1]}", repo_dir=data_dir)
 
 
 def _materialized(config: FeastConfig) -> FeastConfig:
     """Applied, and every customer's latest snapshot up to END written (whatever its age)."""
-    apply_features(config)
-    materialize_features(config, end=END.to_pydatetime(), start=datetime(2025, 1, 1, tzinfo=UTC))
+    apply_repository(config)
+    materialize(config, ["customer_stats"], end=END.to_pydatetime(), start=datetime(2025, 1, 1, tzinfo=UTC))
     return config
 
 
@@ -86,7 +94,7 @@ def redis_store(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     state = tmp_path_factory.mktemp("feast-redis")
     config = _materialized(_config(state, data_dir, online_store="redis"))
     yield config
-    teardown_features(config)
+    teardown(config)
     leftover = list(client.scan_iter(match=b"*" + config.project.encode()))
     client.close()
     assert leftover == [], f"teardown left {len(leftover)} Redis keys of {config.project}"
@@ -114,7 +122,7 @@ def sdk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = OnlineFeatureReader.read
 
-    def counted(reader: OnlineFeatureReader, entity_ids: Sequence[int]) -> Any:
+    def counted(reader: OnlineFeatureReader, entity_ids: Sequence[Any]) -> Any:
         calls.append(len(entity_ids))
         return real(reader, entity_ids)
 
@@ -131,7 +139,7 @@ class _Stall:
         self.release = threading.Event()
         real = OnlineFeatureReader.read
 
-        def stalled(reader: OnlineFeatureReader, entity_ids: Sequence[int]) -> Any:
+        def stalled(reader: OnlineFeatureReader, entity_ids: Sequence[Any]) -> Any:
             if self.on:
                 self.release.wait(self.hold)
             return real(reader, entity_ids)
@@ -149,10 +157,10 @@ def test_known_customers_get_their_latest_snapshot_as_of_materialization(
     ids = [*_customers(data), UNKNOWN]
 
     async def scenario() -> Rows:
-        source = FeastFeatureSource(store)
+        source = _source(store)
         try:
             await source.ping()
-            return await source.get(ids)
+            return _values(await source.get(ids))
         finally:
             await source.close()
 
@@ -174,9 +182,9 @@ def test_order_repeats_and_unknown_entities(
     ids = [100_020, UNKNOWN, 100_007, 100_020, -5]
 
     async def scenario() -> tuple[Rows, Rows, Rows]:
-        source = FeastFeatureSource(sqlite_store)
+        source = _source(sqlite_store)
         try:
-            return await source.get(ids), await source.get([]), await source.get([UNKNOWN])
+            return _values(await source.get(ids)), await source.get([]), _values(await source.get([UNKNOWN]))
         finally:
             await source.close()
 
@@ -185,7 +193,6 @@ def test_order_repeats_and_unknown_entities(
     assert got[1] is None
     assert got[4] is None
     assert got[0] == got[3]
-    assert got[0] is not got[3]  # copies: a caller may change its rows
     assert empty == []
     assert unknown == [None]
 
@@ -202,15 +209,15 @@ def test_concurrent_gets_are_gathered_into_few_sdk_calls(
         ok = True
         for r in range(steady_rounds):
             ids = [customers[(k * 31 + r) % len(customers)]]
-            ok &= await source.get(ids) == expected(ids)
+            ok &= _values(await source.get(ids)) == expected(ids)
         return ok
 
     async def scenario() -> tuple[list[Rows], int, list[bool], int]:
-        source = FeastFeatureSource(store)
+        source = _source(store)
         try:
             await source.ping()
             calls_before = len(sdk_calls)
-            answers = await asyncio.gather(*(source.get(ids) for ids in burst))
+            answers = [_values(rows) for rows in await asyncio.gather(*(source.get(ids) for ids in burst))]
             burst_calls = len(sdk_calls) - calls_before
             steady = await asyncio.gather(*(caller(source, k) for k in range(64)))
             return list(answers), burst_calls, list(steady), source.calls
@@ -233,7 +240,7 @@ def test_the_event_loop_keeps_running_during_a_slow_call(
     stall = _Stall(monkeypatch, hold=0.4)
 
     async def scenario() -> tuple[float, list[float]]:
-        source = FeastFeatureSource(sqlite_store, timeout=5.0)
+        source = _source(sqlite_store, timeout=5.0)
         beats: list[float] = []
 
         async def heartbeat() -> None:
@@ -266,7 +273,7 @@ def test_a_call_over_the_timeout_is_unavailable_and_the_source_recovers(
     stall = _Stall(monkeypatch)
 
     async def scenario() -> tuple[float, float, Rows]:
-        source = FeastFeatureSource(sqlite_store, timeout=0.1)
+        source = _source(sqlite_store, timeout=0.1)
         try:
             await source.ping()
             stall.on = True
@@ -281,7 +288,7 @@ def test_a_call_over_the_timeout_is_unavailable_and_the_source_recovers(
             stall.on = False
             stall.release.set()
             await asyncio.sleep(0.05)
-            return first, second, await source.get([100_003])
+            return first, second, _values(await source.get([100_003]))
         finally:
             stall.release.set()
             await source.close()
@@ -302,10 +309,10 @@ def _closed_port() -> int:
 def test_a_stopped_redis_is_unavailable_quickly(data_dir: Path, tmp_path: Path) -> None:
     port = _closed_port()
     config = _config(tmp_path / "feast", data_dir, online_store="redis", redis_url=f"127.0.0.1:{port}")
-    apply_features(config)  # the registry is a file: only the online store is missing
+    apply_repository(config)  # the registry is a file: only the online store is missing
 
     async def scenario() -> float:
-        source = FeastFeatureSource(config)
+        source = _source(config)
         started = time.monotonic()
         try:
             with pytest.raises(FeatureStoreUnavailable, match=rf"redis at 127\.0\.0\.1:{port}"):
@@ -360,13 +367,13 @@ def test_redis_stopping_under_a_running_source_is_unavailable_quickly(
 ) -> None:
     relay = _Cuttable()
     config = FeastConfig(
-        redis_store.state_dir, redis_store.data_dir, redis_store.project, "redis", f"127.0.0.1:{relay.port}"
+        redis_store.state_dir, redis_store.project, "redis", f"127.0.0.1:{relay.port}", redis_store.repo_dir
     )
 
     async def scenario() -> tuple[Rows, float]:
-        source = FeastFeatureSource(config)
+        source = _source(config)
         try:
-            before = await source.get([100_001])
+            before = _values(await source.get([100_001]))
             relay.cut()
             started = time.monotonic()
             for _ in range(3):
@@ -383,8 +390,8 @@ def test_redis_stopping_under_a_running_source_is_unavailable_quickly(
 
 
 def test_an_unapplied_store_says_to_apply(data_dir: Path, tmp_path: Path) -> None:
-    source = FeastFeatureSource(_config(tmp_path / "feast", data_dir))
-    with pytest.raises(ConfigError, match="skewguard features apply"):
+    source = _source(_config(tmp_path / "feast", data_dir))
+    with pytest.raises(ConfigError, match="skewguard features apply -f"):
         asyncio.run(source.ping())
 
 
@@ -399,7 +406,7 @@ def test_close_serves_what_is_queued_then_refuses(
         return [t for t in threading.enumerate() if t.name == "feast-online" and t not in others]
 
     async def scenario() -> list[Rows]:
-        source = FeastFeatureSource(sqlite_store)
+        source = _source(sqlite_store)
         assert feast_threads() == []  # started by the first read, in the process that reads
         pending = [asyncio.create_task(source.get(i)) for i in ids]
         cancelled = asyncio.create_task(source.get([100_011]))
@@ -409,7 +416,7 @@ def test_close_serves_what_is_queued_then_refuses(
         await source.close()  # twice is fine
         with pytest.raises(FeatureStoreUnavailable, match="closed"):
             await source.get([100_001])
-        return [await task for task in pending]
+        return [_values(await task) for task in pending]
 
     assert asyncio.run(scenario()) == [expected(i) for i in ids]
     for thread in feast_threads():  # the worker ends once the store is released
@@ -419,27 +426,45 @@ def test_close_serves_what_is_queued_then_refuses(
 
 def test_source_settings_are_checked(sqlite_store: FeastConfig) -> None:
     with pytest.raises(ConfigError, match="max_batch"):
-        FeastFeatureSource(sqlite_store, max_batch=0)
+        _source(sqlite_store, max_batch=0)
     with pytest.raises(ConfigError, match="timeout"):
-        FeastFeatureSource(sqlite_store, timeout=0)
+        _source(sqlite_store, timeout=0)
 
 
 def test_static_source_answers_from_its_dict() -> None:
-    source = StaticFeatureSource({7: {"orders_30d": 2.0, "return_rate_90d": None}})
+    source = StaticFeatureSource({7: {"orders_30d": 2.0, "return_rate_90d": None}}, event_times={7: 1.7e9})
 
-    async def scenario() -> Rows:
+    async def scenario() -> list[OnlineRow | None]:
         got = await source.get([7, 8, 7])
-        assert got[0] is not None
-        got[0]["orders_30d"] = 99.0  # a copy
-        again = await source.get([7])
         source.available = False
         with pytest.raises(FeatureStoreUnavailable):
             await source.ping()
         await source.close()
-        return [*got, *again]
+        return got
 
     rows = asyncio.run(scenario())
     row = {"orders_30d": 2.0, "return_rate_90d": None}
-    assert rows[1:] == [None, row, row]  # the caller's change did not reach the source
+    assert _values(rows) == [row, None, row]
+    assert rows[0] is not None
+    assert rows[0].event_times == {"orders_30d": 1.7e9, "return_rate_90d": 1.7e9}
     assert source.feature_names == ("orders_30d", "return_rate_90d")
-    assert (source.calls, source.closed) == (2, True)
+    assert (source.calls, source.closed) == (1, True)
+
+
+def test_each_value_comes_with_its_snapshot_time(sqlite_store: FeastConfig, data: DemoData) -> None:
+    """The gateway judges a value's age by it (Feast's online reads ignore the TTL)."""
+    customer = _customers(data)[0]
+    stats = data.customer_stats
+    known = stats[(stats["customer_id"] == customer) & (stats["event_timestamp"] <= END)]
+
+    async def scenario() -> list[OnlineRow | None]:
+        source = _source(sqlite_store)
+        try:
+            return await source.get([customer])
+        finally:
+            await source.close()
+
+    (row,) = asyncio.run(scenario())
+    assert row is not None
+    newest = known["event_timestamp"].max().timestamp()
+    assert row.event_times == dict.fromkeys(FEATURE_NAMES, newest)

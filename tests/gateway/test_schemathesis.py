@@ -18,10 +18,10 @@ CI replays the same cases.
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -29,7 +29,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from returns_data import DemoData, write_demo_data
+from returns_data import DemoData
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -39,13 +39,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from skewguard.bentos.feature_store import FeastConfig
+from skewguard.featurestore.connection import FeastConfig
+from skewguard.featurestore.repository import apply_repository, materialize
 from skewguard.gateway.app import create_app
-from skewguard.gateway.features import FeastFeatureSource
 from skewguard.gateway.server import build_gateway
 from skewguard.gateway.settings import GatewaySettings
-from skewguard.pipeline.features import apply_features, materialize_features
-from tests.gateway.conftest import CASCADE, request_row
+from tests.conftest import returns_project
+from tests.gateway.conftest import CASCADE, FEAST_PROJECT, request_row
 
 pytestmark = pytest.mark.slow
 MIN_CASES = 1_000
@@ -65,29 +65,23 @@ REJECTED = ["400", "401", "404", "413", "422"]
 
 
 @pytest.fixture(scope="module")
-def feast_store(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> FeastConfig:
-    """The demo customers' features in a real Feast SQLite online store."""
-    data = tmp_path_factory.mktemp("fuzz-data")
-    write_demo_data(demo, data)
-    config = FeastConfig(tmp_path_factory.mktemp("fuzz-feast"), data, f"sg_fuzz_{uuid.uuid4().hex[:10]}")
-    apply_features(config)
+def feast_home(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose Feast project holds every demo customer's latest features (SQLite)."""
+    home = tmp_path_factory.mktemp("fuzz-home")
+    project = returns_project(home / "project", demo)
+    config = FeastConfig(home / "feast" / FEAST_PROJECT, FEAST_PROJECT, repo_dir=project / "feature_repo")
+    apply_repository(config)
     end = pd.Timestamp(demo.customer_stats["event_timestamp"].max()).to_pydatetime()
-    materialize_features(config, end=end, start=datetime(2020, 1, 1, tzinfo=UTC))
-    return config
+    materialize(config, ["customer_stats"], end=end, start=datetime(2020, 1, 1, tzinfo=UTC))
+    return home
 
 
 @pytest.fixture(scope="module")
-def schema(
-    champion_tag: str, feast_store: FeastConfig, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Any]:
+def schema(champion_tag: str, feast_home: Path) -> Iterator[Any]:
     gateway_settings = GatewaySettings.from_env(
-        {
-            "SKEWGUARD_HOME": str(tmp_path_factory.mktemp("fuzz-home")),
-            "SKEWGUARD_CASCADES": CASCADE,
-            "SKEWGUARD_WATCH_SECONDS": "0",
-        }
+        {"SKEWGUARD_HOME": str(feast_home), "SKEWGUARD_CASCADES": CASCADE, "SKEWGUARD_WATCH_SECONDS": "0"}
     )
-    app = create_app(build_gateway(gateway_settings, features=FeastFeatureSource(feast_store)))
+    app = create_app(build_gateway(gateway_settings))
     config = schemathesis.Config.from_dict(
         {"checks": {"negative_data_rejection": {"expected-statuses": REJECTED}}}
     )

@@ -29,14 +29,14 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from returns_data import DemoData, write_demo_data
+from returns_data import DemoData
 
 from skewguard.bentos.bento import build_bento, serve_command
 from skewguard.bentos.manifest import compose_manifest, load_manifest, promote, save_manifest
-from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.predictionlog.records import read_records
 from skewguard.settings import Settings
-from tests.gateway.conftest import CASCADE, request_row
+from tests.conftest import materialize_returns_features, returns_project
+from tests.gateway.conftest import CASCADE, FEAST_PROJECT, request_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -51,7 +51,7 @@ NOT_SERVING = ("dask", "scipy", "psycopg", "pymysql")
 REMOTE_BUDGET_S = 1.0
 """The gateway's default request budget."""
 RECOVERY_S = 2.0
-"""A restarted model service is served again within this long after its /readyz (issue 6, §3)."""
+"""A restarted model service is served again within this long after its /readyz."""
 FAIL_FAST_S = REMOTE_BUDGET_S / 2
 """A request needing a model that is down is answered 503 within this: well before its budget."""
 
@@ -163,12 +163,10 @@ def bento(tag: str, port: int, folder: Path, name: str) -> Server:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, demo: DemoData, champion_tag: str) -> Path:
-    """A skewguard home whose Feast store (SQLite) is applied and materialized for the demo data."""
+    """A skewguard home whose Feast project (SQLite) is applied and materialized for the demo data."""
     folder = tmp_path_factory.mktemp("gateway-home")
-    write_demo_data(demo, folder / "data")
-    config = FeastConfig.from_settings(Settings(home=folder))
-    apply_features(config)
-    materialize_features(config, end=latest_event_time(config))
+    project = returns_project(folder / "project", demo)
+    materialize_returns_features(Settings(home=folder), FEAST_PROJECT, project)
     return folder
 
 

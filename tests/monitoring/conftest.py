@@ -2,7 +2,7 @@
 
 One seeded data set of 7,000 orders: the oldest 5,000 are the reference (the train slice),
 the newest 2,000 the served window. The drifted window is the same slice of the same
-generator with drift knobs on. Records are shaped like ``skewguard.gateway.predlog`` writes them,
+generator with drift knobs on. Records are shaped like the gateway's prediction log writes them,
 with the cascade's real answers (replayed from its ONNX graphs, as the gateway computes
 them) and image summaries from the gateway's own ``image_summary``.
 
@@ -20,11 +20,11 @@ import pytest
 from returns_data import DemoData, DriftKnobs, generate_demo_data
 from returns_models import ENTITY_KEY, ONLINE, training_frame
 
-from skewguard.bentos.manifest import CascadeManifest, compose_manifest
+from skewguard.bentos.manifest import CascadeManifest, ReferenceSet, compose_manifest
 from skewguard.monitoring.frames import ColumnSet, Outputs, monitored_columns, reference_frame
 from skewguard.monitoring.replay import replay_cascade
 from skewguard.predictionlog.records import image_summary
-from tests.conftest import package_cascade_models
+from tests.conftest import RETURNS_ROUTES, package_cascade_models
 
 N_ORDERS, N_REFERENCE = 7_000, 5_000
 DRIFT = DriftKnobs(price_inflation=1.5, unseen_category_share=0.2, vocabulary_shift=0.5)
@@ -91,8 +91,14 @@ def cascade() -> CascadeManifest:
     return compose_manifest(
         "monitor",
         router_tag=tags["router"],
+        routes=RETURNS_ROUTES,
         threshold=0.5,
+        positive_class="1",
         branches={"reseller": tags["reseller"], "retail": tags["retail"]},
+        reference=ReferenceSet(
+            path="training/monitor.parquet", sha256="0" * 64, time_column="order_ts", holdout=0.2
+        ),
+        event_time_field="order_ts",
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from skewguard.bentos.manifest import CascadeManifest
 from skewguard.errors import ConfigError
-from skewguard.monitoring.job import DriftJobResult, check_drift, latest_training_set
+from skewguard.monitoring.job import DriftJobResult, check_drift, load_reference
 from skewguard.monitoring.verdict import DriftPolicy
 from tests.monitoring.conftest import N_REFERENCE, WATCHED
 
@@ -98,12 +98,25 @@ def test_the_metrics_file_holds_a_gauge_per_column_and_the_share(result: DriftJo
     assert value("skewguard_drift_verdict", scope="run") == float(bool(result.summary.verdict.drift))
 
 
-def test_the_newest_training_set_is_found(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="No training set"):
-        latest_training_set(tmp_path)
-    folder = tmp_path / "training"
-    folder.mkdir()
-    for i, name in enumerate(("training-b.parquet", "training-a.parquet", "other.parquet")):
-        (folder / name).write_bytes(b"")
-        os.utime(folder / name, (1_000 + i, 1_000 + i))
-    assert latest_training_set(tmp_path).name == "training-a.parquet"
+def test_the_reference_set_is_read_where_the_manifest_says_and_only_unchanged(
+    tmp_path: Path, training: pd.DataFrame, cascade: CascadeManifest
+) -> None:
+    path = tmp_path / "training" / "monitor.parquet"
+    path.parent.mkdir()
+    training.iloc[:100].to_parquet(path)
+    recorded = cascade.model_copy(
+        update={
+            "reference": cascade.reference.model_copy(
+                update={"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            )
+        }  # type: ignore[union-attr]
+    )
+    loaded = load_reference(recorded, tmp_path)  # a path relative to the home
+    assert len(loaded) == 100
+    with pytest.raises(ConfigError, match="changed since training") as changed:
+        load_reference(cascade, tmp_path)  # recorded with another digest
+    assert changed.value.field == "reference"
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_reference(recorded, tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="records no reference set"):
+        load_reference(cascade.model_copy(update={"reference": None}), tmp_path)

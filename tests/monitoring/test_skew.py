@@ -10,6 +10,7 @@ check that exactly the affected entities and features show up.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import uuid
@@ -25,10 +26,19 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from returns_data import DemoData, generate_demo_data, write_demo_data
 
-from skewguard.bentos.feature_store import FEATURE_NAMES, FEATURE_REFS, FeastConfig, OnlineFeatureReader
-from skewguard.bentos.manifest import CascadeManifest, promote, save_manifest
+from skewguard.bentos.manifest import CascadeManifest, ReferenceSet, promote, save_manifest
 from skewguard.cli import cli
 from skewguard.errors import ConfigError
+from skewguard.featurestore.connection import FeastConfig
+from skewguard.featurestore.online import OnlineFeatureReader
+from skewguard.featurestore.repository import (
+    FeatureSelection,
+    Materialization,
+    apply_repository,
+    materialize,
+)
+from skewguard.featurestore.repository import historical_features as join_features
+from skewguard.featurestore.repository import latest_event_time as newest_event_time
 from skewguard.monitoring.findings import Verdict
 from skewguard.monitoring.job import check_drift
 from skewguard.monitoring.skew import (
@@ -42,18 +52,43 @@ from skewguard.monitoring.skew import (
     training_scales,
 )
 from skewguard.monitoring.verdict import DriftPolicy, with_skew
-from skewguard.pipeline.features import (
-    apply_features,
-    historical_features,
-    latest_event_time,
-    materialize_features,
-)
 from skewguard.predictionlog.records import PredictionRecord
 from skewguard.predictionlog.store import COLUMNS
 from skewguard.predictionlog.store import open_store as open_log
+from tests.conftest import returns_project
 from tests.monitoring.conftest import WATCHED
 
 KEY = "customer_id"
+FEATURE_NAMES = ("orders_30d", "return_rate_90d", "account_age_days")
+FEATURE_REFS = tuple(f"customer_stats:{name}" for name in FEATURE_NAMES)
+SELECTION = FeatureSelection(KEY, "int64", dict(zip(FEATURE_NAMES, FEATURE_REFS, strict=True)), {})
+
+
+def materialize_features(config: FeastConfig, *, end: datetime) -> Materialization:
+    return materialize(config, ["customer_stats"], end=end)
+
+
+def latest_event_time(config: FeastConfig) -> datetime:
+    return newest_event_time(config, ["customer_stats"])
+
+
+def historical_features(config: FeastConfig, frame: pd.DataFrame) -> pd.DataFrame:
+    return join_features(config, frame, SELECTION, timestamp_column="order_ts")
+
+
+def read_online(config: FeastConfig, ids: list[int]) -> list[dict[str, float | None] | None]:
+    reader = OnlineFeatureReader(config, entity_key=KEY, refs=SELECTION.refs)
+    return [None if row is None else row.values for row in reader.read(ids)]
+
+
+def _repository(project: Path) -> FeastConfig:
+    """The project's Feast repository applied to a project of its own (nothing materialized)."""
+    state = project.parent / "feast"
+    config = FeastConfig(state, f"sg_skew_{uuid.uuid4().hex[:12]}", repo_dir=project / "feature_repo")
+    apply_repository(config)
+    return config
+
+
 DEFAULTS = {"orders_30d": 0.0, "return_rate_90d": 0.1, "account_age_days": 365.0}
 
 
@@ -221,7 +256,7 @@ def test_rows_without_key_or_time_are_left_out_with_a_note() -> None:
 
 
 def test_an_empty_window_or_a_cascade_without_online_features_is_no_skew(tmp_path: Path) -> None:
-    offline = FeastOfflineFeatures(FeastConfig(tmp_path / "feast", tmp_path / "data"))  # never asked
+    offline = FeastOfflineFeatures(FeastConfig(tmp_path / "feast", "never_asked"))
     empty = check_skew([], _manifest(), offline)
     assert [(f.rows, f.mismatch_rate, f.skewed) for f in empty.features] == [(0, None, False)] * 3
     assert empty.reasons() == ()
@@ -251,17 +286,19 @@ def quiet_demo() -> DemoData:
 @pytest.fixture
 def store(tmp_path: Path, quiet_demo: DemoData) -> FeastConfig:
     """A Feast repository of its own: demo data written, definitions applied, nothing materialized."""
-    write_demo_data(quiet_demo, tmp_path / "data")
-    config = FeastConfig(tmp_path / "feast", tmp_path / "data", f"sg_skew_{uuid.uuid4().hex[:12]}")
-    apply_features(config)
-    return config
+    return _repository(returns_project(tmp_path / "project", quiet_demo))
 
 
 def _manifest() -> CascadeManifest:
     """Only the fields the skew check reads matter: the entity key and the online features."""
     return CascadeManifest(
         name="returns",
-        router={"tag": "router:1", "threshold": 0.5},
+        router={
+            "tag": "router:1",
+            "routes": {"1": "reseller", "0": "retail"},
+            "threshold": 0.5,
+            "positive_class": "1",
+        },
         branches={"reseller": "reseller:1", "retail": "retail:1"},
         entity_key=KEY,
         feature_refs={name: ref for name, ref in zip(FEATURE_NAMES, FEATURE_REFS, strict=True)},
@@ -271,7 +308,7 @@ def _manifest() -> CascadeManifest:
 
 def _serve(config: FeastConfig, ids: list[int], at: datetime) -> list[dict[str, Any]]:
     """What the gateway logs: online values from its reader, defaults and flags where it had none."""
-    read = OnlineFeatureReader(config).read(ids)
+    read = read_online(config, ids)
     records = []
     for key, values in zip(ids, read, strict=True):
         absent = [n for n in FEATURE_NAMES if values is None or values.get(n) is None]
@@ -316,7 +353,9 @@ def test_offline_rows_that_arrive_after_materializing_show_as_mismatches(
     late[EVENT_TS] = pd.Timestamp(now) + pd.Timedelta(days=1)
     late.loc[late[KEY].isin(LATE_ORDERS), "orders_30d"] += 5
     late.loc[late[KEY].isin(LATE_RETURNS), "return_rate_90d"] += 0.25
-    write_demo_data(DemoData(quiet_demo.orders, pd.concat([stats, late], ignore_index=True)), store.data_dir)
+    assert store.repo_dir is not None
+    data_dir = store.repo_dir.parent / "data"
+    write_demo_data(DemoData(quiet_demo.orders, pd.concat([stats, late], ignore_index=True)), data_dir)
 
     served_at = now + pd.Timedelta(days=2).to_pytimedelta()
     found = _check(store, _serve(store, _customers(quiet_demo), served_at), quiet_demo)
@@ -346,7 +385,7 @@ def test_online_values_past_their_ttl_are_stale_while_training_sees_none(
         assert feature.skewed  # 3 of 60 rows
     quiet_at_now = pd.DataFrame({KEY: QUIET, "order_ts": pd.Timestamp(now)})
     assert historical_features(store, quiet_at_now)[list(FEATURE_NAMES)].isna().all().all()
-    served = OnlineFeatureReader(store).read(QUIET)
+    served = read_online(store, QUIET)
     assert all(values is not None and values["orders_30d"] is not None for values in served)
     newest = quiet_demo.customer_stats.groupby(KEY)[EVENT_TS].max()
     age_days = (pd.Timestamp(now) - newest.loc[QUIET]).dt.days
@@ -380,9 +419,7 @@ def test_the_monitor_job_reports_skew_from_a_real_store(
     The records carry the training join's values; the store answers as of each order's time.
     A stale online value is planted for two customers: exactly their rows show up.
     """
-    write_demo_data(demo, tmp_path / "data")
-    config = FeastConfig(tmp_path / "feast", tmp_path / "data", f"sg_skew_{uuid.uuid4().hex[:12]}")
-    apply_features(config)
+    config = _repository(returns_project(tmp_path / "project", demo))
     stale = {int(served_records[0]["fields"][KEY]), int(served_records[1]["fields"][KEY])}
     records = [dict(r) for r in served_records]
     for record in records:
@@ -444,11 +481,19 @@ def test_skewguard_monitor_checks_skew_unless_told_not_to(
     monkeypatch.setenv("SKEWGUARD_HOME", str(home))
     monkeypatch.delenv("SKEWGUARD_LOG_URL", raising=False)
     name = f"skewcli{uuid.uuid4().hex[:6]}"
-    promote(
-        save_manifest(cascade.model_copy(update={"name": name, "metrics": {"training_set": "t.parquet"}}))
-    )
     (home / "training").mkdir(parents=True)
     training.to_parquet(home / "training" / "t.parquet")
+    digest = hashlib.sha256((home / "training" / "t.parquet").read_bytes()).hexdigest()
+    project = returns_project(tmp_path / "project", demo)
+    recorded = {
+        "name": name,
+        "reference": ReferenceSet(
+            path="training/t.parquet", sha256=digest, time_column="order_ts", holdout=0.2
+        ),
+        "feature_project": f"skewguard_{name}",
+        "feature_repository": str(project / "feature_repo"),
+    }
+    promote(save_manifest(cascade.model_copy(update=recorded)))
     stale = int(served_records[0]["fields"][KEY])
     log = open_log(f"sqlite:///{home / 'predictions.db'}")
     log.prepare()
@@ -472,8 +517,11 @@ def test_skewguard_monitor_checks_skew_unless_told_not_to(
     assert "drift: False" in skipped.output
     assert "feature skew" not in skipped.output
 
-    write_demo_data(demo, home / "data")
-    apply_features(FeastConfig(home / "feast", home / "data"))
+    apply_repository(
+        FeastConfig(
+            home / "feast" / f"skewguard_{name}", f"skewguard_{name}", repo_dir=project / "feature_repo"
+        )
+    )
     checked = CliRunner().invoke(cli, args)
     assert checked.exit_code == 1, checked.output
     assert "drift: True" in checked.output

@@ -1,4 +1,4 @@
-"""The train_cascade Prefect flow, end to end on real Feast, Prefect and the model store."""
+"""The train_cascade Prefect flow on a cascade file, end to end on real Feast, Prefect and the model store."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from returns_data import generate_demo_data
 
 from skewguard.bentos.manifest import champion, load_manifest
 from skewguard.bentos.store import has_model, load_model, model_store
 from skewguard.pipeline.flows import train_cascade
+from tests.conftest import returns_project, write_cascade_file
 
 EXPENSIVE = {
     "build_training_set",
     "router_out_of_fold",
     "fit_router",
-    "fit_specialists",
+    "fit_branches",
     "fit_baselines",
     "evaluate_cascade",
     "package[router]",
@@ -24,28 +26,32 @@ EXPENSIVE = {
     "package[retail]",
 }
 ROUTER_SIDE = {"build_training_set", "router_out_of_fold", "fit_router", "package[router]"}
+LINEAR = {"pipeline": "returns_models:make_linear"}
 
 
-def _timed_run(**params: Any) -> tuple[dict[str, Any], float]:
+def _timed_run(file: Path) -> tuple[dict[str, Any], float]:
     start = time.perf_counter()
-    result = train_cascade("returns", n_orders=3_000, n_customers=300, seed=3, **params)
+    result = train_cascade(file)
     return result, time.perf_counter() - start
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], float]]:
     home = tmp_path_factory.mktemp("flow-home")
+    project = returns_project(home / "project", generate_demo_data(n_orders=3_000, n_customers=300, seed=3))
+    file = project / "cascade.yaml"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SKEWGUARD_HOME", str(home))
-        first = _timed_run(router_head="hgb", head="hgb")
-        second = _timed_run(router_head="hgb", head="hgb")
-        changed = _timed_run(router_head="hgb", head="lr")
+        first = _timed_run(file)
+        second = _timed_run(file)
+        write_cascade_file(project, branches={"reseller": LINEAR, "retail": LINEAR})
+        changed = _timed_run(file)
         patch.setattr("skewguard.pipeline.flows.packaging_fingerprint", lambda: "a changed converter")
-        repackaged = _timed_run(router_head="hgb", head="lr")
+        repackaged = _timed_run(file)
         patch.setattr("skewguard.pipeline.flows.packaging_fingerprint", lambda: "yet another converter")
-        wiped = _timed_run(router_head="hgb", head="lr")  # models of its own, for the next step to lose
+        wiped = _timed_run(file)  # models of its own, for the next step to lose
         model_store().delete(wiped[0]["models"]["router"])  # the store wiped, Prefect's cache kept
-        restored = _timed_run(router_head="hgb", head="lr")
+        restored = _timed_run(file)
     return {
         "first": first,
         "second": second,
@@ -60,6 +66,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, 
 @pytest.mark.slow
 def test_first_run_produces_a_champion_cascade_whose_models_pass_parity(runs: dict[str, Any]) -> None:
     result, _ = runs["first"]
+    home = Path(runs["home"][0]["path"])
     assert result["status"] == "champion"
     assert set(result["task_states"].values()) == {"Completed"}
     current = champion("returns")
@@ -70,14 +77,25 @@ def test_first_run_produces_a_champion_cascade_whose_models_pass_parity(runs: di
         assert load_model(tag).parity["passed"] is True
     for system in ("cascade", "monolithic", "true_label_cascade"):
         assert 0.5 < current.metrics[system]["overall"]["roc_auc"] <= 1.0
-    assert current.metrics["threshold"]["value"] == current.router.threshold == 0.5
-    assert current.entity_key == "customer_id"
+    assert current.metrics["threshold"]["value"] == current.router.threshold == 0.5  # type: ignore[union-attr]
+    assert (current.entity_key, current.feature_project) == ("customer_id", "skewguard_returns")
     assert set(current.feature_refs.values()) == {
         "customer_stats:orders_30d",
         "customer_stats:return_rate_90d",
         "customer_stats:account_age_days",
     }
-    assert (Path(runs["home"][0]["path"]) / "feast").is_dir()
+    assert current.feature_ttl_seconds == dict.fromkeys(current.feature_refs, 30 * 86_400.0)
+    assert (current.event_time_field, current.target, current.task) == (
+        "order_ts",
+        "returned",
+        "classification",
+    )
+    reference = current.reference
+    assert reference is not None
+    assert (home / reference.path).is_file()  # relative to the home, which may move
+    assert (reference.time_column, reference.holdout, reference.rows) == ("order_ts", 0.2, 3_000)
+    assert current.source_file == str(home / "project" / "cascade.yaml")
+    assert (home / "feast" / "skewguard_returns" / "registry.db").is_file()
 
 
 @pytest.mark.slow
@@ -104,11 +122,11 @@ def test_changed_packaging_code_packages_again_and_fits_nothing(runs: dict[str, 
 
 
 @pytest.mark.slow
-def test_changed_specialist_head_reruns_only_what_depends_on_it(runs: dict[str, Any]) -> None:
+def test_a_changed_branch_pipeline_reruns_only_what_depends_on_it(runs: dict[str, Any]) -> None:
     changed, _ = runs["changed"]
     states = changed["task_states"]
     assert {task for task in ROUTER_SIDE if states[task] == "Cached"} == ROUTER_SIDE
-    rerun = {"fit_specialists", "fit_baselines", "evaluate_cascade", "package[reseller]", "package[retail]"}
+    rerun = {"fit_branches", "fit_baselines", "evaluate_cascade", "package[reseller]", "package[retail]"}
     assert {task for task in rerun if states[task] == "Completed"} == rerun
     assert changed["models"]["router"] == runs["first"][0]["models"]["router"]
     assert changed["models"]["retail"] != runs["first"][0]["models"]["retail"]

@@ -11,7 +11,12 @@ from skewguard.pipeline.retrain import beats, no_retrain_reason, scheduled_deplo
 
 
 def _figures(champion: float | None, candidate: float | None, metric: str = "roc_auc") -> dict[str, Any]:
-    return {"window": {"rows": 100}, "champion": {metric: champion}, "candidate": {metric: candidate}}
+    return {
+        "metric": metric,
+        "window": {"rows": 100},
+        "champion": {metric: champion},
+        "candidate": {metric: candidate},
+    }
 
 
 @pytest.mark.parametrize(
@@ -27,19 +32,24 @@ def _figures(champion: float | None, candidate: float | None, metric: str = "roc
 def test_the_candidate_must_beat_the_champion_by_the_margin(
     champion: float, candidate: float, margin: float, expected: bool
 ) -> None:
-    better, why = beats(_figures(champion, candidate), "roc_auc", margin)
+    better, why = beats(_figures(champion, candidate), margin)
     assert better is expected
     assert ("does not beat" in why) is (not expected)
     assert f"{candidate:.4f}" in why
 
 
-def test_for_log_loss_lower_is_better() -> None:
-    assert beats(_figures(0.50, 0.40, "log_loss"), "log_loss", 0.05)[0] is True
-    assert beats(_figures(0.40, 0.50, "log_loss"), "log_loss", 0.0)[0] is False
+@pytest.mark.parametrize("metric", ["log_loss", "mae", "rmse"])
+def test_for_losses_and_errors_lower_is_better(metric: str) -> None:
+    assert beats(_figures(0.50, 0.40, metric), 0.05)[0] is True
+    assert beats(_figures(0.40, 0.50, metric), 0.0)[0] is False
+
+
+def test_for_r2_higher_is_better() -> None:
+    assert beats(_figures(0.50, 0.60, "r2"), 0.05)[0] is True
 
 
 def test_an_undefined_score_never_promotes() -> None:
-    better, why = beats(_figures(None, 0.9), "roc_auc", 0.0)
+    better, why = beats(_figures(None, 0.9), 0.0)
     assert better is False
     assert "undefined" in why
 

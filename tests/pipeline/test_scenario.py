@@ -1,6 +1,6 @@
-"""The end-to-end scenario, on real components: Prefect, Feast, the model store, the gateway, Evidently.
+"""The returns example end to end, on real components: Prefect, Feast, the model store, the gateway, Evidently.
 
-Train → serve normal traffic through a real gateway process → the monitor finds no drift →
+Its cascade file in a project of the test's own → train → serve normal traffic through a real gateway process → the monitor finds no drift →
 serve drifted traffic (price inflation, an unseen category, a vocabulary shift) → the monitor
 flags the shifted columns and not the others → retrain → the candidate beats the champion on
 the newest labeled window and is promoted → the gateway serves it. Then a candidate that
@@ -25,14 +25,14 @@ from typing import Any
 
 import httpx
 import pytest
-from returns_data import DriftKnobs
+from returns_data import DriftKnobs, generate_demo_data
 from returns_traffic import append_labeled, fresh_orders, send_orders
 
 from skewguard.bentos.manifest import champion_tag
-from skewguard.pipeline.features import FeastConfig, latest_event_time, materialize_features
 from skewguard.pipeline.flows import train_cascade
 from skewguard.pipeline.retrain import read_decisions, retrain_if_drifted
 from skewguard.settings import Settings
+from tests.conftest import materialize_returns_features, returns_project, write_cascade_file
 
 NAME = "scenario"
 WATCH = (
@@ -72,10 +72,19 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def gateway(home: Path) -> Iterator[str]:
-    """The champion trained, then a real gateway process serving it."""
-    first = train_cascade(NAME, n_orders=4_000, n_customers=400, seed=0)
+def project(home: Path) -> Path:
+    """The returns example as a user's project of its own, renamed: its data, its cascade file."""
+    folder = returns_project(home / "project", generate_demo_data(n_orders=4_000, n_customers=400, seed=0))
+    write_cascade_file(folder, name=NAME)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gateway(home: Path, project: Path) -> Iterator[str]:
+    """The champion trained from the file, its features materialized, then a real gateway process."""
+    first = train_cascade(project / "cascade.yaml")
     assert first["status"] == "champion"
+    materialize_returns_features(Settings.from_env(), f"skewguard_{NAME}", project)
     port = _free_port()
     log = (home / "skewguard.gateway.log").open("w")
     process = subprocess.Popen(
@@ -104,19 +113,18 @@ def gateway(home: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def story(home: Path, gateway: str) -> dict[str, Any]:
+def story(home: Path, project: Path, gateway: str) -> dict[str, Any]:
     """Run the scenario once; the tests below read its chapters."""
     settings = Settings.from_env()
-    data = settings.data_dir
-    monitor = {"name": NAME, "last": SERVED, "watch": WATCH, "monitor_options": ["--skew-at", "order_ts"]}
+    data = project / "data"
+    monitor = {"name": NAME, "last": SERVED, "watch": WATCH}
     chapters: dict[str, Any] = {"champion": champion_tag(NAME)}
 
     normal = fresh_orders(data, n_orders=SERVED, days=14, seed=1)
     chapters["normal_sent"] = send_orders(gateway, NAME, normal.orders)
     chapters["normal"] = retrain_if_drifted(**monitor)
     append_labeled(data, normal)  # their labels arrive; the feature pipeline materializes the new stats
-    feast = FeastConfig.from_settings(settings)
-    materialize_features(feast, end=latest_event_time(feast))
+    materialize_returns_features(settings, f"skewguard_{NAME}", project)
 
     drifted = fresh_orders(data, n_orders=2 * SERVED, days=28, seed=2, knobs=KNOBS)
     first_half = drifted.orders.sort_values("order_ts").iloc[:SERVED]

@@ -1,4 +1,6 @@
-"""The feature store: a real Feast repository (file offline store, SQLite or Redis online).
+"""A user's Feast repository (the returns example's): applied, materialized, joined point in time.
+
+Real Feast: the file offline store, SQLite or Redis online.
 
 The point-in-time test compares Feast's join with a brute-force as-of join (every order
 against every snapshot of its customer), and traces each served value back to the one
@@ -17,23 +19,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
-from returns_data import DemoData, generate_demo_data, write_demo_data
+from returns_data import DemoData, generate_demo_data
 
-from skewguard.bentos.feature_store import OnlineFeatureReader
 from skewguard.errors import ConfigError, InputError
-from skewguard.pipeline.features import (
-    FEATURE_NAMES,
-    FEATURE_REFS,
-    FEATURE_SERVICE,
-    FeastConfig,
-    apply_features,
-    historical_features,
-    materialize_features,
-    open_store,
-    teardown_features,
+from skewguard.featurestore.connection import FeastConfig, open_store, project_name
+from skewguard.featurestore.online import OnlineFeatureReader
+from skewguard.featurestore.repository import (
+    FeatureSelection,
+    Materialization,
+    apply_repository,
+    load_definitions,
+    materialize,
+    resolve_features,
+    teardown,
 )
+from skewguard.featurestore.repository import historical_features as join_features
 from skewguard.settings import Settings
+from tests.conftest import returns_project
 
+FEATURE_NAMES = ("orders_30d", "return_rate_90d", "account_age_days")
+FEATURE_REFS = tuple(f"customer_stats:{name}" for name in FEATURE_NAMES)
+FEATURE_SERVICE = "returns_features"
 TTL = pd.Timedelta(days=30)
 QUIET = [100_001, 100_002, 100_003]  # customers whose snapshots stop at QUIET_SINCE
 QUIET_SINCE = pd.Timestamp("2026-02-01", tz="UTC")
@@ -50,11 +56,18 @@ def data() -> DemoData:
     return DemoData(orders=demo.orders, customer_stats=stats[~quiet].reset_index(drop=True))
 
 
+SELECTION = FeatureSelection(
+    "customer_id",
+    "int64",
+    dict(zip(FEATURE_NAMES, FEATURE_REFS, strict=True)),
+    dict.fromkeys(FEATURE_NAMES, TTL.total_seconds()),
+)
+
+
 @pytest.fixture(scope="module")
 def data_dir(data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("feast-data")
-    write_demo_data(data, folder)
-    return folder
+    """The returns example's Feast repository, its data the module's."""
+    return returns_project(tmp_path_factory.mktemp("feast-project"), data) / "feature_repo"
 
 
 def _config(
@@ -62,13 +75,23 @@ def _config(
 ) -> FeastConfig:
     """A project of its own per test (it is also the suffix of its Redis keys)."""
     project = f"sg_test_{uuid.uuid4().hex[:12]}"
-    return FeastConfig(tmp_path / "feast", data_dir, project, online_store, redis_url)
+    return FeastConfig(tmp_path / "feast", project, online_store, redis_url, repo_dir=data_dir)
+
+
+def historical_features(config: FeastConfig, orders: pd.DataFrame) -> pd.DataFrame:
+    return join_features(config, orders, SELECTION, timestamp_column="order_ts")
+
+
+def materialize_features(
+    config: FeastConfig, *, end: datetime, start: datetime | None = None
+) -> Materialization:
+    return materialize(config, ["customer_stats"], end=end, start=start)
 
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path, data_dir: Path) -> FeastConfig:
     config = _config(tmp_path, data_dir)
-    apply_features(config)
+    apply_repository(config)
     return config
 
 
@@ -84,9 +107,9 @@ def redis_store(tmp_path: Path, data_dir: Path) -> Iterator[FeastConfig]:
             "`redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no`."
         )
     config = _config(tmp_path, data_dir, online_store="redis", redis_url=REDIS_URL)
-    apply_features(config)
+    apply_repository(config)
     yield config
-    teardown_features(config)
+    teardown(config)
     leftover = list(client.scan_iter(match=b"*" + config.project.encode()))
     client.close()
     assert leftover == [], f"teardown left {len(leftover)} Redis keys of {config.project}"
@@ -111,7 +134,8 @@ def _expected_online(
 
 def _read_online(config: FeastConfig, ids: list[int]) -> list[dict[str, float | None] | None]:
     """What the gateway's reader gets (its batching and threads are tested in tests/gateway)."""
-    return OnlineFeatureReader(config).read(ids)
+    reader = OnlineFeatureReader(config, entity_key="customer_id", refs=SELECTION.refs)
+    return [None if row is None else row.values for row in reader.read(ids)]
 
 
 def _check_online_reads(config: FeastConfig, data: DemoData) -> None:
@@ -137,9 +161,31 @@ def test_apply_registers_the_repository_definitions(sqlite_store: FeastConfig) -
 
 
 def test_apply_keeps_state_out_of_the_source_tree(sqlite_store: FeastConfig) -> None:
-    written = [p for p in sqlite_store.repo_dir.rglob("*") if p.suffix in {".db", ".pyc"}]
+    assert sqlite_store.repo_dir is not None
+    written = [p for p in sqlite_store.repo_dir.parent.rglob("*") if p.suffix in {".db", ".pyc"}]
     assert written == []
-    assert not (sqlite_store.repo_dir / "data").exists()
+
+
+def test_the_selection_is_resolved_against_the_registry(sqlite_store: FeastConfig) -> None:
+    by_service = resolve_features(sqlite_store, entity_key="customer_id", service=FEATURE_SERVICE)
+    assert by_service == SELECTION
+    by_refs = resolve_features(sqlite_store, entity_key="customer_id", refs=["customer_stats:orders_30d"])
+    assert by_refs.refs == {"orders_30d": "customer_stats:orders_30d"}
+    with pytest.raises(ConfigError, match="has no feature 'orders_31d'") as unknown:
+        resolve_features(sqlite_store, entity_key="customer_id", refs=["customer_stats:orders_31d"])
+    assert unknown.value.field == "features.refs"
+    with pytest.raises(ConfigError, match="not keyed by 'order_id'"):
+        resolve_features(sqlite_store, entity_key="order_id", service=FEATURE_SERVICE)
+    with pytest.raises(ConfigError, match="nope"):
+        resolve_features(sqlite_store, entity_key="customer_id", service="nope")
+
+
+def test_a_repository_without_definitions_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.py").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="defines no Feast objects"):
+        load_definitions(tmp_path)
+    with pytest.raises(ConfigError, match="not a folder"):
+        load_definitions(tmp_path / "missing")
 
 
 def test_sqlite_online_reads_follow_materialization(sqlite_store: FeastConfig, data: DemoData) -> None:
@@ -274,18 +320,16 @@ def test_unapplied_store_says_to_apply(tmp_path: Path, data_dir: Path, data: Dem
 
 def test_config_is_checked_and_follows_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="memcached") as bad:
-        FeastConfig(state_dir=tmp_path, data_dir=tmp_path, online_store="memcached")
+        FeastConfig(state_dir=tmp_path, project="p", online_store="memcached")
     assert bad.value.field == "SKEWGUARD_ONLINE_STORE"
     with pytest.raises(ConfigError, match="host:port"):
-        FeastConfig(state_dir=tmp_path, data_dir=tmp_path, online_store="redis", redis_url="redis://h:6379/0")
+        FeastConfig(state_dir=tmp_path, project="p", online_store="redis", redis_url="redis://h:6379/0")
     with pytest.raises(ConfigError, match="project"):
-        FeastConfig(state_dir=tmp_path, data_dir=tmp_path, project="my project")
-    config = FeastConfig.from_settings(Settings(home=tmp_path))
-    assert (config.state_dir, config.data_dir, config.online_store) == (
-        tmp_path / "feast",
-        tmp_path / "data",
-        "sqlite",
-    )
+        FeastConfig(state_dir=tmp_path, project="my project")
+    settings = Settings(home=tmp_path)
+    assert project_name(settings, "bike-hires.v2") == "skewguard_bike_hires_v2"
+    config = FeastConfig.for_project(settings, "skewguard_returns")
+    assert (config.state_dir, config.online_store) == (tmp_path / "feast" / "skewguard_returns", "sqlite")
 
 
 def test_materialize_end_is_utc_and_start_defaults_to_the_ttl(sqlite_store: FeastConfig) -> None:
