@@ -1,6 +1,7 @@
-"""The returns example end to end, on real components: Prefect, Feast, the model store, the gateway, Evidently.
+"""The returns example end to end on real components: Prefect, Feast, the model store, a gateway, Evidently.
 
-Its cascade file in a project of the test's own → train → serve normal traffic through a real gateway process → the monitor finds no drift →
+Its cascade file in a project of the test's own → train → serve normal traffic through a real
+gateway process → the monitor finds no drift →
 serve drifted traffic (price inflation, an unseen category, a vocabulary shift) → the monitor
 flags the shifted columns and not the others → retrain → the candidate beats the champion on
 the newest labeled window and is promoted → the gateway serves it. Then a candidate that
