@@ -81,7 +81,7 @@ def returns_project(folder: Path, demo: object) -> Path:
 
 
 def write_cascade_file(project: Path, filename: str = "cascade.yaml", **changes: object) -> Path:
-    """The project's cascade file with top-level keys replaced (``router=None`` drops one), as ``filename``."""
+    """The project's cascade file, top-level keys replaced (``router=None`` drops one), as ``filename``."""
     import yaml
 
     spec = yaml.safe_load((project / "cascade.yaml").read_text())
