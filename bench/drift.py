@@ -49,7 +49,7 @@ VARIANTS = {
     "raw-1thread": "(d) raw Evidently as (b), BLAS/OpenMP held to 1 thread as the job holds them",
 }
 TARGET_RATIO = 1.2
-"""The issue's target: (a) within 1.2× of (b)."""
+"""The target: (a) within 1.2× of (b)."""
 BRANCH = "route"
 
 

@@ -16,13 +16,13 @@ concurrency:
     router and specialist in onnxruntime, prediction log (SQLite); measured twice, each in
     its own gateway process: image requests on the ``returns`` cascade, and tabular+text
     requests (the same orders without the image) on ``returns-text``, whose graphs have no
-    image input — the issue's target is worded for the latter;
+    image input — the target is worded for the latter;
 (2) the gateway remote: the same, SKEWGUARD_REMOTE_MODELS naming three ``bentoml serve`` Bentos;
 (3) the same ONNX graphs composed the BentoML way (``bench/gateway_bentoml.py``);
 (4) the naive way: Starlette, Feast and ``predict_proba`` (``bench/gateway_naive.py``).
 
 Prints one table (2xx req/s, p50/p99, errors, 5xx, peak RSS of the server process trees),
-the ratios (1)/(4) and (2)/(3) of this run, the issue's targets and the machine. The load
+the ratios (1)/(4) and (2)/(3) of this run, the targets and the machine. The load
 generator and the servers share the machine's CPUs.
 """
 
@@ -263,7 +263,7 @@ def run(options: argparse.Namespace) -> list[str]:
         "",
         "ratios from this run:",
         *ratios(cells),
-        "issue targets:",
+        "targets:",
         *loadgen_caveat(tools),
         *targets(cells, setup.image, {key: o.ready_s for key, o in outcomes.items() if o.ready_s}),
         agreement({key: o.p1 for key, o in outcomes.items()}),

@@ -1,4 +1,4 @@
-"""The gateway benchmark's report: the table, the ratios of one run, the issue's targets, the machine."""
+"""The gateway benchmark's report: the table, the ratios of one run, the targets, the machine."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def loadgen_caveat(tools: Sequence[str]) -> list[str]:
 
 
 def targets(cells: Sequence[Cell], image: ImageCost, ready_s: Mapping[str, float] | None = None) -> list[str]:
-    """Each target of the issue that this run measured: met or NOT met, with the figures.
+    """Each target this run measured: met or NOT met, with the figures.
 
     ``ready_s``: per (1) variant, seconds from starting `skewguard serve` to its first /readyz 200.
     """

@@ -26,7 +26,7 @@ CASCADE = "returns"
 TEXT_CASCADE = "returns-text"  # `skewguard train --name returns-text --no-image`
 N_CHECKED = 16
 WORKERS = 2
-"""Gateway processes of ``1w`` (one per CPU of this project's 2-vCPU machine)."""
+"""Gateway processes of ``1w`` (two: one per CPU of a 2-vCPU machine)."""
 TEXT_KEYS = ("1t", "1w")
 GATEWAY_KEYS = ("1", *TEXT_KEYS, "2")
 

@@ -56,7 +56,7 @@ ROUNDS = 4
 """Each variant's time is split into rounds run in turn, so a drifting clock speed hits all alike."""
 WARMUP_CALLS = 50
 TARGET_SPEEDUP = 100.0
-"""The issue's target for (b) vs (a) on single rows."""
+"""The target for (b) vs (a) on single rows."""
 Proba = NDArray[np.float64]
 
 
@@ -336,7 +336,7 @@ def run(n_orders: int, seconds: float) -> list[str]:
         "",
         "ratios from this run (× = how many times faster the ONNX side is):",
         *(f"  {name:<36}{value:>9.1f}×" for name, value in single),
-        f"issue target: (b) ≥ {TARGET_SPEEDUP:g}× faster than (a) on single rows (p50): {met}",
+        f"target: (b) ≥ {TARGET_SPEEDUP:g}× faster than (a) on single rows (p50): {met}",
         "check, max |Δp| on the warm-up rows: "
         + ", ".join(f"({x}) vs ({y}) {diff:.3g}" for (x, y), diff in agree.items()),
         f"runtime: setup {setup_s:.1f} s (data, fit, packaging, inputs), measuring {measure_s:.1f} s",

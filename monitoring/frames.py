@@ -4,7 +4,7 @@ Both sides get exactly the same columns, each with a declared kind (numeric, cat
 or text) derived from the cascade's input spec:
 
 - request fields and online features as they are;
-- a timestamp field as its hour of day, UTC (``order_ts_hour``) — the raw time always
+- a timestamp field as its hour of day, UTC (``<field>_hour``) — the raw time always
   "drifts", the hour is what the model reads;
 - an image field as the brightness and contrast of its decoded 32×32 pixels
   (``image_brightness``, ``image_contrast``: mean and standard deviation of the 0–255

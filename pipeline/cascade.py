@@ -1,6 +1,6 @@
 """The Cascade: a router picks a branch per row; the chain is trained and judged as one unit.
 
-The router learns a column of its own (say, "is this customer a reseller?"); its rule
+The router learns a column of its own (a segment of the rows that behaves apart); its rule
 turns each row's class probabilities into a branch: above a threshold on one class's
 probability (two classes), or the most probable class (any number), each class mapped to a
 branch. Each branch's model is fitted on the rows the router's *out-of-fold* predictions

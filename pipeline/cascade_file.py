@@ -1,24 +1,24 @@
 """The cascade file: one YAML file declares a cascade — its data, features, router, branches, monitoring.
 
-    name: bike-hires                      # the served name: POST /v1/cascades/bike-hires/predict
+    name: deliveries                      # the served name: POST /v1/cascades/deliveries/predict
     task: regression                      # of the final answer: classification | regression
     data:
-      path: data/hires.parquet            # .parquet or .csv, relative to this file ($VARS expanded)
-      timestamp: start_time               # the event time: point-in-time joins, the time-ordered holdout
-      target: duration_min                # the label the branches learn
+      path: data/deliveries.parquet       # .parquet or .csv, relative to this file ($VARS expanded)
+      timestamp: ordered_at               # the event time: point-in-time joins, the time-ordered holdout
+      target: minutes                     # the label the branches learn
       holdout: 0.2                        # the newest share, held out of fitting
     features:                             # optional: online features from a Feast repository
       repository: feature_repo            # relative to this file
-      entity_key: station_id
-      service: hire_features              # or refs: [station_stats:hires_7d, ...]
+      entity_key: shop_id
+      service: delivery_features          # or refs: [shop_stats:orders_7d, ...]
     router:                               # optional: without it, the one branch is the model
-      pipeline: hire_models:make_router   # module:callable returning an unfitted sklearn pipeline
-      target: is_long                     # the column the router learns
+      pipeline: models:make_router        # module:callable returning an unfitted sklearn pipeline
+      target: is_late                     # the column the router learns
       threshold: max_f1                   # two classes: a number in (0, 1) or max_f1; omit: top class
-      routes: {1: long, 0: short}         # router class → branch
+      routes: {1: late, 0: on_time}       # router class → branch
     branches:
-      long: {pipeline: hire_models:make_long}
-      short: {pipeline: hire_models:make_short}
+      late: {pipeline: models:make_duration}
+      on_time: {pipeline: models:make_duration}
     monitoring: {watch: [], min_rows: 500, skew_threshold: 0.01}
 
 Modules named by ``module:callable`` are imported from the file's folder (put first on

@@ -1,7 +1,7 @@
 """A tabular+text cascade (trained without the photo) beside the image one, in one gateway.
 
-The issue's throughput target is for a request without an image; that request exists only if
-a cascade's graphs have no image input. Both cascades here are packaged for real.
+A request without an image exists only if a cascade's graphs have no image input (the gateway
+benchmark measures such requests). Both cascades here are packaged for real.
 """
 
 from __future__ import annotations
