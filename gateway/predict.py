@@ -92,7 +92,7 @@ async def predict(cascade: LoadedCascade, body: Any, options: PredictOptions) ->
             raise InputError(f"Rejected by the skew guard: {rejected.detail}", field=rejected.field)
     results = await cascade.runner.run(batch, merged, deadline)
     answers = [
-        _answer(cascade, row, merged[i], bool(missing[i]) or store_down, flags[i])
+        _answer(cascade, row, merged[i], bool(missing[i] or stale[i]) or store_down, flags[i])
         for i, row in enumerate(results)
     ]
     return Outcome(rows=answers, raw_rows=merged, batch=batch, flags=flags)
@@ -211,7 +211,7 @@ def _merge(
             else dict(defaults)
         )
         merged.append({**row, **filled})
-        missing.append(absent)
+        missing.append([n for n in absent if n not in old])  # a stale one is flagged as stale, not missing
         stale.append(
             [
                 SkewFlag(
