@@ -48,15 +48,17 @@ RUN rm /tmp/requirements.txt \
     && { python -O -m compileall -q -j 0 /opt/venv/lib > /dev/null || true; } \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/skewguard --shell /usr/sbin/nologin skewguard \
     && install -d -o skewguard -g skewguard /var/lib/skewguard
-# The sources stay owned by root: the service can read them, not change them. Editable,
-# because `features apply` reads feature_repo/ beside the packages.
+# The sources stay owned by root: the service can read them, not change them. The packages
+# are folders beside skewguard/ (skewguard/<package> links to them), the examples too.
 COPY pyproject.toml README.md /app/
-COPY feature_repo /app/feature_repo
+COPY examples /app/examples
 COPY skewguard /app/skewguard
 COPY bentos /app/bentos
+COPY featurestore /app/featurestore
 COPY gateway /app/gateway
 COPY monitoring /app/monitoring
 COPY pipeline /app/pipeline
+COPY predictionlog /app/predictionlog
 RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /app
 WORKDIR /app
 USER 10001:10001

@@ -117,7 +117,16 @@ def baked_context(folder: Path, state: Path) -> Path:
     for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
         context.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / name, context / name)
-    for package in ("feature_repo", "skewguard", "bentos", "gateway", "monitoring", "pipeline"):
+    for package in (
+        "examples",
+        "skewguard",
+        "bentos",
+        "featurestore",
+        "gateway",
+        "monitoring",
+        "pipeline",
+        "predictionlog",
+    ):
         shutil.copytree(PROJECT / package, context / package, ignore=skip)
     shutil.copytree(state, context / ".skewguard")
     return context

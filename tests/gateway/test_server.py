@@ -245,8 +245,11 @@ async def _wait_for(condition: Callable[[], bool], timeout: float) -> float:
 def _save_candidate(champion_tag: str, threshold: float) -> str:
     """A second manifest over the champion's own models, differing only in its threshold."""
     current = load_manifest(champion_tag)
+    assert current.router is not None
+    rule = {"routes": current.router.routes, "threshold": threshold, "positive_class": "1"}
+    fields = current.model_dump(include={"feature_project", "feature_ttl_seconds", "event_time_field"})
     manifest = compose_manifest(
-        CASCADE, router_tag=current.router.tag, threshold=threshold, branches=current.branches
+        CASCADE, router_tag=current.router.tag, branches=current.branches, **rule, **fields
     )
     return save_manifest(manifest)
 
