@@ -41,6 +41,7 @@ from tests.gateway.conftest import CASCADE, request_row
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 PREDICT = f"/v1/cascades/{CASCADE}/predict"
+TOKEN = "gateway-test-token-3f9a"
 SKEWGUARD = Path(sys.executable).with_name("skewguard")
 PROJECT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
@@ -195,6 +196,7 @@ class Load:
     url: str
     rows: list[dict[str, Any]]
     clients: int = CLIENTS
+    headers: dict[str, str] = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -214,7 +216,7 @@ class Load:
         return any(_row(a)["versions"]["cascade"] == cascade_tag for a in self.ok())
 
     async def _client(self, i: int) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as client:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10.0, headers=self.headers) as client:
             n = i
             while not self._stop.is_set():
                 n += 1
@@ -264,11 +266,15 @@ async def test_promotion_and_reload_swap_the_cascade_under_load_without_a_failed
     thresholds = {champion_tag: load_manifest(champion_tag).router.threshold}
     new_tag = _save_candidate(champion_tag, threshold=0.35)
     thresholds[new_tag] = 0.35
-    server = gateway(home, tmp_path)
+    server = gateway(home, tmp_path, SKEWGUARD_API_TOKEN=TOKEN)  # admin is closed without a token
     rows = [request_row(demo, i) for i in range(-64, 0)]
+    bearer = {"authorization": f"Bearer {TOKEN}"}
     try:
         with running(server):
-            async with Load(server.url, rows) as load, httpx.AsyncClient(base_url=server.url) as admin:
+            async with (
+                Load(server.url, rows, headers=bearer) as load,
+                httpx.AsyncClient(base_url=server.url, headers=bearer) as admin,
+            ):
                 await asyncio.sleep(1.0)
                 await asyncio.to_thread(promote, new_tag)
                 switch = await _wait_for(lambda: load.has_served(new_tag), timeout=5.0)
