@@ -413,3 +413,16 @@ async def test_a_burst_of_2000_half_of_them_hostile_answers_no_500_and_every_cod
     assert "Traceback" not in log, log[-3000:]
     assert "ERROR" not in log, log[-3000:]
     assert DEEP > 1_024  # the deep bodies went past orjson's own limit, to the second parser
+
+
+FINDINGS = Path(__file__).parents[1] / "fuzz" / "findings" / "image"
+
+
+@pytest.mark.parametrize("finding", sorted(FINDINGS.iterdir()), ids=lambda p: p.name)
+async def test_images_the_fuzzer_found_are_a_4xx_naming_the_image(
+    gateway_client: Any, demo: DemoData, finding: Path
+) -> None:
+    image = base64.b64encode(finding.read_bytes()).decode()
+    response = await gateway_client.post(PREDICT, json=request_row(demo) | {"image": image})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "image"
