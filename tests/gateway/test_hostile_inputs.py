@@ -387,6 +387,22 @@ async def test_the_server_limits_the_head_in_size_and_time_and_trims_the_token(
 
 @pytest.mark.integration
 @pytest.mark.slow
+async def test_the_pre_forked_workers_limit_the_head_as_one_process_does(
+    home: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    server = gateway(home, tmp_path, SKEWGUARD_WORKERS="2", SKEWGUARD_HEADER_TIMEOUT_SECONDS="1")
+    with running(server):
+        big = await asyncio.to_thread(
+            _exchange, server.url, b"GET /healthz HTTP/1.1\r\nx-padding: " + b"a" * 1_000_000 + b"\r\n\r\n"
+        )
+        half = await asyncio.to_thread(_exchange, server.url, b"GET /heal")
+    assert big.startswith(b"HTTP/1.1 431 "), big[:200]
+    assert half.startswith(b"HTTP/1.1 408 "), half[:200]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 async def test_a_burst_of_2000_half_of_them_hostile_answers_no_500_and_every_code_as_expected(
     home: Path,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
