@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Fuzz the request-body parser and the reading of rows: any bytes are JSON within limits, or a 4xx.
 
     .venv/bin/python tests/fuzz/fuzz_body.py [libFuzzer options] [corpus folders]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Fuzz image decoding: any bytes are a 32×32 RGB array, or an ``ImageError`` / 413, within the budget.
 
     .venv/bin/python tests/fuzz/fuzz_image.py [libFuzzer options] [corpus folders]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Fuzz row encoding: rows of any JSON-like values are model inputs of the right shape, or a 4xx.
 
     .venv/bin/python tests/fuzz/fuzz_rows.py [libFuzzer options] [corpus folders]
