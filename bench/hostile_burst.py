@@ -4,12 +4,14 @@
 
 In a throw-away SKEWGUARD_HOME (or ``--home``, one ``make run`` has set up) it trains the demo
 cascade if there is none, fills the Feast online store and starts ``skewguard serve``. Then
-two bursts of ``--requests`` requests each over ``--concurrency`` connections: valid
-single-row predicts alone, and the same number with every other request a hostile one
+bursts of ``--requests`` requests each over ``--concurrency`` connections, ``--rounds`` of each
+kind in alternating order: valid single-row predicts alone, and the same number with every
+other request a hostile one
 (``hostile_requests``: deep nesting, 400-digit numbers, lone-surrogate keys, a hundred
 2000×2000 images, admin without a token, a 1 MB header, half a request line, a body cut off
-mid-way). Prints the answers by status, the p99 of the valid requests in each burst, their
-ratio and the machine. The client shares the machine's CPUs with the server.
+mid-way). Prints the answers by status, the p99 of the valid requests in each round, the
+median p99 of each kind, their ratio and the machine. The client shares the machine's CPUs
+with the server (and with whatever else runs there: hence the rounds).
 
 ``hostile_requests`` and ``run_burst`` are also what the gateway's test of the table sends.
 """
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import json
+import statistics
 import struct
 import time
 import zlib
@@ -227,14 +230,21 @@ def _rows(home: Path, n: int) -> list[dict[str, Any]]:
     return [request_row(order) for _, order in orders.iterrows()]
 
 
-async def _bursts(url: str, rows: list[dict[str, Any]], total: int, concurrency: int) -> tuple[Burst, Burst]:
+async def _bursts(
+    url: str, rows: list[dict[str, Any]], total: int, concurrency: int, rounds: int
+) -> tuple[list[Burst], list[Burst]]:
+    """``rounds`` of each burst, alternating which goes first: neighbours' load shifts over time."""
     predict = "/v1/cascades/returns/predict"
     valid = valid_requests(rows)
+    hostile = hostile_requests(rows[0], predict)
     await run_burst(url, valid[:concurrency], concurrency, predict)  # warm-up: connections, first runs
-    alone = await run_burst(url, mixed(valid, valid, total), concurrency, predict)
-    together = await run_burst(
-        url, mixed(valid, hostile_requests(rows[0], predict), total), concurrency, predict
-    )
+    alone, together = [], []
+    for i in range(rounds):
+        for kind in ("alone", "mixed") if i % 2 == 0 else ("mixed", "alone"):
+            if kind == "alone":
+                alone.append(await run_burst(url, mixed(valid, valid, total), concurrency, predict))
+            else:
+                together.append(await run_burst(url, mixed(valid, hostile, total), concurrency, predict))
     return alone, together
 
 
@@ -248,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--home", type=Path, default=None)
     options = parser.parse_args(argv)
     home = options.home or Path(tempfile.mkdtemp(prefix="skewguard-burst-"))
@@ -262,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.gateway_servers import Server
 
         wait_ready(Server("gateway", server, home / "burst-gateway.log", front=True), f"{url}/readyz")
-        alone, together = asyncio.run(_bursts(url, _rows(home, 256), options.requests, options.concurrency))
+        bursts = _bursts(url, _rows(home, 256), options.requests, options.concurrency, options.rounds)
+        alone, together = asyncio.run(bursts)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -271,15 +283,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _report(alone: Burst, together: Burst, options: argparse.Namespace) -> None:
-    print(f"{options.requests} requests per burst at c={options.concurrency}, one `skewguard serve` process")
-    for label, burst in (("valid alone", alone), ("mixed", together)):
-        counts = Counter(a.status for a in burst.answers)
+def _report(alone: list[Burst], together: list[Burst], options: argparse.Namespace) -> None:
+    print(
+        f"{options.requests} requests per burst at c={options.concurrency}, {options.rounds} rounds of "
+        "each (alternating), one `skewguard serve` process"
+    )
+    for label, bursts in (("valid alone", alone), ("mixed", together)):
+        answers = [a for burst in bursts for a in burst.answers]
+        counts = Counter(a.status for a in answers)
+        errors = sum(1 for a in answers if (a.status or 0) >= 500)
+        unexpected = sum(len(burst.unexpected()) for burst in bursts)
+        p99s = ", ".join(f"{burst.p99_ms():.0f}" for burst in bursts)
         print(f"{label:<12} answers by status: {dict(sorted(counts.items(), key=str))}")
-        errors = sum(1 for a in burst.answers if (a.status or 0) >= 500)
-        print(f"{'':<12} not the expected answer: {len(burst.unexpected())}  5xx: {errors}")
-    p_alone, p_mixed = alone.p99_ms(), together.p99_ms()
-    print(f"p99 of the valid requests: alone {p_alone:.1f} ms, in the mixed burst {p_mixed:.1f} ms")
+        print(f"{'':<12} unexpected: {unexpected}  5xx: {errors}  p99 of valid per round: {p99s} ms")
+    p_alone = statistics.median(burst.p99_ms() for burst in alone)
+    p_mixed = statistics.median(burst.p99_ms() for burst in together)
+    print(f"p99 of the valid requests (median over rounds): alone {p_alone:.1f} ms, mixed {p_mixed:.1f} ms")
     print(f"ratio mixed/alone: {p_mixed / p_alone:.2f}")
 
 
