@@ -54,7 +54,8 @@ def test_the_fuzzer_finds_nothing_within_its_time(harness: str, tmp_path: Path) 
     print(f"\nfuzz_{harness}: {runs.group(0) if runs else 'no summary'}")
     crashes = [p for p in tmp_path.iterdir() if p.name.startswith(("crash-", "timeout-", "oom-"))]
     shown = [f"{p.name}: {base64.b64encode(p.read_bytes()[:2000]).decode()}" for p in crashes]
-    assert done.returncode == 0, "\n".join([done.stderr[-4000:], *shown])
+    seed = re.search(r"INFO: Seed: \d+", done.stderr)  # -seed=N replays this run
+    assert done.returncode == 0, "\n".join([seed.group(0) if seed else "", done.stderr[-4000:], *shown])
     assert runs is not None, done.stderr[-2000:]
     assert int(runs.group(1)) > 1_000  # it ran, and fast enough to mean something
 
