@@ -481,7 +481,8 @@ def test_the_serving_process_imports_no_training_stack(home: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     modules = {name.partition(".")[0] for name in loaded}
-    assert {"gateway", "onnxruntime", "feast"} <= modules
+    assert {"skewguard", "onnxruntime", "feast"} <= modules
+    assert "skewguard.gateway.app" in loaded  # the packages are installed under one namespace
     # the model store is read without bentoml.models, whose analytics import cost ~0.3 s of start
     assert {"bentoml", "bentoml._internal.models"} <= loaded
     assert "bentoml.models" not in loaded
