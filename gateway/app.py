@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +30,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from skewguard.bentos.manifest import champion_names
-from skewguard.errors import InputError, PayloadTooLargeError, SkewguardError, UnauthorizedError
+from skewguard.errors import (
+    AdminDisabledError,
+    ClientDisconnectedError,
+    SkewguardError,
+    UnauthorizedError,
+)
+from skewguard.gateway.body import parse_body, read_body
 from skewguard.gateway.cascades import CascadeRegistry, describe, load_cascade
 from skewguard.gateway.features import FeatureSources
 from skewguard.gateway.guard import GuardConfig
@@ -136,36 +141,30 @@ def error_response(exc: SkewguardError, gateway: Gateway | None = None) -> Respo
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(
-            f"The body is {declared} bytes; at most {limit} are accepted.", field="body"
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The body exceeds {limit} bytes.", field="body")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # NaN and Infinity are not JSON; parse them anyway so the field check can name the field
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"The body is not valid UTF-8 JSON: {exc}.", field="body") from exc
+    """The body as JSON: at most ``limit`` bytes, bounded in depth and numbers (``gateway.body``)."""
+    return parse_body(await read_body(request.stream(), request.headers.get("content-length"), limit))
 
 
 def authorize(gateway: Gateway, request: Request, *, admin: bool = False) -> None:
+    """Let the request through, or raise: a wrong or missing token (401), admin closed (403).
+
+    With ``SKEWGUARD_API_TOKEN`` set, predict, the cascade list and admin need the header
+    ``Authorization: Bearer <token>``, compared in constant time and exactly (scheme and case
+    too). Whitespace around a header's value is not part of it in HTTP, and the server drops a
+    trailing space before the app sees it, so it is dropped here too: the same answer in-process
+    and behind uvicorn. Without a token, the admin endpoints answer 403.
+    """
     token = gateway.settings.api_token
     if token is None:
+        if admin:
+            raise AdminDisabledError(
+                "Admin endpoints are disabled on this gateway: set SKEWGUARD_API_TOKEN to enable them, "
+                "and send 'Authorization: Bearer <token>'."
+            )
         return
-    sent = request.headers.get("authorization", "")
+    sent = request.headers.get("authorization", "").strip(" \t")
     expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not hmac.compare_digest(sent.encode("latin-1"), expected.encode("latin-1")):
         what = "admin endpoints need" if admin else "this gateway needs"
         raise UnauthorizedError(f"Missing or wrong bearer token: {what} 'Authorization: Bearer <token>'.")
 
@@ -181,6 +180,9 @@ async def _predict(gateway: Gateway, request: Request, name: str) -> Response:
         cascade = gateway.registry.get(name)
         body = await read_json(request, gateway.settings.max_body_bytes)
         outcome = await predict(cascade, body, gateway.options)
+    except ClientDisconnectedError as exc:  # nobody to answer: one counted line, no traceback
+        logger.info("predict %s: %s", name, exc.message)
+        return error_response(exc, gateway)
     except SkewguardError as exc:
         return error_response(exc, gateway)
     _observe(gateway, name, outcome, time.perf_counter() - started)
@@ -268,7 +270,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    """A bug's answer: a JSON 500, counted in ``skewguard_errors_total`` and logged with its traceback."""
+    return internal_error(request.app.state.gateway, request, exc)
+
+
+def internal_error(gateway: Gateway, request: Request, exc: Exception) -> Response:
+    gateway.metrics.errors.labels("internal_error", "500").inc()
+    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return json_response(
         {"code": "internal_error", "message": "An unexpected error; see the gateway log."}, 500
     )
@@ -317,7 +325,7 @@ class PredictFastPath:
         try:
             response = await _predict(self.gateway, request, name)
         except Exception as exc:  # noqa: BLE001 - the same JSON 500 as every other route's
-            response = await unexpected_error(request, exc)
+            response = internal_error(self.gateway, request, exc)
         await response(scope, receive, send)
 
 

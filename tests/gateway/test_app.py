@@ -220,14 +220,17 @@ async def test_readyz_names_a_remote_model_that_is_down_and_a_reload_retires_its
         down_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     router = load_manifest(champion_tag).router.tag
     remote = json.dumps({router.partition(":")[0]: down_url})
-    gateway = make_gateway(tmp_path, StaticFeatureSource({}), SKEWGUARD_REMOTE_MODELS=remote)
+    gateway = make_gateway(
+        tmp_path, StaticFeatureSource({}), SKEWGUARD_REMOTE_MODELS=remote, SKEWGUARD_API_TOKEN="s3cret"
+    )
+    bearer = {"authorization": "Bearer s3cret"}  # admin is closed without a token
 
     def probes() -> list[asyncio.Task[Any]]:
         return [t for t in asyncio.all_tasks() if t.get_name() == f"probe {down_url}/readyz" and not t.done()]
 
     async with LifespanManager(create_app(gateway)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=bearer) as client:
             before_any_request = await client.get("/readyz")
             answer = await client.post(PREDICT, json=request_row(demo))
             [old_probe] = probes()
