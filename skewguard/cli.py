@@ -35,6 +35,9 @@ def cli(ctx: click.Context) -> None:
     """skewguard: sklearn pipelines as verified ONNX graphs, served with a skew guard."""
     settings = Settings.from_env()
     settings.export_environment()
+    from skewguard.bentos.aliases import configure
+
+    configure(settings.alias_url, settings.model_export)  # where the champion alias and exports live
     ctx.obj = settings
 
 
@@ -365,9 +368,9 @@ def _new_run_folder(home: Path) -> Path:
 
 
 def _register_operator_commands() -> None:
-    from skewguard.cli_ops import demo_traffic, log, reports, retrain, serve
+    from skewguard.cli_ops import demo_traffic, import_champion, log, reports, retrain, serve
 
-    for command in (serve, retrain, demo_traffic, reports, log):
+    for command in (serve, retrain, demo_traffic, reports, log, import_champion):
         cli.add_command(command)
 
 

@@ -1,5 +1,5 @@
-"""Operator commands: serve, retrain, demo traffic, reports index, the log's retention (``skewguard.cli``
-registers them)."""
+"""Operator commands: serve, retrain, demo traffic, reports index, the log's retention, the
+champion's import from the model export (``skewguard.cli`` registers them)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from skewguard.entry import run_optimized
+from skewguard.errors import ConfigError
 from skewguard.settings import Settings
 
 EXAMPLE_REQUEST = "example-request.json"
@@ -206,3 +207,15 @@ def log_prune(older_than: float | None) -> None:
     moment = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
     noun = "record" if deleted == 1 else "records"
     click.echo(f"deleted {deleted} {noun} served before {moment} from {store.description}; {left} remain")
+
+
+@click.command("import-champion")
+@click.argument("name", default="returns")
+def import_champion(name: str) -> None:
+    """Import cascade NAME's champion and its models from SKEWGUARD_MODEL_EXPORT (sha256 checked)."""
+    from skewguard.bentos.manifest import champion
+
+    manifest = champion(name)
+    if manifest is None:
+        raise ConfigError(f"No champion cascade named {name!r} was promoted.", field="name")
+    click.echo(f"{manifest.tag} in the model store, with " + ", ".join(manifest.model_tags().values()))
