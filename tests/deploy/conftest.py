@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.gateway.conftest import anyio_backend, champion_tag, demo  # noqa: F401 - the session's fixtures
+
 PROJECT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = PROJECT / "deploy" / "kubernetes"
 OVERLAYS = ("co-located", "remote")
