@@ -78,6 +78,9 @@ COPY pipeline /app/pipeline
 RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /app
 WORKDIR /app
 USER 10001:10001
+# The prediction log in a folder of its own (a volume): the model store and the Feast state
+# can then be mounted read-only beside it.
+ENV SKEWGUARD_LOG_URL=sqlite:////var/lib/skewguard/log/predictions.db
 EXPOSE 8000
 # Docker runs this by itself; podman only through systemd timers (docs/deployment.md shows
 # `podman healthcheck run` and the probes Kubernetes uses instead).

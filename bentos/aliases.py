@@ -144,6 +144,9 @@ class FileAliasStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{ALIASES_FILE}.", suffix=".tmp")
         try:
+            # mkstemp makes it 0600: readable like the model store's files instead, so a gateway
+            # running as another user (a container's) can follow promotions made here.
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as file:
                 file.write(json.dumps(book.model_dump(mode="json"), indent=1, sort_keys=True).encode())
                 file.flush()

@@ -31,7 +31,7 @@ from skewguard.bentos.aliases import ALIASES_FILE as ALIASES_FILE
 from skewguard.bentos.aliases import Alias, sharing
 from skewguard.bentos.exports import export_models, import_missing
 from skewguard.bentos.spec import FieldSpec, InputSpec, OnlineFeature
-from skewguard.bentos.store import load_model, model_store
+from skewguard.bentos.store import load_model, make_readable, model_store
 from skewguard.errors import ArtifactError, ConfigError, ModelNotFoundError
 
 MANIFEST_FILE = "manifest.json"
@@ -191,6 +191,7 @@ def save_manifest(manifest: CascadeManifest) -> str:
         metadata={"sha256": {MANIFEST_FILE: digest}, "cascade": manifest.name},
     ) as model:
         Path(model.path_of(MANIFEST_FILE)).write_bytes(data)
+    make_readable(str(model.tag))
     tag = str(model.tag)
     if manifest.status == "champion":
         promote(tag)

@@ -31,15 +31,33 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = GatewaySettings.from_env()
     settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
-    base = f"http://{settings.host}:{settings.port}"
+    base = f"http://{_reachable(settings.host)}:{settings.port}"
     click.echo(f"gateway on {base}  (docs: {base}/docs)")
     example = settings.home / EXAMPLE_REQUEST
     if example.exists():
+        where, body = _body_path(example)
         click.echo(
-            f"try:  curl -s {base}/v1/cascades/{settings.cascade_names[0]}/predict "
-            f"-H 'content-type: application/json' -d @{example}"
+            f"try{where}:  curl -s {base}/v1/cascades/{settings.cascade_names[0]}/predict "
+            f"-H 'content-type: application/json' -d @{body}"
         )
     run_gateway(settings)
+
+
+def _reachable(host: str) -> str:
+    """The address a client on this machine uses for a gateway bound to ``host``."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+
+
+def _body_path(example: Path) -> tuple[str, Path]:
+    """How to name the example body: relative to where serve started, else to the home folder.
+
+    In a container the home is a path inside it (the operator mounted their own folder
+    there), which means nothing on the operator's side: name the file in the home instead.
+    """
+    try:
+        return "", example.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return " (in your skewguard home folder)", Path(example.name)
 
 
 @click.command("retrain")

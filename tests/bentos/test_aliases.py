@@ -100,3 +100,10 @@ def test_an_unknown_scheme_is_refused_naming_the_setting() -> None:
     assert caught.value.field == "SKEWGUARD_ALIAS_URL"
     assert "redis://" in caught.value.message
     assert isinstance(open_alias_store(None), FileAliasStore)
+
+
+def test_the_alias_file_is_readable_by_other_users(tmp_path: Path) -> None:
+    """A gateway in a container runs as its own user and must read promotions made on the host."""
+    store = FileAliasStore(tmp_path)
+    store.update("returns", lambda current: _alias("cascade-returns:v1"))
+    assert store.path.stat().st_mode & 0o044 == 0o044
