@@ -53,15 +53,18 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && { python -O -m compileall -q -j 0 /opt/venv/lib > /dev/null || true; }
 
 # The sources stay owned by root: the service can read them, not change them. Editable,
-# because `features apply` reads feature_repo/ beside the packages.
+# because the packages are symlinks in skewguard/ to the folders beside them (and the
+# examples ship with them: `skewguard examples copy` makes a writable copy).
 FROM trainer-deps AS trainer
 COPY pyproject.toml README.md /app/
-COPY feature_repo /app/feature_repo
 COPY skewguard /app/skewguard
 COPY bentos /app/bentos
+COPY featurestore /app/featurestore
+COPY predictionlog /app/predictionlog
 COPY gateway /app/gateway
 COPY monitoring /app/monitoring
 COPY pipeline /app/pipeline
+COPY examples /app/examples
 RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /app
 WORKDIR /app
 USER 10001:10001
@@ -69,12 +72,14 @@ CMD ["skewguard", "--help"]
 
 FROM serve-deps AS runtime
 COPY pyproject.toml README.md /app/
-COPY feature_repo /app/feature_repo
 COPY skewguard /app/skewguard
 COPY bentos /app/bentos
+COPY featurestore /app/featurestore
+COPY predictionlog /app/predictionlog
 COPY gateway /app/gateway
 COPY monitoring /app/monitoring
 COPY pipeline /app/pipeline
+COPY examples /app/examples
 RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /app
 WORKDIR /app
 USER 10001:10001
@@ -88,7 +93,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen(f'http://127.0.0.1:{os.environ[\"SKEWGUARD_PORT\"]}/healthz', timeout=4)"]
 CMD ["skewguard", "serve"]
 
-# Model store (bentoml/models, bentoml/cascade_aliases.json) and Feast state (feast/) of the
+# Model store (bentoml/models, bentoml/cascade_aliases.json) and Feast state (feast/*/) of the
 # build context's .skewguard/; .dockerignore lets nothing else of it in.
 FROM runtime AS baked
 COPY --chown=skewguard:skewguard .skewguard/ /var/lib/skewguard/

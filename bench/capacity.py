@@ -26,6 +26,7 @@ if not __package__:  # run as `python bench/capacity.py`: import the bench packa
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -33,6 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 import psutil
+
+VIEW = "customer_stats"
+FEATURES = ("orders_30d", "return_rate_90d", "account_age_days")
+"""The returns example's feature view, as a replica of its cascade reads it."""
 
 
 def _process_cpu(pid: int) -> float:
@@ -44,8 +49,8 @@ def log_rate(url: str, seconds: float, batch: int = 256) -> dict[str, float]:
     """One writer's records/s into PostgreSQL, and the server's CPU µs per record."""
     import psycopg
 
-    from skewguard.gateway.predlog import PredictionRecord
-    from skewguard.gateway.predlog_sql import COLUMNS, open_store
+    from skewguard.predictionlog.records import PredictionRecord
+    from skewguard.predictionlog.store import COLUMNS, open_store
 
     table = f"capacity_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url) as probe:
@@ -86,27 +91,30 @@ def log_rate(url: str, seconds: float, batch: int = 256) -> dict[str, float]:
 
 def feast_rate(redis: str, seconds: float) -> dict[str, float]:
     """Feast online reads per second on Redis (1 and 16 customers a call), and Redis's µs per call."""
+    import pandas as pd
     import redis as redis_client
 
-    from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
-    from skewguard.pipeline.demo_data import generate_demo_data, write_demo_data
-    from skewguard.pipeline.features import apply_features, latest_event_time, materialize_features
+    from skewguard.cli_examples import example_dir, write_data
+    from skewguard.featurestore.connection import FeastConfig
+    from skewguard.featurestore.online import OnlineFeatureReader
+    from skewguard.featurestore.repository import apply_repository, latest_event_time, materialize
 
-    home = Path(tempfile.mkdtemp(prefix="skewguard-capacity-"))
-    demo = generate_demo_data(n_orders=2_000, n_customers=200, seed=3)
-    write_demo_data(demo, home / "data")
+    example = Path(tempfile.mkdtemp(prefix="skewguard-capacity-")) / "returns"
+    shutil.copytree(example_dir("returns"), example, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    write_data(example, 2_000, 3)
     project = f"capacity_{uuid.uuid4().hex[:8]}"
     config = FeastConfig(
-        state_dir=home / "feast",
-        data_dir=home / "data",
+        state_dir=example.parent / "feast",
         project=project,
         online_store="redis",
         redis_url=redis,
+        repo_dir=example / "feature_repo",
     )
-    apply_features(config)
-    materialize_features(config, end=latest_event_time(config))
-    reader = OnlineFeatureReader(config)
-    ids = [int(i) for i in demo.customer_stats["customer_id"].unique()]
+    apply_repository(config)
+    materialize(config, [VIEW], end=latest_event_time(config, [VIEW]))
+    reader = OnlineFeatureReader(config, entity_key="customer_id", refs={f: f"{VIEW}:{f}" for f in FEATURES})
+    stats = pd.read_parquet(example / "data" / "customer_stats.parquet", columns=["customer_id"])
+    ids = [int(i) for i in stats["customer_id"].unique()]
     host, _, port = redis.partition(":")
     info: dict[str, Any] = redis_client.Redis(host=host, port=int(port or 6379)).info("server")  # type: ignore[assignment]
     pid = int(info["process_id"])

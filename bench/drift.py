@@ -89,11 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_frames(folder: Path, n_reference: int, n_current: int, seed: int) -> str:
     """Write the reference and current frames and their columns to ``folder``; describe them."""
     import numpy as np
-
-    from skewguard.bentos.spec import OnlineFeature, infer_spec
-    from skewguard.monitoring.frames import Outputs, monitored_columns, reference_frame
-    from skewguard.pipeline.demo_data import generate_demo_data
-    from skewguard.pipeline.returns_model import (
+    from returns_data import generate_demo_data
+    from returns_models import (
         ENTITY_KEY,
         FEATURE_VIEW,
         ONLINE,
@@ -102,6 +99,9 @@ def build_frames(folder: Path, n_reference: int, n_current: int, seed: int) -> s
         make_pipeline,
         training_frame,
     )
+
+    from skewguard.bentos.spec import OnlineFeature, infer_spec
+    from skewguard.monitoring.frames import Outputs, monitored_columns, reference_frame
 
     n = n_reference + n_current
     orders = training_frame(generate_demo_data(n_orders=n, n_customers=max(200, n // 10), seed=seed))

@@ -151,8 +151,7 @@ def prepare(home: Path, n_orders: int, n_customers: int) -> Setup:
 def request_bodies(orders_file: Path, n: int) -> tuple[list[str], list[str]]:
     """``{"rows": [row]}`` of the newest ``n`` orders as a client sends them, and their images."""
     import pandas as pd
-
-    from skewguard.pipeline.demo_data import request_row
+    from returns_data import request_row
 
     orders = pd.read_parquet(orders_file).sort_values("order_ts", kind="stable").tail(n)
     bodies, images = [], []

@@ -28,6 +28,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from returns_models import (
+    ENTITY_KEY,
+    IMAGE,
+    ONLINE,
+    TIMESTAMP,
+    feature_columns,
+    make_pipeline,
+    split_by_time,
+)
 
 from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
 from skewguard.bentos.images import decode_base64_image, decode_image
@@ -41,15 +50,6 @@ from skewguard.pipeline.cascade import (
     fit_specialists,
     out_of_fold_proba,
     route,
-)
-from skewguard.pipeline.returns_model import (
-    ENTITY_KEY,
-    IMAGE,
-    ONLINE,
-    TIMESTAMP,
-    feature_columns,
-    make_pipeline,
-    split_by_time,
 )
 from skewguard.settings import Settings
 

@@ -32,14 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_info, threadpool_limits
-
-from skewguard.bentos.images import decode_base64_image
-from skewguard.bentos.inputs import Batch, encode_frame, encode_rows
-from skewguard.bentos.parity import make_session, run_onnx
-from skewguard.bentos.spec import InputSpec
-from skewguard.pipeline.demo_data import generate_demo_data
-from skewguard.pipeline.returns_model import (
+from returns_data import generate_demo_data
+from returns_models import (
     ENTITY_KEY,
     FEATURE_VIEW,
     IMAGE,
@@ -50,6 +44,12 @@ from skewguard.pipeline.returns_model import (
     split_by_time,
     training_frame,
 )
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from skewguard.bentos.images import decode_base64_image
+from skewguard.bentos.inputs import Batch, encode_frame, encode_rows
+from skewguard.bentos.parity import make_session, run_onnx
+from skewguard.bentos.spec import InputSpec
 
 BATCH_ROWS = 1_000
 ROUNDS = 4

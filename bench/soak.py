@@ -230,7 +230,7 @@ def sampling(pid: int, samples: list[int], every: float = RSS_EVERY_S) -> Iterat
 
 
 def count_records(log_db: Path) -> int:
-    from skewguard.gateway.predlog_sql import open_store
+    from skewguard.predictionlog.store import open_store
 
     store = open_store(f"sqlite:///{log_db}")
     try:

@@ -89,6 +89,10 @@ class AliasStore(Protocol):
         """Replace the alias of ``name`` by ``change(current)``, atomically; the stored alias."""
         ...
 
+    def names(self) -> list[str]:
+        """The cascades that have an alias."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Sharing:
@@ -119,6 +123,9 @@ class FileAliasStore:
 
     def get(self, name: str) -> Alias | None:
         return self.read().cascades.get(name)
+
+    def names(self) -> list[str]:
+        return list(self.read().cascades)
 
     def read(self) -> AliasBook:
         """Every cascade's alias (the file is small and replaced whole)."""
@@ -220,6 +227,12 @@ class RedisAliasStore:
             raw: bytes | None = self._client.get(self.key(name))  # type: ignore[assignment]
         return _parsed(raw, self.description)
 
+    def names(self) -> list[str]:
+        prefix = self.key("")
+        with self._translated():
+            keys = list(self._client.scan_iter(match=f"{prefix}*"))
+        return [key.decode()[len(prefix) :] for key in keys]
+
     def update(self, name: str, change: Change) -> Alias:
         import redis
 
@@ -275,6 +288,18 @@ class PostgresAliasStore:
             except psycopg.errors.UndefinedTable:  # nothing was ever promoted here
                 return None
         return None if row is None else _parsed(json.dumps(row[0]).encode(), self.description)
+
+    def names(self) -> list[str]:
+        import psycopg
+
+        with self._session() as connection:
+            try:
+                rows = connection.execute(
+                    f"SELECT cascade FROM {TABLE} WHERE namespace = %s", (self.namespace,)
+                ).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+        return [str(row[0]) for row in rows]
 
     def update(self, name: str, change: Change) -> Alias:
         with self._session() as connection:

@@ -188,6 +188,12 @@ def _string(spec: FieldSpec, value: Any) -> str:
     return value
 
 
+def epoch_seconds(spec: FieldSpec, value: Any) -> float:
+    """A datetime field's value (ISO-8601 text, epoch seconds, datetime) as the graph reads it:
+    UTC epoch seconds; NaN for null. Raises ``InputError`` naming the field, as encoding would."""
+    return _timestamp(spec, value)
+
+
 def _timestamp(spec: FieldSpec, value: Any) -> float:
     if value is None:
         return math.nan

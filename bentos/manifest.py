@@ -31,7 +31,7 @@ from skewguard.bentos.aliases import ALIASES_FILE as ALIASES_FILE
 from skewguard.bentos.aliases import Alias, sharing
 from skewguard.bentos.exports import export_models, import_missing
 from skewguard.bentos.spec import FieldSpec, InputSpec, OnlineFeature
-from skewguard.bentos.store import load_model, make_readable, model_store
+from skewguard.bentos.store import StoredModel, load_model, make_readable, model_store
 from skewguard.errors import ArtifactError, ConfigError, ModelNotFoundError
 
 MANIFEST_FILE = "manifest.json"
@@ -42,52 +42,140 @@ Status = Literal["candidate", "champion", "retired"]
 
 
 class RouterRef(BaseModel):
-    """The router model and its rule: P(class 1) >= threshold → ``positive_branch``."""
+    """The router model and its rule: which branch each of its classes sends a row to.
+
+    ``routes`` maps each router class (as JSON renders it: ``"1"``, ``"web"``) to a branch;
+    several classes may share one. Without ``threshold`` a row goes where its most probable
+    class routes it. With one (two classes only): P(``positive_class``) >= threshold sends
+    it where the positive class routes, anything less where the other class routes.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tag: ModelTag
-    threshold: float = Field(gt=0.0, lt=1.0)
+    routes: dict[str, str] = Field(min_length=2)
+    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    positive_class: str | None = None
     threshold_reason: str = ""
-    positive_branch: str = "reseller"
-    negative_branch: str = "retail"
 
-    @staticmethod
-    def positive_probability(probabilities: Mapping[str, float]) -> float:
-        """The router's P(class "1") in a ``{class: probability}`` answer, else its last class's."""
-        p = probabilities.get("1")
-        return float(p if p is not None else list(probabilities.values())[-1])
+    @model_validator(mode="after")
+    def _rule_is_complete(self) -> RouterRef:
+        if len(set(self.routes.values())) < 2:
+            raise ValueError(f"routes {self.routes} send every class to one branch; a router needs two")
+        if self.threshold is None:
+            if self.positive_class is not None:
+                raise ValueError("positive_class needs a threshold")
+            return self
+        if len(self.routes) != 2 or self.positive_class not in self.routes:
+            raise ValueError(
+                f"a threshold rule needs exactly two router classes and positive_class among them; got "
+                f"routes {sorted(self.routes)} and positive_class {self.positive_class!r}"
+            )
+        return self
 
-    def branch_for(self, probability: float) -> str:
-        """The branch a row goes to, given the router's P(class 1)."""
-        return self.positive_branch if probability >= self.threshold else self.negative_branch
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """The branches the rule can choose, in the order of ``routes``."""
+        return tuple(dict.fromkeys(self.routes.values()))
+
+    def choose(self, probabilities: Mapping[str, float]) -> tuple[str, float]:
+        """The branch for one row from the router's ``{class: probability}``, and the probability
+        that decided it (P(positive class) with a threshold, else the top class's)."""
+        if self.threshold is not None:
+            positive = str(self.positive_class)
+            p = float(probabilities[positive])
+            if p >= self.threshold:
+                return self.routes[positive], p
+            return next(branch for cls, branch in self.routes.items() if cls != positive), p
+        top = max(probabilities, key=probabilities.__getitem__)
+        return self.routes[top], float(probabilities[top])
 
 
-class CascadeManifest(BaseModel):
-    """One cascade version as stored; ``tag`` and ``status`` are filled in when it is loaded."""
+class ReferenceSet(BaseModel):
+    """The training set a cascade was fitted on, for monitoring: where, which bytes, how split."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal[1] = 1
+    path: str
+    """Relative to the skewguard home when inside it (so the home can move), else absolute."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    time_column: str | None = None
+    holdout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """The newest share by ``time_column``, held out of fitting; the rest is the reference."""
+    rows: int = Field(default=0, ge=0)
+
+
+class MonitoringDefaults(BaseModel):
+    """What ``skewguard monitor`` and ``retrain`` use for this cascade unless told otherwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    watch: tuple[str, ...] = ()
+    """Columns whose drift alone makes a verdict (empty: every column)."""
+    min_rows: int = Field(default=500, ge=1)
+    skew_threshold: float = Field(default=0.01, ge=0.0, le=1.0)
+    """The share of rows whose served online feature differs from the offline one that is skew."""
+    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    """The share of drifted columns that makes the dataset drifted."""
+
+
+Task = Literal["classification", "regression"]
+EntityKeyType = Literal["int64", "string"]
+
+
+class CascadeManifest(BaseModel):
+    """One cascade version as stored; ``tag`` and ``status`` are filled in when it is loaded.
+
+    ``router`` is None for a cascade of one model: then ``branches`` holds exactly that model.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal[2] = 2
     name: str = Field(pattern=NAME_PATTERN)
-    router: RouterRef
-    branches: dict[str, ModelTag]
+    task: Task = "classification"
+    target: str | None = None
+    """The label column the final answer predicts (the comparison of two versions scores on it)."""
+    router: RouterRef | None = None
+    branches: dict[str, ModelTag] = Field(min_length=1)
     entity_key: str | None = None
+    entity_key_type: EntityKeyType = "int64"
+    feature_project: str | None = None
+    """The Feast project holding the online features (see ``skewguard.featurestore``)."""
+    feature_repository: str | None = None
+    """The Feast repository's folder at training (the monitor's offline reads resolve paths in it)."""
     feature_refs: dict[str, str] = Field(default_factory=dict)
+    """Online feature name → Feast reference ``view:feature``."""
+    feature_ttl_seconds: dict[str, float] = Field(default_factory=dict)
+    """Online feature name → its view's TTL; older values are served as missing (training's view)."""
+    event_time_field: str | None = None
+    """The request field that dates a row (feature freshness, online/offline skew); else serving time."""
     input_spec: dict[str, Any]
     metrics: dict[str, Any] = Field(default_factory=dict)
+    reference: ReferenceSet | None = None
+    monitoring: MonitoringDefaults = Field(default_factory=MonitoringDefaults)
+    source_file: str | None = None
+    """The cascade file it was trained from (``skewguard retrain`` trains the next candidate from it)."""
     created_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     status: Status = "candidate"
     tag: str | None = None
 
     @model_validator(mode="after")
     def _branches_match_router(self) -> CascadeManifest:
-        routed = {self.router.positive_branch, self.router.negative_branch}
-        if len(routed) != 2 or set(self.branches) != routed:
+        if self.router is None and len(self.branches) != 1:
             raise ValueError(
-                f"branches {sorted(self.branches)} must be exactly the router's two branches {sorted(routed)}"
+                f"a cascade without a router has one model; got branches {sorted(self.branches)}"
             )
-        InputSpec.from_dict(self.input_spec)  # a malformed spec raises ConfigError here
+        if self.router is not None and set(self.branches) != set(self.router.branches):
+            raise ValueError(
+                f"branches {sorted(self.branches)} must be exactly the router's branches "
+                f"{sorted(self.router.branches)}"
+            )
+        if "router" in self.branches:
+            raise ValueError("'router' names the router's role; choose another branch name")
+        spec = InputSpec.from_dict(self.input_spec)  # a malformed spec raises ConfigError here
+        if self.event_time_field is not None and self.event_time_field not in spec.names:
+            raise ValueError(f"event_time_field {self.event_time_field!r} is not an input field")
         return self
 
     def spec(self) -> InputSpec:
@@ -95,8 +183,13 @@ class CascadeManifest(BaseModel):
         return InputSpec.from_dict(self.input_spec)
 
     def model_tags(self) -> dict[str, str]:
-        """Role → model tag: ``router`` and one entry per branch."""
-        return {"router": self.router.tag, **self.branches}
+        """Role → model tag: ``router`` (when there is one) and one entry per branch."""
+        return ({"router": self.router.tag} if self.router else {}) | self.branches
+
+    @property
+    def online_features(self) -> tuple[str, ...]:
+        """Names of the fields fetched from the feature store, not sent by clients."""
+        return tuple(self.feature_refs)
 
 
 def union_specs(specs: Sequence[InputSpec]) -> InputSpec:
@@ -147,35 +240,76 @@ def _merge_field(known: FieldSpec | None, field: FieldSpec) -> FieldSpec:
 def compose_manifest(
     name: str,
     *,
-    router_tag: str,
-    threshold: float,
     branches: Mapping[str, str],
-    metrics: Mapping[str, Any] | None = None,
+    router_tag: str | None = None,
+    routes: Mapping[str, str] | None = None,
+    threshold: float | None = None,
+    positive_class: str | None = None,
     threshold_reason: str = "",
-    positive_branch: str = "reseller",
-    negative_branch: str = "retail",
+    metrics: Mapping[str, Any] | None = None,
+    **fields: Any,
 ) -> CascadeManifest:
-    """A candidate manifest over stored models, its input spec the union of theirs (router first)."""
-    router, *specialists = (load_model(tag) for tag in (router_tag, *branches.values()))
-    spec = union_specs([router.spec, *(model.spec for model in specialists)])
+    """A candidate manifest over stored models, its input spec the union of theirs (router first).
+
+    ``routes`` maps the router's classes to ``branches``; without ``router_tag`` the cascade is
+    the one model in ``branches``. The task is the specialists' (they must agree; a router must
+    be a classifier). ``fields`` sets the other manifest fields (``reference``, ``monitoring``,
+    ``feature_project``, ``feature_ttl_seconds``, ``entity_key_type``, ``event_time_field``).
+    """
+    router = load_model(router_tag) if router_tag is not None else None
+    specialists = {branch: load_model(tag) for branch, tag in branches.items()}
+    task = _task_of(name, router, specialists)
+    spec = union_specs([m.spec for m in (router, *specialists.values()) if m is not None])
     try:
         return CascadeManifest(
             name=name,
-            router=RouterRef(
+            task=task,
+            router=None
+            if router is None
+            else RouterRef(
                 tag=router.tag,
+                routes=dict(routes or {}),
                 threshold=threshold,
+                positive_class=positive_class,
                 threshold_reason=threshold_reason,
-                positive_branch=positive_branch,
-                negative_branch=negative_branch,
             ),
-            branches={branch: model.tag for branch, model in zip(branches, specialists, strict=True)},
+            branches={branch: model.tag for branch, model in specialists.items()},
             entity_key=spec.entity_key,
             feature_refs={feature.name: feature.ref for feature in spec.online_features},
             input_spec=spec.to_dict(),
             metrics=dict(metrics or {}),
+            **fields,
         )
     except ValidationError as exc:
-        raise ConfigError(f"The cascade manifest for {name!r} is invalid: {exc}") from exc
+        raise ConfigError(f"The cascade manifest for {name!r} is invalid: {_first_error(exc)}") from exc
+
+
+def _task_of(name: str, router: StoredModel | None, specialists: Mapping[str, StoredModel]) -> Task:
+    tasks = {branch: _model_task(model) for branch, model in specialists.items()}
+    if len(set(tasks.values())) != 1:
+        raise ConfigError(
+            f"Cascade {name!r}: its models answer different tasks ({tasks}); one cascade answers one.",
+            field="branches",
+        )
+    if router is not None and _model_task(router) != "classification":
+        raise ConfigError(
+            f"Cascade {name!r}: the router {router.tag} is a {_model_task(router)} model; a router must be a "
+            "classifier (its classes pick the branch).",
+            field="router",
+        )
+    task: Task = next(iter(tasks.values()))
+    return task
+
+
+def _model_task(model: StoredModel) -> Task:
+    task: Task = getattr(model, "task", "classification")
+    return task
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where + ': ' if where else ''}{first['msg']}"
 
 
 def save_manifest(manifest: CascadeManifest) -> str:
@@ -259,10 +393,21 @@ def promote(tag: str) -> CascadeManifest:
     return manifest.model_copy(update={"status": "champion"})
 
 
+def champion_names() -> list[str]:
+    """The names of the cascades that have a champion, sorted."""
+    return sorted(sharing().aliases.names())
+
+
 def champion_tag(name: str) -> str | None:
     """The champion's tag, cheap enough to poll: one read of the alias, no manifest load."""
     alias = sharing().aliases.get(name)
     return alias.champion if alias else None
+
+
+def previous_champion(name: str) -> str | None:
+    """The tag of the champion before the current one (the last retired), for a rollback."""
+    alias = sharing().aliases.get(name)
+    return alias.retired[-1] if alias is not None and alias.retired else None
 
 
 def champion(name: str) -> CascadeManifest | None:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from skewguard.bentos.inputs import Batch, encode_rows
-from skewguard.bentos.manifest import RouterRef
 from skewguard.bentos.parity import make_session, run_onnx
 from skewguard.bentos.spec import InputSpec
 from skewguard.bentos.store import StoredModel, load_model
@@ -73,37 +71,6 @@ class OnnxRunner:
             {"label": label, "probabilities": dict(zip(keys, row, strict=True))}
             for label, row in zip(natives, probabilities.tolist(), strict=True)
         ]
-
-
-@dataclass(frozen=True, slots=True)
-class RowResult:
-    """One row through a cascade: the route, P(router positive) and the specialist's answer."""
-
-    route: str
-    router_probability: float
-    label: Any
-    probabilities: dict[str, float]
-
-
-def run_cascade(
-    rule: RouterRef, router: OnnxRunner, branches: Mapping[str, OnnxRunner], batch: Batch
-) -> list[RowResult]:
-    """The router over ``batch``, then each branch's specialist over the rows routed to it, once each."""
-    routed = router.predict_batch(batch)
-    p_router = [rule.positive_probability(r["probabilities"]) for r in routed]
-    routes = [rule.branch_for(p) for p in p_router]
-    answers: list[dict[str, Any]] = [{}] * len(routes)
-    for branch, runner in branches.items():
-        index = [i for i, route in enumerate(routes) if route == branch]
-        if not index:
-            continue
-        rows = batch if len(index) == len(routes) else batch.take(np.asarray(index, dtype=np.intp))
-        for position, answer in zip(index, runner.predict_batch(rows), strict=True):
-            answers[position] = answer
-    return [
-        RowResult(route, p, answer["label"], answer["probabilities"])
-        for route, p, answer in zip(routes, p_router, answers, strict=True)
-    ]
 
 
 def _classes(session: Any, model: bytes) -> tuple[Any, ...]:

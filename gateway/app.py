@@ -16,7 +16,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +30,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from skewguard.bentos.manifest import champion_names
 from skewguard.errors import InputError, PayloadTooLargeError, SkewguardError, UnauthorizedError
 from skewguard.gateway.cascades import CascadeRegistry, describe, load_cascade
-from skewguard.gateway.features import FeatureSource
+from skewguard.gateway.features import FeatureSources
 from skewguard.gateway.guard import GuardConfig
 from skewguard.gateway.metrics import GatewayMetrics
 from skewguard.gateway.openapi import SWAGGER_PAGE, openapi_document, swagger_assets
@@ -53,7 +54,8 @@ class Gateway:
 
     settings: GatewaySettings
     registry: CascadeRegistry
-    features: FeatureSource
+    features: FeatureSources
+    """Each cascade's online-feature source, made from its manifest on load."""
     log: PredictionLog
     metrics: GatewayMetrics
     options: PredictOptions
@@ -64,15 +66,22 @@ class Gateway:
     """With several workers: their readiness and reload announcements (``skewguard.gateway.peers``)."""
     behind: str | None = None
     """Why this replica may serve an older champion than the alias names (None: it follows)."""
+    on_ready: Callable[[list[str]], None] | None = None
+    """Called once the app has loaded its cascades and answers (``skewguard serve`` says so)."""
+
+    def cascade_names(self) -> list[str]:
+        """The cascades to serve: SKEWGUARD_CASCADES, else every one with a champion."""
+        return self.settings.cascade_names or champion_names()
 
     async def reload(self) -> list[str]:
         """Load every champion anew (in a worker thread) and swap each in atomically."""
         loaded = []
-        for name in self.settings.cascade_names:
+        for name in self.cascade_names():
             cascade = await asyncio.to_thread(
                 load_cascade,
                 name,
                 guard_config=self.guard_config,
+                features=self.features,
                 remote_urls=self.settings.remote_urls,
                 client=self.upstream,
             )
@@ -80,6 +89,7 @@ class Gateway:
             if replaced is not None:
                 replaced.retire()
             loaded.append(str(cascade.manifest.tag))
+        await self.features.retain([cascade.manifest for cascade in self.registry.all()])
         _freeze_heap()
         return loaded
 
@@ -91,15 +101,18 @@ class Gateway:
         sessions costs ~4 MB), so the workers forked after it share those pages. A champion
         that does not load here is left to each worker's start-up, which reports it.
         """
-        self.features.preload()
-        for name in self.settings.cascade_names:
+        for name in self.cascade_names():
             with contextlib.suppress(SkewguardError):
-                load_cascade(
+                cascade = load_cascade(
                     name,
                     guard_config=self.guard_config,
                     remote_urls=self.settings.remote_urls,
                     client=self.upstream,
-                ).retire()
+                )
+                source = self.features.for_manifest(cascade.manifest)  # opens nothing until a read
+                if source is not None:
+                    source.preload()
+                cascade.retire()
 
 
 def _freeze_heap() -> None:
@@ -169,7 +182,7 @@ async def _predict(gateway: Gateway, request: Request, name: str) -> Response:
         authorize(gateway, request)
         cascade = gateway.registry.get(name)
         body = await read_json(request, gateway.settings.max_body_bytes)
-        outcome = await predict(cascade, body, gateway.features, gateway.options)
+        outcome = await predict(cascade, body, gateway.options)
     except SkewguardError as exc:
         return error_response(exc, gateway)
     _observe(gateway, name, outcome, time.perf_counter() - started)
@@ -220,10 +233,13 @@ async def readyz(request: Request) -> Response:
         for n in gateway.settings.cascade_names
         if n not in gateway.registry.names()
     ]
-    try:
-        await gateway.features.ping()
-    except SkewguardError as exc:
-        problems.append(exc.message)
+    if not gateway.registry.names():
+        problems.append("no cascade is served: none has a champion; train one with `skewguard train -f`")
+    for source in gateway.features.all():
+        try:
+            await source.ping()
+        except SkewguardError as exc:
+            problems.append(exc.message)
     for found in await asyncio.gather(*(cascade.problems() for cascade in gateway.registry.all())):
         problems.extend(found)
     waiting = 0 if gateway.peers is None else gateway.peers.not_ready()
@@ -286,7 +302,7 @@ async def _watch(gateway: Gateway) -> None:
 
 
 def _any_stale(gateway: Gateway) -> bool:
-    return any(gateway.registry.is_stale(n) for n in gateway.settings.cascade_names)
+    return any(gateway.registry.is_stale(n) for n in gateway.cascade_names())
 
 
 def _follows(gateway: Gateway, behind: str | None) -> None:
@@ -352,10 +368,11 @@ def create_app(gateway: Gateway) -> PredictFastPath:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.reload()
-        try:  # opens the store now rather than in the first request
-            await gateway.features.ping()
-        except SkewguardError as exc:
-            logger.warning("online feature store not reachable at start-up: %s", exc.message)
+        for source in gateway.features.all():  # opens each store now rather than in the first request
+            try:
+                await source.ping()
+            except SkewguardError as exc:
+                logger.warning("online feature store not reachable at start-up: %s", exc.message)
         await gateway.log.start()
         _freeze_heap()
         gateway.metrics.watch_log(lambda: gateway.log.stats)
@@ -363,6 +380,8 @@ def create_app(gateway: Gateway) -> PredictFastPath:
             gateway.peers.reload_announced()  # what was announced before this worker started is loaded
             gateway.peers.mark_ready()
         tasks = [asyncio.create_task(_watch(gateway))] if gateway.settings.watch_seconds > 0 else []
+        if gateway.on_ready is not None:
+            gateway.on_ready(gateway.registry.names())
         if gateway.metrics.multiprocess_dir is not None:
             tasks.append(asyncio.create_task(_publish_log_stats(gateway)))
         try:

@@ -12,7 +12,7 @@ own deadline (then ``UpstreamTimeoutError``, a 504); a failed run fails the requ
 What answers a gathered batch:
 
 - ``LocalCascade`` (co-located, the default): the router once over the batch and each
-  specialist once over its rows. A batch of up to ``INLINE_ROWS`` rows runs on the event loop
+  branch's model once over its rows. A batch of up to ``INLINE_ROWS`` rows runs on the event loop
   itself; a larger one in a dedicated worker thread, so one big request never holds the loop
   for long. Handing small batches to the thread cost more than it saved: the thread needs the
   GIL back after each graph while the loop holds it. On 2 vCPUs one single-row run took ~245 µs
@@ -35,7 +35,8 @@ import numpy as np
 
 from skewguard.bentos.inputs import Batch
 from skewguard.bentos.manifest import RouterRef
-from skewguard.bentos.runner import OnnxRunner, RowResult, run_cascade
+from skewguard.bentos.routing import RowResult, answers_by_branch, route_rows, run_cascade, to_result
+from skewguard.bentos.runner import OnnxRunner
 from skewguard.errors import ConfigError, UpstreamTimeoutError
 from skewguard.gateway.runners import ModelRunner, Predictions
 
@@ -68,15 +69,16 @@ class LocalCascade:
     def __init__(
         self,
         name: str,
-        router_ref: RouterRef,
-        router: OnnxRunner,
+        router_ref: RouterRef | None,
+        router: OnnxRunner | None,
         branches: Mapping[str, OnnxRunner],
     ) -> None:
         self._ref = router_ref
         self._router = router
         self._branches = dict(branches)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"onnx-{name}")
-        self.waiting_on = ", ".join(r.model_tag for r in (router, *self._branches.values()))
+        runners = [*([router] if router is not None else []), *self._branches.values()]
+        self.waiting_on = ", ".join(r.model_tag for r in runners)
 
     async def run(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> list[RowResult]:
         if len(batch) <= INLINE_ROWS:
@@ -89,10 +91,10 @@ class LocalCascade:
 
 
 class SequentialCascade:
-    """Any runners (remote ones included): the router, then the specialists concurrently."""
+    """Any runners (remote ones included): the router, then the branches' models concurrently."""
 
     def __init__(
-        self, router_ref: RouterRef, router: ModelRunner, branches: Mapping[str, ModelRunner]
+        self, router_ref: RouterRef | None, router: ModelRunner | None, branches: Mapping[str, ModelRunner]
     ) -> None:
         self._ref = router_ref
         self._router = router
@@ -100,25 +102,23 @@ class SequentialCascade:
         self.waiting_on = ""
 
     async def run(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> list[RowResult]:
-        self.waiting_on = self._router.tag
-        routed = await self._router.predict(batch, rows, deadline)
-        p_router = [self._ref.positive_probability(p) for p in routed.probabilities]
-        routes = [self._ref.branch_for(p) for p in p_router]
+        routed: list[dict[str, Any]] = [{}] * len(batch)
+        if self._router is not None:
+            self.waiting_on = self._router.tag
+            routed = (await self._router.predict(batch, rows, deadline)).answers
+        routes, p_router = route_rows(self._ref, routed, next(iter(self._branches)))
         calls: list[tuple[list[int], Any]] = []
-        for branch, runner in self._branches.items():
-            index = [i for i, route in enumerate(routes) if route == branch]
-            if index:
-                part = batch.take(np.asarray(index, dtype=np.intp))
-                calls.append((index, runner.predict(part, [rows[i] for i in index], deadline)))
+        for branch, index in answers_by_branch(routes, list(self._branches)):
+            part = batch.take(np.asarray(index, dtype=np.intp))
+            calls.append((index, self._branches[branch].predict(part, [rows[i] for i in index], deadline)))
         self.waiting_on = ", ".join(self._branches[routes[index[0]]].tag for index, _ in calls)
-        answers: list[tuple[Any, dict[str, float]]] = [(None, {})] * len(routes)
+        answers: list[Mapping[str, Any]] = [{}] * len(routes)
         outs: list[Predictions] = await asyncio.gather(*(call for _, call in calls))
         for (index, _), out in zip(calls, outs, strict=True):
-            for position, label, proba in zip(index, out.labels, out.probabilities, strict=True):
-                answers[position] = (label, proba)
+            for position, answer in zip(index, out.answers, strict=True):
+                answers[position] = answer
         return [
-            RowResult(route, p, label, proba)
-            for route, p, (label, proba) in zip(routes, p_router, answers, strict=True)
+            to_result(route, p, answer) for route, p, answer in zip(routes, p_router, answers, strict=True)
         ]
 
 

@@ -21,6 +21,7 @@ from skewguard.bentos.spec import InputSpec
 from skewguard.bentos.store import StoredModel, load_model
 from skewguard.errors import ConfigError, ModelNotFoundError
 from skewguard.gateway.batching import CascadeRunner, GatheredCascade, LocalCascade, SequentialCascade
+from skewguard.gateway.features import FeatureSource, FeatureSources
 from skewguard.gateway.guard import GuardConfig, SkewGuard
 from skewguard.gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
 
@@ -35,6 +36,8 @@ class LoadedCascade:
     guard: SkewGuard
     request_fields: tuple[str, ...]
     """Fields the client sends: the spec's fields less the online features."""
+    features: FeatureSource | None = None
+    """Where its online features come from; None when it reads none."""
     remote: tuple[RemoteBentoRunner, ...] = ()
     """The models served by their own BentoML service (``SKEWGUARD_REMOTE_MODELS``)."""
 
@@ -61,6 +64,7 @@ def load_cascade(
     name: str,
     *,
     guard_config: GuardConfig,
+    features: FeatureSources | None = None,
     remote_urls: Mapping[str, str] | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> LoadedCascade:
@@ -68,19 +72,21 @@ def load_cascade(
     manifest = champion(name)
     if manifest is None:
         raise ModelNotFoundError(
-            f"No champion cascade named {name!r} in the model store; train one with `skewguard train`.",
+            f"No champion cascade named {name!r} in the model store; train one with `skewguard train -f`.",
             field="name",
         )
     spec = manifest.spec()
     models = {role: load_model(tag) for role, tag in manifest.model_tags().items()}  # each verified once
     online = {feature.name for feature in spec.online_features}
     runner, remote = _cascade_runner(manifest, models, remote_urls or {}, client)
+    profiled = models["router"] if manifest.router else models[next(iter(manifest.branches))]
     return LoadedCascade(
         manifest=manifest,
         spec=spec,
         runner=runner,
-        guard=SkewGuard(models["router"].spec, models["router"].profile, guard_config),
+        guard=SkewGuard(profiled.spec, profiled.profile, guard_config),
         request_fields=tuple(n for n in spec.names if n not in online),
+        features=features.for_manifest(manifest) if features is not None else None,
         remote=remote,
     )
 
@@ -96,11 +102,13 @@ def _cascade_runner(
     Also the remote runners among them.
     """
     branches = {role: model for role, model in models.items() if role != "router"}
+    routing = models.get("router")
     if not any(_url(model, remote_urls) for model in models.values()):
         onnx = {role: OnnxRunner(model) for role, model in branches.items()}
-        local = LocalCascade(manifest.name, manifest.router, OnnxRunner(models["router"]), onnx)
+        router_onnx = OnnxRunner(routing) if routing is not None else None
+        local = LocalCascade(manifest.name, manifest.router, router_onnx, onnx)
         return GatheredCascade(manifest.name, local), ()
-    router = _runner(models["router"], remote_urls, client)
+    router = _runner(routing, remote_urls, client) if routing is not None else None
     runners = {role: _runner(model, remote_urls, client) for role, model in branches.items()}
     remote = tuple(r for r in (router, *runners.values()) if isinstance(r, RemoteBentoRunner))
     return GatheredCascade(manifest.name, SequentialCascade(manifest.router, router, runners)), remote
@@ -155,13 +163,16 @@ class CascadeRegistry:
 def describe(cascade: LoadedCascade) -> dict[str, Any]:
     """The JSON ``GET /v1/cascades`` lists per cascade."""
     manifest = cascade.manifest
+    router = manifest.router
     return {
         "name": manifest.name,
         "version": manifest.tag,
         "status": manifest.status,
+        "task": manifest.task,
         "created_at": manifest.created_at.isoformat(),
         "models": manifest.model_tags(),
-        "threshold": manifest.router.threshold,
+        "routes": router.routes if router else None,
+        "threshold": router.threshold if router else None,
         "entity_key": manifest.entity_key,
         "request_fields": list(cascade.request_fields),
         "online_features": manifest.feature_refs,

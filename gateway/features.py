@@ -1,16 +1,18 @@
 """Online features for the request path: the ``FeatureSource`` role and its implementations.
 
-:class:`FeastFeatureSource` reads Feast's online store (SQLite by default, Redis in
-production) without blocking the event loop: the SDK's blocking call runs in one
-dedicated thread (SQLite's online store shares one connection, so one thread), handed
-over through a queue rather than an executor and ``asyncio.wait`` (a hop costs ~11 µs of
-CPU at four callers instead of ~27 µs). The lookups of concurrent requests are gathered
-into one call, because Feast's cost is mostly per call (~85 µs for one entity, ~25 µs
-per entity in a call of 16). There is no timer: a lone request is sent at once; requests
-arriving while a call is in flight are queued and served together by the next call (up
-to ``max_batch`` distinct ids).
+:class:`FeastFeatureSource` reads one cascade's features from Feast's online store (SQLite
+by default, Redis in production) without blocking the event loop: the blocking read runs
+in one dedicated thread (SQLite's online store shares one connection, so one thread),
+handed over through a queue rather than an executor and ``asyncio.wait``, which costs less
+CPU per hop. The lookups of concurrent requests are gathered into one call, because
+Feast's cost is mostly per call, not per entity. There is no timer: a lone request is
+sent at once; requests arriving while a call is in flight are queued and served together
+by the next call (up to ``max_batch`` distinct ids).
 
-:class:`StaticFeatureSource` answers from a dict, for tests of the modules that use features.
+:class:`FeatureSources` gives each served cascade the source of its manifest's features
+(project, entity key, references), one per distinct set, shared by the cascades that read
+the same. :class:`StaticFeatureSource` answers from a dict, for tests of the modules that
+use features.
 """
 
 from __future__ import annotations
@@ -24,19 +26,41 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
+from skewguard.bentos.manifest import CascadeManifest
 from skewguard.errors import ConfigError, FeatureStoreUnavailable
+from skewguard.featurestore.connection import FeastConfig
+from skewguard.featurestore.online import EntityId, EntityType, OnlineFeatureReader, OnlineRow
+from skewguard.settings import Settings
 
-Row = dict[str, float | None]
+Row = OnlineRow
 _Outcome = list[Row | None] | BaseException
-_PROBE_ID = -1  # no customer has it: a read that touches registry and store
+_PROBE_IDS: dict[str, EntityId] = {"int64": -(2**63), "string": "\x00skewguard-probe"}
+"""An id no entity has: a read that touches the registry and the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBinding:
+    """What a cascade reads from the feature store: its project, entity key and references."""
+
+    project: str
+    entity_key: str
+    entity_type: EntityType
+    refs: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, manifest: CascadeManifest) -> FeatureBinding | None:
+        """The manifest's binding; None for a cascade without online features."""
+        if manifest.entity_key is None or not manifest.feature_refs or manifest.feature_project is None:
+            return None
+        refs = tuple(sorted(manifest.feature_refs.items()))
+        return cls(manifest.feature_project, manifest.entity_key, manifest.entity_key_type, refs)
 
 
 class FeatureSource(Protocol):
     """Online features by entity id: the role the request path depends on."""
 
-    async def get(self, entity_ids: Sequence[int]) -> list[dict[str, float | None] | None]:
-        """One ``{feature: value}`` per id, in the order asked; None for an unknown entity.
+    async def get(self, entity_ids: Sequence[EntityId]) -> list[OnlineRow | None]:
+        """One row of values (with their event times) per id, in the order asked; None for an unknown entity.
 
         Raises FeatureStoreUnavailable when the store is down, failing or too slow.
         """
@@ -59,7 +83,7 @@ class FeatureSource(Protocol):
 class _Lookup:
     """One caller's ids and the future its answer goes to."""
 
-    ids: list[int]
+    ids: list[EntityId]
     future: asyncio.Future[list[Row | None]]
 
 
@@ -73,7 +97,13 @@ class FeastFeatureSource:
     """
 
     def __init__(
-        self, config: FeastConfig, *, timeout: float = 0.5, open_timeout: float = 10.0, max_batch: int = 64
+        self,
+        config: FeastConfig,
+        binding: FeatureBinding,
+        *,
+        timeout: float = 0.5,
+        open_timeout: float = 10.0,
+        max_batch: int = 64,
     ) -> None:
         if timeout <= 0 or open_timeout <= 0 or max_batch < 1:
             raise ConfigError(
@@ -86,7 +116,10 @@ class FeastFeatureSource:
         self.max_batch = max_batch
         self.calls = 0
         self.entities = 0
-        self._reader = OnlineFeatureReader(config)
+        self.binding = binding
+        self._reader = OnlineFeatureReader(
+            config, entity_key=binding.entity_key, refs=dict(binding.refs), entity_type=binding.entity_type
+        )
         self._worker = _Thread("feast-online")
         self._queue: deque[_Lookup] = deque()
         self._drainer: asyncio.Task[None] | None = None
@@ -98,13 +131,13 @@ class FeastFeatureSource:
     def feature_names(self) -> tuple[str, ...]:
         return self._reader.feature_names
 
-    async def get(self, entity_ids: Sequence[int]) -> list[dict[str, float | None] | None]:
+    async def get(self, entity_ids: Sequence[EntityId]) -> list[OnlineRow | None]:
         """The features of each id, in the order asked (repeats are fine); None for an unknown id."""
         if self._closed:
             raise FeatureStoreUnavailable(
                 f"The online feature source ({self.config.describe()}) is closed; the gateway is stopping."
             )
-        ids = [int(entity_id) for entity_id in entity_ids]
+        ids = list(entity_ids)
         if not ids:
             return []
         loop = asyncio.get_running_loop()
@@ -119,8 +152,8 @@ class FeastFeatureSource:
         self._reader.import_store_modules()
 
     async def ping(self) -> None:
-        """Read an id no customer has: opens the store, checks the registry and the connection."""
-        await self.get([_PROBE_ID])
+        """Read an id no entity has: opens the store, checks the registry and the connection."""
+        await self.get([_PROBE_IDS[self.binding.entity_type]])
 
     async def close(self) -> None:
         """Serve what is queued, refuse new reads, let go of the store and stop the worker."""
@@ -149,10 +182,10 @@ class FeastFeatureSource:
                 _settle(lookup, stopped)
             self._queue.clear()
 
-    def _take_batch(self) -> tuple[list[_Lookup], list[int]]:
+    def _take_batch(self) -> tuple[list[_Lookup], list[EntityId]]:
         """Queued lookups, oldest first, while their distinct ids fit in ``max_batch`` (at least one)."""
         batch: list[_Lookup] = []
-        ids: dict[int, None] = {}
+        ids: dict[EntityId, None] = {}
         while self._queue:
             lookup = self._queue[0]
             if lookup.future.done():  # its caller gave up (cancelled)
@@ -166,7 +199,7 @@ class FeastFeatureSource:
             ids.update(dict.fromkeys(new))
         return batch, list(ids)
 
-    async def _call(self, ids: list[int]) -> _Outcome:
+    async def _call(self, ids: list[EntityId]) -> _Outcome:
         """One SDK call in the worker thread, within the deadline: its rows, or why there are none."""
         loop = asyncio.get_running_loop()
         budget = self.timeout if self._opened else self.open_timeout
@@ -198,16 +231,15 @@ class FeastFeatureSource:
         return call.result()
 
     @staticmethod
-    def _answer(batch: list[_Lookup], ids: list[int], outcome: _Outcome) -> None:
-        """Each lookup's rows (copies: callers may change them), or the call's failure."""
+    def _answer(batch: list[_Lookup], ids: list[EntityId], outcome: _Outcome) -> None:
+        """Each lookup's rows (immutable, shared between lookups), or the call's failure."""
         if isinstance(outcome, BaseException):
             for lookup in batch:
                 _settle(lookup, outcome)
             return
         by_id = dict(zip(ids, outcome, strict=True))
         for lookup in batch:
-            rows = [None if (row := by_id[entity_id]) is None else dict(row) for entity_id in lookup.ids]
-            _settle(lookup, rows)
+            _settle(lookup, [by_id[entity_id] for entity_id in lookup.ids])
 
 
 def _settle(lookup: _Lookup, outcome: _Outcome) -> None:
@@ -301,11 +333,19 @@ class StaticFeatureSource:
     """Features from a dict ``{entity_id: {feature: value}}``; ids not in it are unknown.
 
     For tests of the modules that use features: ``available = False`` makes every read
-    raise FeatureStoreUnavailable; ``calls`` counts the reads.
+    raise FeatureStoreUnavailable; ``calls`` counts the reads; ``event_times`` (per id,
+    epoch seconds) dates an entity's values, which are otherwise undated (never stale).
     """
 
-    def __init__(self, rows: Mapping[int, Mapping[str, float | None]], *, available: bool = True) -> None:
-        self.rows = {int(entity_id): dict(row) for entity_id, row in rows.items()}
+    def __init__(
+        self,
+        rows: Mapping[EntityId, Mapping[str, float | None]],
+        *,
+        available: bool = True,
+        event_times: Mapping[EntityId, float] | None = None,
+    ) -> None:
+        self.rows = {entity_id: dict(row) for entity_id, row in rows.items()}
+        self.event_times = dict(event_times or {})
         self.available = available
         self.calls = 0
         self.closed = False
@@ -314,11 +354,18 @@ class StaticFeatureSource:
     def feature_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(name for row in self.rows.values() for name in row))
 
-    async def get(self, entity_ids: Sequence[int]) -> list[dict[str, float | None] | None]:
-        """A copy of each id's row, in the order asked; None for an id not in the dict."""
+    async def get(self, entity_ids: Sequence[EntityId]) -> list[OnlineRow | None]:
+        """Each id's row, in the order asked; None for an id not in the dict."""
         await self.ping()
         self.calls += 1
-        return [None if (row := self.rows.get(int(i))) is None else dict(row) for i in entity_ids]
+        return [self._row(entity_id) for entity_id in entity_ids]
+
+    def _row(self, entity_id: EntityId) -> OnlineRow | None:
+        row = self.rows.get(entity_id)
+        if row is None:
+            return None
+        stamp = self.event_times.get(entity_id)
+        return OnlineRow(dict(row), {} if stamp is None else dict.fromkeys(row, stamp))
 
     async def ping(self) -> None:
         if not self.available:
@@ -329,3 +376,61 @@ class StaticFeatureSource:
 
     def preload(self) -> None:
         """Nothing to import."""
+
+
+SourceFactory = Callable[[FeatureBinding], FeatureSource]
+
+
+class FeatureSources:
+    """The feature source of each served cascade: one per distinct binding, made on first use.
+
+    ``make`` builds a source for a binding (Feast's by default; one shared static source in
+    tests). A reload that changes a cascade's features opens a new source; :meth:`retain`
+    closes the ones no served cascade uses any more.
+    """
+
+    def __init__(self, make: SourceFactory) -> None:
+        self._make = make
+        self._open: dict[FeatureBinding, FeatureSource] = {}
+
+    @classmethod
+    def feast(cls, settings: Settings, *, timeout: float = 0.5) -> FeatureSources:
+        """Feast's online store, as the settings configure it, for every binding."""
+
+        def make(binding: FeatureBinding) -> FeatureSource:
+            config = FeastConfig.for_project(settings, binding.project)
+            return FeastFeatureSource(config, binding, timeout=timeout)
+
+        return cls(make)
+
+    @classmethod
+    def fixed(cls, source: FeatureSource) -> FeatureSources:
+        """One source answering every cascade's features (tests, benchmarks)."""
+        return cls(lambda binding: source)
+
+    def for_manifest(self, manifest: CascadeManifest) -> FeatureSource | None:
+        """The source of ``manifest``'s features; None when it reads none."""
+        binding = FeatureBinding.of(manifest)
+        if binding is None:
+            return None
+        if binding not in self._open:
+            self._open[binding] = self._make(binding)
+        return self._open[binding]
+
+    def all(self) -> list[FeatureSource]:
+        """The open sources, each once."""
+        return list({id(source): source for source in self._open.values()}.values())
+
+    async def retain(self, manifests: Sequence[CascadeManifest]) -> None:
+        """Close the sources none of ``manifests`` reads (after a reload swapped them out)."""
+        keep = {FeatureBinding.of(m) for m in manifests}
+        kept = {id(self._open[b]) for b in keep if b in self._open}
+        for binding in [b for b in self._open if b not in keep]:
+            source = self._open.pop(binding)
+            if id(source) not in kept:
+                await source.close()
+
+    async def close(self) -> None:
+        for source in self.all():
+            await source.close()
+        self._open.clear()

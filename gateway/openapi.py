@@ -15,7 +15,7 @@ import swagger_ui_bundle
 from skewguard.bentos.inputs import MAX_CATEGORY_CHARS, MAX_EPOCH_SECONDS, MAX_TEXT_CHARS
 from skewguard.bentos.spec import FieldSpec
 from skewguard.gateway.cascades import LoadedCascade
-from skewguard.gateway.predict import DEFAULT_MAX_ROWS, ENTITY_KEY_MAX, ENTITY_KEY_MIN
+from skewguard.gateway.predict import DEFAULT_MAX_ROWS, ENTITY_KEY_MAX, ENTITY_KEY_MIN, MAX_STRING_KEY
 
 ERROR = {
     "type": "object",
@@ -24,20 +24,16 @@ ERROR = {
 }
 PREDICTION = {
     "type": "object",
-    "required": [
-        "prediction",
-        "probabilities",
-        "route",
-        "versions",
-        "features",
-        "defaults_used",
-        "skew_flags",
-    ],
+    "required": ["prediction", "route", "versions", "features", "defaults_used", "skew_flags"],
     "properties": {
-        "prediction": {},
-        "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+        "prediction": {"description": "A classifier's label, or a regressor's number."},
+        "probabilities": {
+            "type": "object",
+            "additionalProperties": {"type": "number"},
+            "description": "A classifier's probability of each class (absent for a regressor).",
+        },
         "route": {"type": "string"},
-        "router_probability": {"type": "number"},
+        "router_probability": {"type": "number", "nullable": True},
         "versions": {"type": "object", "additionalProperties": {"type": "string"}},
         "features": {"type": "object", "additionalProperties": {"type": "number", "nullable": True}},
         "defaults_used": {"type": "boolean"},
@@ -88,7 +84,14 @@ def field_schema(spec: FieldSpec) -> dict[str, Any]:
 def row_schema(cascade: LoadedCascade) -> dict[str, Any]:
     properties = {name: field_schema(cascade.spec.get(name)) for name in cascade.request_fields}
     key = cascade.manifest.entity_key
-    if key:
+    if key and cascade.manifest.entity_key_type == "string":
+        properties[key] = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_STRING_KEY,
+            "description": "Entity key for the online features.",
+        }
+    elif key:
         properties[key] = {
             "type": "integer",
             "minimum": ENTITY_KEY_MIN,

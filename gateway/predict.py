@@ -12,13 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skewguard.bentos.inputs import Batch, encode_rows
+from skewguard.bentos.inputs import Batch, encode_rows, epoch_seconds
+from skewguard.bentos.routing import RowResult
 from skewguard.errors import FeatureStoreUnavailable, InputError
+from skewguard.featurestore.online import EntityId, OnlineRow
 from skewguard.gateway.cascades import LoadedCascade
 from skewguard.gateway.features import FeatureSource
 from skewguard.gateway.guard import SkewFlag
 
 DEFAULT_MAX_ROWS = 1_000
+MAX_STRING_KEY = 256
 ENTITY_KEY_MIN, ENTITY_KEY_MAX = -(2**63), 2**63 - 1
 """Feast keys are int64: a larger key failed the whole batched read, a 500 for every request in it."""
 
@@ -67,15 +70,13 @@ def parse_rows(body: Any, max_rows: int) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-async def predict(
-    cascade: LoadedCascade, body: Any, features: FeatureSource, options: PredictOptions
-) -> Outcome:
+async def predict(cascade: LoadedCascade, body: Any, options: PredictOptions) -> Outcome:
     """Run the cascade over the request's rows."""
     deadline = time.monotonic() + options.budget_seconds
     rows = parse_rows(body, options.max_rows)
     keys = _entity_keys(cascade, rows)
-    values, store_down = await _fetch(features, keys, options)
-    merged, missing = _merge(cascade, rows, values)
+    values, store_down = await _fetch(cascade.features, keys, options)
+    merged, missing, stale = _merge(cascade, rows, values)
     batch = encode_rows(cascade.spec, merged, allowed_extra=(cascade.manifest.entity_key or "",))
     flags = cascade.guard.check(batch, missing_online=missing)
     if store_down:
@@ -84,40 +85,51 @@ async def predict(
         ]
     else:
         _flag_unknown_entities(cascade, keys, values, flags)
-    for row_flags in flags:
+    for row_flags, row_stale in zip(flags, stale, strict=True):
+        row_flags.extend(row_stale)
         rejected = cascade.guard.rejected(row_flags)
         if rejected is not None:
             raise InputError(f"Rejected by the skew guard: {rejected.detail}", field=rejected.field)
     results = await cascade.runner.run(batch, merged, deadline)
+    answers = [
+        _answer(cascade, row, merged[i], bool(missing[i]) or store_down, flags[i])
+        for i, row in enumerate(results)
+    ]
+    return Outcome(rows=answers, raw_rows=merged, batch=batch, flags=flags)
+
+
+def _answer(
+    cascade: LoadedCascade,
+    row: RowResult,
+    merged: Mapping[str, Any],
+    defaulted: bool,
+    flags: Sequence[SkewFlag],
+) -> dict[str, Any]:
+    """One row's answer: prediction (a classifier's probabilities too), route, versions, features, flags."""
     versions = cascade.versions
-    result = []
-    for i, row in enumerate(results):
-        online = {name: merged[i][name] for name in cascade.manifest.feature_refs}
-        result.append(
-            {
-                "prediction": row.label,
-                "probabilities": row.probabilities,
-                "route": row.route,
-                "router_probability": row.router_probability,
-                "versions": {
-                    "cascade": versions["cascade"],
-                    "router": versions["router"],
-                    row.route: versions[row.route],
-                },
-                "features": online,
-                "defaults_used": bool(missing[i]) or store_down,
-                "skew_flags": [{"kind": f.kind, "field": f.field, "detail": f.detail} for f in flags[i]],
-            }
-        )
-    return Outcome(rows=result, raw_rows=merged, batch=batch, flags=flags)
+    answer: dict[str, Any] = {"prediction": row.prediction}
+    if row.probabilities is not None:
+        answer["probabilities"] = row.probabilities
+    answer["route"] = row.route
+    answer["router_probability"] = row.router_probability
+    answer["versions"] = {
+        "cascade": versions["cascade"],
+        **({"router": versions["router"]} if "router" in versions else {}),
+        row.route: versions[row.route],
+    }
+    answer["features"] = {name: merged[name] for name in cascade.manifest.feature_refs}
+    answer["defaults_used"] = defaulted
+    answer["skew_flags"] = [{"kind": f.kind, "field": f.field, "detail": f.detail} for f in flags]
+    return answer
 
 
-def _entity_keys(cascade: LoadedCascade, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+def _entity_keys(cascade: LoadedCascade, rows: Sequence[Mapping[str, Any]]) -> list[EntityId]:
     key = cascade.manifest.entity_key
     if key is None:
         return []
     online = set(cascade.manifest.feature_refs)
-    keys = []
+    strings = cascade.manifest.entity_key_type == "string"
+    keys: list[EntityId] = []
     for i, row in enumerate(rows):
         sent = sorted(online & set(row))
         if sent:
@@ -125,19 +137,37 @@ def _entity_keys(cascade: LoadedCascade, rows: Sequence[Mapping[str, Any]]) -> l
                 f"Row {i}: {sent[0]!r} is an online feature, fetched by {key!r}; do not send it.",
                 field=sent[0],
             )
-        value = row.get(key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"Row {i}: {key!r} must be an integer entity key, got {value!r}.", field=key)
-        if not ENTITY_KEY_MIN <= value <= ENTITY_KEY_MAX:
-            raise InputError(f"Row {i}: {key!r} must be a 64-bit signed integer, got {value}.", field=key)
-        keys.append(value)
+        keys.append(_string_key(i, key, row.get(key)) if strings else _integer_key(i, key, row.get(key)))
     return keys
 
 
+def _integer_key(i: int, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"Row {i}: {key!r} must be an integer entity key, got {_short(value)}.", field=key)
+    if not ENTITY_KEY_MIN <= value <= ENTITY_KEY_MAX:
+        raise InputError(f"Row {i}: {key!r} must be a 64-bit signed integer, got {_short(value)}.", field=key)
+    return value
+
+
+def _string_key(i: int, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_STRING_KEY:
+        raise InputError(
+            f"Row {i}: {key!r} must be a string entity key of 1 to {MAX_STRING_KEY} characters, "
+            f"got {_short(value)}.",
+            field=key,
+        )
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 async def _fetch(
-    features: FeatureSource, keys: list[int], options: PredictOptions
-) -> tuple[list[dict[str, float | None] | None], bool]:
-    if not keys:
+    features: FeatureSource | None, keys: list[EntityId], options: PredictOptions
+) -> tuple[list[OnlineRow | None], bool]:
+    if not keys or features is None:
         return [], False
     try:
         return await features.get(keys), False
@@ -149,8 +179,8 @@ async def _fetch(
 
 def _flag_unknown_entities(
     cascade: LoadedCascade,
-    keys: Sequence[int],
-    values: Sequence[dict[str, float | None] | None],
+    keys: Sequence[EntityId],
+    values: Sequence[OnlineRow | None],
     flags: list[list[SkewFlag]],
 ) -> None:
     """First among a row's flags: its entity key has no row in the online store (a 422 if rejected)."""
@@ -162,19 +192,57 @@ def _flag_unknown_entities(
 
 
 def _merge(
-    cascade: LoadedCascade, rows: list[dict[str, Any]], values: list[dict[str, float | None] | None]
-) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    cascade: LoadedCascade, rows: list[dict[str, Any]], values: list[OnlineRow | None]
+) -> tuple[list[dict[str, Any]], list[list[str]], list[list[SkewFlag]]]:
+    """Each row with its online features; per row, the features defaulted and the stale ones flagged.
+
+    A value older than its view's TTL at the row's event time (or now) is treated as the
+    training join treats it — missing, so the training default — and flagged ``stale_feature``.
+    """
     defaults = {f.name: f.default for f in cascade.spec.online_features}
-    merged, missing = [], []
+    merged, missing, stale = [], [], []
     for i, row in enumerate(rows):
         fetched = values[i] if i < len(values) else None
-        absent = [n for n in defaults if fetched is None or _is_missing(fetched.get(n))]
+        old = _stale(cascade, row, fetched) if fetched is not None else {}
+        absent = [n for n in defaults if fetched is None or n in old or _is_missing(fetched.values.get(n))]
         filled = (
-            {n: defaults[n] if n in absent else fetched[n] for n in defaults} if fetched else dict(defaults)
+            {n: defaults[n] if n in absent else fetched.values[n] for n in defaults}
+            if fetched
+            else dict(defaults)
         )
         merged.append({**row, **filled})
         missing.append(absent)
-    return merged, missing
+        stale.append(
+            [
+                SkewFlag(
+                    "stale_feature",
+                    n,
+                    f"{n} is {_age(age)} old, past its view's TTL; the training default was used",
+                )
+                for n, age in old.items()
+            ]
+        )
+    return merged, missing, stale
+
+
+def _stale(cascade: LoadedCascade, row: Mapping[str, Any], fetched: OnlineRow) -> dict[str, float]:
+    """The features whose value is older than their TTL at the row's event time: name → age in seconds."""
+    ttl = cascade.manifest.feature_ttl_seconds
+    if not ttl or not fetched.event_times:
+        return {}
+    field = cascade.manifest.event_time_field
+    now = time.time()
+    if field is not None and row.get(field) is not None:
+        now = epoch_seconds(cascade.spec.get(field), row[field])
+    return {
+        name: now - stamp
+        for name, stamp in fetched.event_times.items()
+        if name in ttl and now - stamp > ttl[name]
+    }
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds / 86_400:.1f} days" if seconds >= 86_400 else f"{seconds / 3_600:.1f} hours"
 
 
 def _is_missing(value: float | None) -> bool:

@@ -16,112 +16,29 @@ in the same thread, in transactions of ``PRUNE_BATCH`` rows, so serving never wa
 
 Records are removed from the queue only after their batch is committed, so a failed write
 loses nothing; a batch retried after an ambiguous commit is not written twice (see
-``skewguard.gateway.predlog_sql``, which owns the table and the database errors).
+``skewguard.predictionlog.store``, which owns the table and the database errors).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
 import logging
 import operator
 import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-from skewguard.bentos.images import decode_image, pixel_stats
 from skewguard.errors import ConfigError, PredictionLogError
-from skewguard.gateway.predlog_sql import COLUMNS, PRUNE_BATCH, LogStore, open_store
-
-__all__ = ["PredictionLog", "PredictionLogError", "PredictionRecord", "image_summary", "read_records"]
+from skewguard.predictionlog.records import PredictionRecord
+from skewguard.predictionlog.store import COLUMNS, PRUNE_BATCH, LogStore, open_store
 
 logger = logging.getLogger(__name__)
 _values = operator.attrgetter(*COLUMNS)
 PRUNE_EVERY_S = 600.0
 """With a retention: how often the writer deletes the records older than it."""
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    """What was served for one row of one request. Every value is JSON-ready.
-
-    ``fields`` holds the raw input fields as received, except images, which are replaced
-    by ``image_summary(...)``; ``flags`` are the skew guard's flags for this row.
-    """
-
-    request_id: str
-    row: int
-    ts: float
-    cascade: str
-    fields: dict[str, Any]
-    online_features: dict[str, float | None]
-    defaults_used: bool
-    prediction: Any
-    probabilities: dict[str, float]
-    route: str
-    versions: dict[str, str]
-    flags: list[dict[str, str]]
-
-
-def image_summary(image: bytes | str | NDArray[Any], pixels: NDArray[Any] | None = None) -> dict[str, Any]:
-    """The sha256 and size of an image as sent, and the statistics of its decoded pixels.
-
-    ``image`` is what the client sent (encoded bytes, or the base64 text of them) or an
-    already decoded uint8 array. Pass the decoded ``pixels`` when you have them; otherwise
-    the bytes are decoded here. ``brightness`` and ``contrast`` are the mean and standard
-    deviation of the 0–255 pixel values, as in the training profile. The bytes themselves
-    are never part of the summary.
-    """
-    if isinstance(image, np.ndarray):
-        raw = np.ascontiguousarray(image).tobytes()
-        pixels = image if pixels is None else pixels
-    elif isinstance(image, str):
-        try:
-            raw = base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            raw = image.encode()  # not base64: still identify it, without keeping it
-    else:
-        raw = bytes(image)
-    if pixels is None:
-        pixels = decode_image(raw)
-    rgb = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
-    brightness, contrast = pixel_stats(rgb)
-    return {
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "n_bytes": len(raw),
-        "brightness": brightness,
-        "contrast": contrast,
-        "channel_means": [float(x) for x in rgb.mean(axis=0)],
-    }
-
-
-def read_records(
-    url: str,
-    *,
-    table: str = "predictions",
-    since: float | None = None,
-    until: float | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Records with ``since <= ts < until``, oldest first (synchronous, for the monitor job).
-
-    Each record is a dict with the fields of ``PredictionRecord``. Raises
-    ``PredictionLogError`` when the database cannot be read.
-    """
-    store = open_store(url, table=table)
-    try:
-        return store.read(since, until, limit)
-    finally:
-        store.close()
 
 
 def _write_salvaging(store: LogStore, records: Sequence[PredictionRecord]) -> tuple[int, int, str]:

@@ -7,7 +7,7 @@ import time
 
 from skewguard.gateway.cascades import LoadedCascade
 from skewguard.gateway.predict import Outcome
-from skewguard.gateway.predlog import PredictionRecord, image_summary
+from skewguard.predictionlog.records import PredictionRecord, image_summary
 
 
 def new_request_id(now_ns: int | None = None) -> str:
@@ -55,7 +55,7 @@ def to_records(cascade: LoadedCascade, outcome: Outcome) -> list[PredictionRecor
                 online_features=answer["features"],
                 defaults_used=answer["defaults_used"],
                 prediction=answer["prediction"],
-                probabilities=answer["probabilities"],
+                probabilities=answer.get("probabilities"),
                 route=answer["route"],
                 versions=answer["versions"],
                 flags=answer["skew_flags"],

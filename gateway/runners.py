@@ -39,10 +39,10 @@ connection not made in this long, with budget to spare, as the service unreachab
 
 @dataclass(frozen=True, slots=True)
 class Predictions:
-    """Per row: the label and ``{class: probability}``."""
+    """Per row, the model's answer as ``OnnxRunner.predict_batch`` gives it: ``{"label",
+    "probabilities"}`` from a classifier, ``{"prediction"}`` from a regressor."""
 
-    labels: list[Any]
-    probabilities: list[dict[str, float]]
+    answers: list[dict[str, Any]]
 
 
 class ModelRunner(Protocol):
@@ -64,8 +64,7 @@ class LocalRunner:
 
     async def predict(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> Predictions:
         # ~50 µs of CPU: cheaper inline than the hop to a worker thread.
-        out = self._runner.predict_batch(batch)
-        return Predictions([p["label"] for p in out], [p["probabilities"] for p in out])
+        return Predictions(self._runner.predict_batch(batch))
 
 
 class CircuitBreaker:
@@ -171,8 +170,7 @@ class RemoteBentoRunner:
             raise UpstreamUnavailableError(
                 f"Model {self.tag} at {self.url} answered {response.status_code}: {response.text[:200]}"
             )
-        predictions = response.json()["predictions"]
-        return Predictions([p["label"] for p in predictions], [p["probabilities"] for p in predictions])
+        return Predictions(response.json()["predictions"])
 
     async def _call(self, body: Mapping[str, Any], deadline: float) -> httpx.Response:
         """The POST, sent again once if it never connected; httpx's errors mapped to ours."""

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
 
-from skewguard.bentos.feature_store import FeastConfig
 from skewguard.errors import ConfigError
 from skewguard.gateway.app import Gateway, PredictFastPath, create_app
 from skewguard.gateway.cascades import CascadeRegistry
-from skewguard.gateway.features import FeastFeatureSource, FeatureSource
+from skewguard.gateway.features import FeatureSource, FeatureSources
 from skewguard.gateway.guard import GuardConfig
 from skewguard.gateway.metrics import GatewayMetrics
 from skewguard.gateway.peers import Peers
@@ -21,16 +21,21 @@ from skewguard.gateway.settings import GatewaySettings
 
 
 def build_gateway(
-    settings: GatewaySettings, *, features: FeatureSource | None = None, metrics_dir: Path | None = None
+    settings: GatewaySettings,
+    *,
+    features: FeatureSource | None = None,
+    metrics_dir: Path | None = None,
+    on_ready: Callable[[list[str]], None] | None = None,
 ) -> Gateway:
-    """All parts from the settings; ``features`` replaces the Feast source (tests).
+    """All parts from the settings; ``features`` answers every cascade's features instead of Feast (tests).
 
     ``metrics_dir``: the folder several workers share (their metric files, readiness, reloads).
+    ``on_ready``: called with the served cascades' names once the app answers.
     """
     return Gateway(
         settings=settings,
         registry=CascadeRegistry(),
-        features=features or FeastFeatureSource(FeastConfig.from_settings(settings)),
+        features=FeatureSources.fixed(features) if features is not None else FeatureSources.feast(settings),
         log=PredictionLog.open(
             settings.prediction_log_url,
             max_queue=settings.log_queue,
@@ -46,20 +51,27 @@ def build_gateway(
             reject=settings.guard_reject, range_quantiles=settings.guard_range_quantiles
         ),
         peers=None if metrics_dir is None else Peers(metrics_dir, settings.workers),
+        on_ready=on_ready,
     )
 
 
-def serve(settings: GatewaySettings) -> None:
+def serve(settings: GatewaySettings, *, announce: Callable[[list[str]], None] | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (then drain the prediction log).
 
     One worker: uvicorn in this process. Several: gunicorn's master here, forking them.
+    ``announce`` is called with the served cascades once the gateway answers (one process),
+    or with those the master preloaded (several workers; each says in its log when it is up).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call otherwise
     if settings.workers > 1:
+        if announce is not None:
+            print(
+                f"starting {settings.workers} gateway workers; GET /readyz answers 200 once every one serves"
+            )
         _serve_workers(settings)
         return
-    app = create_app(build_gateway(settings))
+    app = create_app(build_gateway(settings, on_ready=announce))
     uvicorn.run(
         app,
         host=settings.host,

@@ -15,7 +15,10 @@ class GatewaySettings(Settings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    cascades: str = Field(default="returns", description="Comma-separated cascade names to serve.")
+    cascades: str = Field(
+        default="",
+        description="Comma-separated cascade names to serve; empty: every cascade with a champion.",
+    )
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token; admin always needs it if set."
     )
@@ -51,6 +54,11 @@ class GatewaySettings(Settings):
     def log_retention_seconds(self) -> float | None:
         """``log_retention_days`` in seconds; None when the log keeps everything."""
         return self.log_retention_days * 86_400 or None
+
+    @property
+    def display_host(self) -> str:
+        """The host to print in a URL a user can open: a wildcard bind is reachable on loopback."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 
     @property
     def cascade_names(self) -> list[str]:

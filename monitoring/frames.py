@@ -9,8 +9,9 @@ or text) derived from the cascade's input spec:
 - an image field as the brightness and contrast of its decoded 32×32 pixels
   (``image_brightness``, ``image_contrast``: mean and standard deviation of the 0–255
   values, the statistics the gateway logs and the training profile holds);
-- the cascade's outputs: ``prediction``, ``proba_1`` (P of the positive class) and
-  ``route``.
+- the cascade's outputs: ``prediction`` (a category for a classifier, a number for a
+  regressor), a classifier's probabilities (``proba_<class>``: the positive class's of two,
+  each class's of more) and ``route``.
 
 A value one side lacks becomes a missing value, never an error: the drift job reports a
 column without data instead of failing on it. The training set has labels, not outputs;
@@ -35,7 +36,7 @@ from skewguard.errors import ConfigError
 ColumnKind = Literal["numeric", "categorical", "text"]
 Derivation = Literal["value", "hour", "brightness", "contrast", "prediction", "proba", "route"]
 PREDICTION, ROUTE = "prediction", "route"
-POSITIVE_CLASS = "1"
+MAX_PROBA_COLUMNS = 10
 MAX_REFERENCE_ROWS = 5_000
 """Reference rows the drift job compares with: beyond that a sample (the runtime grows with it)."""
 
@@ -84,7 +85,8 @@ class Outputs:
     """The cascade's answer per row, as the prediction log records it."""
 
     prediction: tuple[Any, ...]
-    probabilities: tuple[Mapping[str, float], ...]
+    probabilities: tuple[Mapping[str, float] | None, ...]
+    """Per row, a classifier's ``{class: probability}``; None from a regressor."""
     route: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -92,9 +94,17 @@ class Outputs:
 
 
 def monitored_columns(
-    spec: InputSpec, *, outputs: bool = True, positive_class: str = POSITIVE_CLASS
+    spec: InputSpec,
+    *,
+    outputs: bool = True,
+    task: Literal["classification", "regression"] = "classification",
+    classes: Sequence[str] = ("0", "1"),
 ) -> ColumnSet:
-    """The columns to monitor for a cascade with the (union) input ``spec``."""
+    """The columns to monitor for a cascade with the (union) input ``spec``.
+
+    ``classes`` are a classifier's classes in the order its probabilities come: of two, the
+    second's probability is monitored; of more, each one's (up to ``MAX_PROBA_COLUMNS``).
+    """
     columns: list[Column] = []
     for field in spec:
         if field.kind in ("numeric", "categorical", "text"):
@@ -105,14 +115,17 @@ def monitored_columns(
             columns.append(Column(f"{field.name}_brightness", "numeric", field.name, "brightness"))
             columns.append(Column(f"{field.name}_contrast", "numeric", field.name, "contrast"))
     if outputs:
-        columns.append(Column(PREDICTION, "categorical", PREDICTION, "prediction"))
-        columns.append(Column(f"proba_{positive_class}", "numeric", positive_class, "proba"))
+        kind: ColumnKind = "numeric" if task == "regression" else "categorical"
+        columns.append(Column(PREDICTION, kind, PREDICTION, "prediction"))
+        if task == "classification":
+            watched = list(classes)[-1:] if len(classes) == 2 else list(classes)[:MAX_PROBA_COLUMNS]
+            columns += [Column(f"proba_{c}", "numeric", c, "proba") for c in watched]
         columns.append(Column(ROUTE, "categorical", ROUTE, "route"))
     return ColumnSet(tuple(columns))
 
 
 def current_frame(records: Sequence[Mapping[str, Any]], columns: ColumnSet) -> pd.DataFrame:
-    """Prediction-log records (``skewguard.gateway.predlog.read_records``) as monitored columns."""
+    """Prediction-log records (``skewguard.predictionlog.records.read_records``) as monitored columns."""
     raw: dict[str, list[Any]] = {column.name: [] for column in columns}
     for record in records:
         fields = record.get("fields") or {}
@@ -172,7 +185,7 @@ def reference_frame(
 
 def _output_values(column: Column, outputs: Outputs) -> list[Any]:
     if column.derive == "proba":
-        return [p.get(column.source) for p in outputs.probabilities]
+        return [p.get(column.source) if p is not None else None for p in outputs.probabilities]
     return list(outputs.prediction if column.derive == "prediction" else outputs.route)
 
 
@@ -184,9 +197,8 @@ def reference_rows(
     max_rows: int = MAX_REFERENCE_ROWS,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The rows the model was fitted on: the oldest ``1 - holdout`` share, as the pipeline
-    splits them (``skewguard.pipeline.returns_model.split_by_time``), then at most ``max_rows`` of them
-    drawn with ``seed`` (in time order)."""
+    """The rows the models were fitted on: the oldest ``1 - holdout`` share by ``time_field``, as
+    training splits them, then at most ``max_rows`` of them drawn with ``seed`` (in time order)."""
     if not 0.0 <= holdout < 1.0 or max_rows < 1:
         raise ConfigError(
             f"reference_rows got holdout={holdout}, max_rows={max_rows}; expected [0, 1) and >= 1."

@@ -4,16 +4,19 @@
     training set ─► train slice ─► replay cascade ─► reference frame ─┴► Evidently ─► verdict
                                       ─► drift-report.html, drift-summary.json, drift-metrics.prom
 
-The caller hands in the records — ``skewguard.gateway.predlog.read_records(url, since=, until=)``;
-monitoring never imports the gateway — and the training set (``latest_training_set`` finds
-the newest parquet the pipeline wrote). The reference is the slice the models were fitted
-on: the oldest 80 % by time, as ``skewguard.pipeline.returns_model.split_by_time`` cuts it, at most
-``MAX_REFERENCE_ROWS`` of them. Records of other cascades in the window are ignored.
+The caller hands in the records (``skewguard.predictionlog.records.read_records``; monitoring
+never imports the gateway). The training set is the one the manifest's reference set names,
+its sha256 checked (:func:`load_reference`); the reference is the slice of it the models were
+fitted on — all but the newest ``holdout`` share by its time column, as training cut it — at
+most ``MAX_REFERENCE_ROWS`` of them. Records of other cascades in the window are ignored.
+:func:`run_monitor` is the whole job for a champion, with the defaults its manifest records.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -25,8 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-from skewguard.bentos.manifest import CascadeManifest
+from skewguard.bentos.manifest import CascadeManifest, champion
 from skewguard.errors import ConfigError
+from skewguard.featurestore.connection import FeastConfig
 from skewguard.monitoring.drift import DriftMethods, run_drift
 from skewguard.monitoring.exposition import add_skew_table, write_metrics
 from skewguard.monitoring.findings import DriftSummary
@@ -37,14 +41,14 @@ from skewguard.monitoring.frames import (
     reference_frame,
     reference_rows,
 )
-from skewguard.monitoring.replay import replay_cascade
-from skewguard.monitoring.skew import SkewCheck, SkewSummary
+from skewguard.monitoring.replay import load_runners, output_classes, replay
+from skewguard.monitoring.skew import FeastOfflineFeatures, SkewCheck, SkewPolicy, SkewSummary
 from skewguard.monitoring.verdict import DriftPolicy, with_skew
+from skewguard.settings import Settings
 
 HTML_FILE = "drift-report.html"
 SUMMARY_FILE = "drift-summary.json"
 METRICS_FILE = "drift-metrics.prom"
-TRAINING_PATTERN = "training-*.parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,24 +70,32 @@ def check_drift(
     *,
     policy: DriftPolicy | None = None,
     methods: DriftMethods | None = None,
-    replay: bool = True,
-    holdout: float = 0.2,
+    replay_outputs: bool = True,
     max_reference_rows: int = MAX_REFERENCE_ROWS,
     skew: SkewCheck | None = None,
 ) -> DriftJobResult:
     """Compare the served ``records`` of ``manifest``'s cascade with its training reference.
 
-    ``replay=False`` skips running the cascade on the reference: the output columns are then
-    reported as "no data" and the branches are not compared. With ``skew``, the served online
-    features are also compared with the offline store's (``skewguard.monitoring.skew``): a
-    ``feature_skew`` section, gauges, a table in the report, and skew reasons in the verdict.
+    ``training`` is the cascade's training set; the reference is the share of it the models
+    were fitted on (the manifest's reference set says which). ``replay_outputs=False`` skips running
+    the cascade on the reference: the output columns are then reported as "no data" and the
+    branches are not compared. With ``skew``, the served online features are also compared
+    with the offline store's (``skewguard.monitoring.skew``): a ``feature_skew`` section,
+    gauges, a table in the report, and skew reasons in the verdict.
     """
     spec = manifest.spec()
     served = [r for r in records if r.get("cascade", manifest.name) == manifest.name]
-    time_field = next((f.name for f in spec if f.kind == "datetime"), None)
+    reference_set = manifest.reference
+    time_field = (
+        reference_set.time_column
+        if reference_set
+        else next((f.name for f in spec if f.kind == "datetime"), None)
+    )
+    holdout = reference_set.holdout if reference_set else 0.0
     rows = reference_rows(training, time_field, holdout=holdout, max_rows=max_reference_rows)
-    columns = monitored_columns(spec)
-    outputs = replay_cascade(manifest, rows) if replay else None
+    router, branches = load_runners(manifest)
+    columns = monitored_columns(spec, task=manifest.task, classes=output_classes(branches))
+    outputs = replay(spec, manifest.router, router, branches, rows) if replay_outputs else None
     reference = reference_frame(rows, columns, outputs)
     current = current_frame(served, columns)
     found = skew.run(served, manifest, rows) if skew is not None else None  # before Evidently: fails fast
@@ -102,6 +114,69 @@ def check_drift(
     )
 
 
+def run_monitor(
+    name: str,
+    records: Sequence[Mapping[str, Any]],
+    settings: Settings,
+    out_dir: Path,
+    *,
+    skew: bool = True,
+    min_rows: int | None = None,
+    watch: Sequence[str] | None = None,
+    skew_threshold: float | None = None,
+    skew_at: str | None = None,
+) -> DriftJobResult:
+    """The monitor job of cascade ``name``'s champion: its defaults, each overridable."""
+    manifest = champion(name)
+    if manifest is None:
+        raise ConfigError(
+            f"No champion cascade named {name!r}; train one with `skewguard train -f`.", field="name"
+        )
+    defaults = manifest.monitoring
+    policy = DriftPolicy(
+        min_rows=min_rows or defaults.min_rows,
+        max_share=defaults.drift_share,
+        watched=frozenset(watch or defaults.watch) or None,
+    )
+    check = None
+    if skew and manifest.feature_project is not None:
+        repo = Path(manifest.feature_repository) if manifest.feature_repository else None
+        offline = FeastOfflineFeatures(FeastConfig.for_project(settings, manifest.feature_project, repo))
+        threshold = defaults.skew_threshold if skew_threshold is None else skew_threshold
+        check = SkewCheck(
+            offline, SkewPolicy(max_mismatch_rate=threshold), skew_at or manifest.event_time_field
+        )
+    return check_drift(
+        records, load_reference(manifest, settings.home), manifest, out_dir, policy=policy, skew=check
+    )
+
+
+def load_reference(manifest: CascadeManifest, home: Path) -> pd.DataFrame:
+    """The training set the manifest names, its sha256 checked (a changed file is refused)."""
+    found = manifest.reference
+    if found is None:
+        raise ConfigError(
+            f"Cascade {manifest.tag} records no reference set; train it again with `skewguard train -f`.",
+            field="reference",
+        )
+    path = Path(found.path) if Path(found.path).is_absolute() else home / found.path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"The reference set of {manifest.tag} ({path}) cannot be read: {exc.strerror}. Its training "
+            "set must stay where training wrote it (under the skewguard home).",
+            field="reference",
+        ) from exc
+    if hashlib.sha256(data).hexdigest() != found.sha256:
+        raise ConfigError(
+            f"The reference set {path} of {manifest.tag} changed since training (sha256 differs); "
+            "monitoring would compare with other data. Train the cascade again.",
+            field="reference",
+        )
+    return pd.read_parquet(io.BytesIO(data))
+
+
 def write_summary(summary: DriftSummary, path: Path, skew: SkewSummary | None = None) -> Path:
     """Write the JSON summary atomically (a reader sees the old file or the new one)."""
     data = summary.to_dict() | ({"feature_skew": skew.to_dict()} if skew is not None else {})
@@ -116,27 +191,6 @@ def write_summary(summary: DriftSummary, path: Path, skew: SkewSummary | None = 
         Path(temp).unlink(missing_ok=True)
         raise
     return path
-
-
-def training_set_of(manifest: CascadeManifest, home: Path) -> Path:
-    """The training set the cascade was fitted on (named in its metrics), else the newest one.
-
-    The newest file is not always the champion's: a candidate that lost its gate wrote one too.
-    """
-    name = manifest.metrics.get("training_set")
-    if isinstance(name, str) and (path := home / "training" / Path(name).name).is_file():
-        return path
-    return latest_training_set(home)
-
-
-def latest_training_set(home: Path) -> Path:
-    """The newest training set the pipeline wrote (``<home>/training/training-*.parquet``)."""
-    found = sorted((home / "training").glob(TRAINING_PATTERN), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise ConfigError(
-            f"No training set in {home / 'training'}; run `skewguard train` to build one.", field="home"
-        )
-    return found[-1]
 
 
 def _window(records: Sequence[Mapping[str, Any]]) -> tuple[datetime, datetime] | None:

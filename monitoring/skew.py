@@ -16,7 +16,7 @@ missing agree. The distance is the mean and the largest absolute difference over
 where both sides have a value, and the mean divided by the feature's training standard
 deviation, so one threshold can read across features of different units.
 
-Why it finds something: Feast's online reads ignore the view's TTL, so a customer who went
+Why it finds something: Feast's online reads ignore the view's TTL, so an entity that went
 quiet keeps the last value materialized for it while a training join at the same moment
 says "no value" (``missing_offline``); and a snapshot that arrives in the offline store
 after the last materialization is served only after the next one (a value mismatch).
@@ -30,20 +30,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from skewguard.bentos.feature_store import FeastConfig, open_store, translate_feast_errors
 from skewguard.bentos.manifest import CascadeManifest
 from skewguard.errors import ConfigError
+from skewguard.featurestore.connection import FeastConfig, open_store, translate_feast_errors
 
 EVENT_TS = "event_timestamp"
 _TS_DTYPE = "datetime64[ns, UTC]"
 MAX_EXAMPLES = 10
-_DEFAULTED = frozenset({"missing_online_feature", "feature_store_unavailable"})
+_DEFAULTED = frozenset({"missing_online_feature", "stale_feature", "feature_store_unavailable"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -174,7 +174,12 @@ class SkewCheck:
 
 
 def served_frame(
-    records: Sequence[Mapping[str, Any]], entity_key: str, features: Sequence[str], *, at: str | None = None
+    records: Sequence[Mapping[str, Any]],
+    entity_key: str,
+    features: Sequence[str],
+    *,
+    at: str | None = None,
+    key_type: str = "int64",
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The entity key, the time and the served features of each record, plus notes on rows left out.
 
@@ -182,14 +187,14 @@ def served_frame(
     feature the gateway filled with the spec's default (a ``missing_online_feature`` flag, or
     the store was down) is NaN: the online store had no value for it.
     """
-    keys: list[int] = []
+    keys: list[int | str] = []
     times: list[pd.Timestamp] = []
     values: dict[str, list[float]] = {name: [] for name in features}
     no_key = no_time = 0
     for record in records:
         fields = record.get("fields") or {}
         key, moment = fields.get(entity_key), _moment(record.get("ts") if at is None else fields.get(at))
-        if isinstance(key, bool) or not isinstance(key, int):
+        if not _is_key(key, key_type):
             no_key += 1
             continue
         if moment is None:
@@ -201,11 +206,15 @@ def served_frame(
         for name in features:
             values[name].append(math.nan if name in defaulted else _number(online.get(name)))
     frame = pd.DataFrame(
-        {entity_key: pd.Series(keys, dtype="int64"), EVENT_TS: pd.Series(times, dtype=_TS_DTYPE)}
+        {
+            entity_key: pd.Series(keys, dtype=object if key_type == "string" else "int64"),
+            EVENT_TS: pd.Series(times, dtype=_TS_DTYPE),
+        }
     )
     for name in features:
         frame[name] = np.asarray(values[name], dtype=np.float64)
-    notes = [f"{n} rows without an integer {entity_key} were left out" for n in (no_key,) if n]
+    kind = "a string" if key_type == "string" else "an integer"
+    notes = [f"{n} rows without {kind} {entity_key} were left out" for n in (no_key,) if n]
     notes += [f"{n} rows without a readable {at or 'ts'} were left out" for n in (no_time,) if n]
     return frame, tuple(notes)
 
@@ -287,7 +296,9 @@ def check_skew(
             (), policy or SkewPolicy(), (f"cascade {manifest.name!r} reads no online features",)
         )
     names = list(manifest.feature_refs)
-    served, notes = served_frame(records, manifest.entity_key, names, at=at)
+    served, notes = served_frame(
+        records, manifest.entity_key, names, at=at, key_type=manifest.entity_key_type
+    )
     found = offline(served[[manifest.entity_key, EVENT_TS]], manifest.feature_refs)
     return compare_features(
         served, found, names, policy=policy, scales=scales, entity_key=manifest.entity_key, notes=notes
@@ -308,7 +319,7 @@ class FeastOfflineFeatures:
 
     Each (entity, time) pair is asked once and the answers are joined back: Feast's file
     store collapses repeated pairs and drops a row whose entity has no snapshot within the
-    TTL (as ``skewguard.pipeline.features.historical_features`` works around too).
+    TTL (as ``skewguard.featurestore.repository.historical_features`` works around too).
     """
 
     def __init__(self, config: FeastConfig) -> None:
@@ -316,20 +327,27 @@ class FeastOfflineFeatures:
 
     def __call__(self, keys: pd.DataFrame, refs: Mapping[str, str]) -> pd.DataFrame:
         key = next(c for c in keys.columns if c != EVENT_TS)
-        keys = keys.astype({key: "int64", EVENT_TS: _TS_DTYPE}).reset_index(drop=True)
+        key_dtype = "int64" if pd.api.types.is_integer_dtype(keys[key]) else object
+        keys = keys.astype({key: key_dtype, EVENT_TS: _TS_DTYPE}).reset_index(drop=True)
         columns = {ref.split(":", 1)[-1]: name for name, ref in refs.items()}
         unique = keys.drop_duplicates(ignore_index=True)
         if unique.empty:
             return pd.DataFrame({name: np.full(len(keys), np.nan) for name in refs})
-        hint = "Run `skewguard features apply` first, or pass --no-skew to skip the skew check."
+        hint = "Run `skewguard features apply -f <cascade file>` first, or pass --no-skew to skip the check."
         with translate_feast_errors("read point-in-time features for the skew check", self.config, hint):
             job = open_store(self.config).get_historical_features(
                 entity_df=unique, features=list(refs.values())
             )
             joined = job.to_df()[[key, EVENT_TS, *columns]].rename(columns=columns)
-        joined = joined.astype({key: "int64", EVENT_TS: _TS_DTYPE})
+        joined = joined.astype({key: key_dtype, EVENT_TS: _TS_DTYPE})
         merged = keys.merge(joined, on=[key, EVENT_TS], how="left", validate="many_to_one")
         return pd.DataFrame({name: merged[name].to_numpy(dtype=np.float64) for name in refs})
+
+
+def _is_key(value: Any, key_type: str) -> TypeGuard[int | str]:
+    if key_type == "string":
+        return isinstance(value, str)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _defaulted(record: Mapping[str, Any], features: Sequence[str]) -> frozenset[str]:

@@ -1,17 +1,23 @@
-"""The ``train_cascade`` Prefect flow: data → features → training set → cascade → store.
+"""The ``train_cascade`` Prefect flow: cascade file → features → training set → cascade → store.
+
+    cascade file ─► Feast repository applied ─► data joined point in time ─► training set
+      ─► router out of fold ─► routing rule ─► router and branch models fitted ─► baselines
+      ─► evaluation on the held-out time slice ─► each model packaged through the parity gate
+      ─► cascade manifest (reference set, monitoring defaults) ─► champion if it is the first
 
 Each step is a task. The expensive ones are cached on their inputs and their own source
-(``INPUTS + TASK_SOURCE``) with persisted results, so a second run with the same data and
-parameters reuses them, and a changed parameter reruns only the tasks that depend on it.
-Inputs are light keys — the data's sha256, the training set's path, parameters — so the
-cache keys stay cheap to compute; fitted models travel with a key naming what produced
-them, and their pickles (not byte-stable across a save and load) are left out of the
-hash. Steps that touch outside state (the data files, the online store, the manifest and
-its alias) always run.
+(``INPUTS + TASK_SOURCE``) with persisted results, so a second run with the same file, data
+and code reuses them, and a changed step reruns only what depends on it. Inputs are light
+keys — the file's path and the digest of the file and its modules, the data's sha256, the
+training set's path — so the cache keys stay cheap to compute; fitted models travel with a
+key naming what produced them, and their pickles (not byte-stable across a save and load)
+are left out of the hash. Steps that touch outside state (the feature store, the manifest
+and its alias) always run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -22,187 +28,193 @@ from numpy.typing import NDArray
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
-from skewguard.bentos.images import decode_image
-from skewguard.bentos.manifest import champion_tag, compose_manifest, promote, save_manifest
+from skewguard.bentos.manifest import (
+    MonitoringDefaults,
+    ReferenceSet,
+    champion_tag,
+    compose_manifest,
+    promote,
+    save_manifest,
+)
 from skewguard.bentos.package import package_model, packaging_fingerprint
 from skewguard.bentos.store import has_model
+from skewguard.featurestore.connection import FeastConfig, project_name
+from skewguard.featurestore.repository import FeatureSelection, apply_repository, resolve_features
 from skewguard.pipeline import cascade
-from skewguard.pipeline.demo_data import FILES, generate_demo_data, load_demo_data, write_demo_data
-from skewguard.pipeline.features import (
-    FEATURE_REFS,
-    FeastConfig,
-    apply_features,
-    historical_features,
-    latest_event_time,
-    materialize_features,
-)
-from skewguard.pipeline.returns_model import (
-    ENTITY_KEY,
-    IMAGE,
-    ONLINE,
-    Head,
-    feature_columns,
-    make_pipeline,
+from skewguard.pipeline.cascade_file import LoadedCascadeFile, RouterSection, load_cascade_file
+from skewguard.pipeline.training_set import (
+    build_training_frame,
+    input_columns,
+    load_training_set,
     split_by_time,
 )
 from skewguard.settings import Settings
 
 CACHED: dict[str, Any] = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
 MODELS_KEYED: dict[str, Any] = {
-    "cache_policy": (INPUTS - "model" - "router" - "specialists" - "baselines") + TASK_SOURCE,
+    "cache_policy": (INPUTS - "model" - "router" - "branches" - "baselines") + TASK_SOURCE,
     "persist_result": True,
 }
 MAX_GATE_ROWS = 2_000
-HOLDOUT = 0.2  # the newest share of the labeled rows, held out of fitting (split_by_time)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Source:
+    """What a cached step depends on: the cascade file and its code, and the training set."""
+
+    file: str
+    code: str
+    """sha256 of the cascade file and the modules beside it."""
+    training_set: str
+
+    def load(self) -> LoadedCascadeFile:
+        return load_cascade_file(Path(self.file))
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The training rows and the held-out rows, split by time as the file says."""
+        spec = self.load().spec
+        return split_by_time(load_training_set(self.training_set), spec.data.timestamp, spec.data.holdout)
 
 
 @task(cache_policy=NO_CACHE)
-def prepare_data(data_dir: str, n_orders: int, n_customers: int, seed: int) -> str:
-    """Generate the demo data unless present; return the sha256 of the data files."""
-    folder = Path(data_dir)
-    if not all((folder / file).exists() for file in FILES.values()):
-        print(f"generating demo data ({n_orders} orders) in {folder}")
-        write_demo_data(generate_demo_data(n_orders=n_orders, n_customers=n_customers, seed=seed), folder)
-    digest = hashlib.sha256()
-    for file in sorted(FILES.values()):
-        digest.update((folder / file).read_bytes())
-    return digest.hexdigest()
-
-
-@task(cache_policy=NO_CACHE)
-def sync_features(fingerprint: str, feast: FeastConfig) -> str:
-    """Register the feature definitions and materialize the latest values online."""
-    apply_features(feast)
-    done = materialize_features(feast, end=latest_event_time(feast))
-    return f"{done.feature_view} → {done.online_store} as of {done.end:%Y-%m-%d %H:%M}"
+def sync_features(file: str, feast: FeastConfig) -> FeatureSelection | None:
+    """Register the file's Feast repository and resolve the features it selects."""
+    loaded = load_cascade_file(Path(file))
+    features = loaded.spec.features
+    if features is None:
+        return None
+    for name in apply_repository(feast):
+        print(f"feast: applied {name}")
+    return resolve_features(
+        feast, entity_key=features.entity_key, service=features.service, refs=features.refs
+    )
 
 
 @task(**CACHED)
-def build_training_set(fingerprint: str, feast: FeastConfig, out_dir: str) -> str:
-    """Orders joined point-in-time with their customer's features (Feast), as parquet."""
-    orders = load_demo_data(feast.data_dir).orders
-    frame = historical_features(feast, orders, timestamp_column="order_ts")
-    path = Path(out_dir) / f"training-{fingerprint[:16]}.parquet"
+def build_training_set(
+    file: str,
+    code: str,
+    data_sha256: str,
+    selection: FeatureSelection | None,
+    feast: FeastConfig,
+    out_dir: str,
+) -> str:
+    """The file's data joined point in time with its online features (Feast), as parquet."""
+    loaded = load_cascade_file(Path(file))
+    frame = build_training_frame(loaded, selection, feast)
+    path = (
+        Path(out_dir) / f"training-{hashlib.sha256(f'{code}{data_sha256}'.encode()).hexdigest()[:16]}.parquet"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path)
-    expired = int(frame[list(ONLINE)].isna().any(axis=1).sum())
-    print(f"training set: {len(frame)} rows, {expired} without fresh customer features")
+    if selection is not None:
+        missing = int(frame[list(selection.refs)].isna().any(axis=1).sum())
+        print(f"training set: {len(frame)} rows, {missing} without fresh online features")
     return str(path)
 
 
-def load_training_set(path: str, image: bool = True) -> pd.DataFrame:
-    """The training set with images decoded, or without them (not a task: cheap, never cached twice)."""
-    frame = pd.read_parquet(path)
-    if not image:
-        return frame.drop(columns=[IMAGE])
-    frame[IMAGE] = [decode_image(png) for png in frame[IMAGE]]
-    return frame
+@task(**CACHED)
+def router_out_of_fold(source: Source, columns: list[str]) -> tuple[NDArray[np.float64], tuple[Any, ...]]:
+    """The router's out-of-fold probabilities on every training row (time-ordered folds), its classes."""
+    loaded = source.load()
+    router = _router(loaded)
+    train, _ = source.frames()
+    factory = loaded.model_factory("router.pipeline", router.pipeline)
+    proba, classes = cascade.out_of_fold_proba(
+        factory, train[columns], train[router.target], train[loaded.spec.data.timestamp], router.n_splits
+    )
+    return np.ascontiguousarray(proba), classes  # hashes the same as its reloaded copy downstream
 
 
 @task(**CACHED)
-def router_out_of_fold(
-    training_path: str, head: Head, seed: int, n_splits: int, image: bool
-) -> NDArray[np.float64]:
-    """The router's out-of-fold P(reseller) on every training row (time-ordered folds)."""
-    train, _ = split_by_time(load_training_set(training_path, image))
-    X = train[feature_columns(image=image)]
-    oof = cascade.out_of_fold_proba(_factory(head, seed, image), X, train[cascade.ROUTER_TARGET], n_splits)
-    return np.ascontiguousarray(oof)  # hashes the same as its reloaded copy downstream
-
-
-@task(**CACHED)
-def fit_router(
-    training_path: str,
-    head: Head,
-    seed: int,
-    threshold: cascade.ThresholdChoice,
-    oof: NDArray[np.float64],
-    image: bool,
-) -> tuple[Any, cascade.Threshold]:
-    """The router on all training rows, and its routing threshold with the reason."""
-    train, _ = split_by_time(load_training_set(training_path, image))
-    return cascade.fit_router(
-        train[feature_columns(image=image)],
-        train[cascade.ROUTER_TARGET],
-        factory=_factory(head, seed, image),
-        threshold=threshold,
-        oof_proba=oof,
+def fit_router(source: Source, columns: list[str]) -> Any:
+    """The router on every training row."""
+    loaded = source.load()
+    router = _router(loaded)
+    train, _ = source.frames()
+    return loaded.model_factory("router.pipeline", router.pipeline)().fit(
+        train[columns], train[router.target]
     )
 
 
 @task(**CACHED)
-def fit_specialists(
-    training_path: str, head: Head, seed: int, routed: NDArray[np.bool_], image: bool
-) -> dict[str, Any]:
-    """One specialist per branch, each on the rows the router's out-of-fold routing sends it."""
-    train, _ = split_by_time(load_training_set(training_path, image))
-    return cascade.fit_specialists(
-        train[feature_columns(image=image)],
-        train[cascade.TARGET],
-        routed,
-        factory=_factory(head, seed, image),
+def fit_branches(source: Source, columns: list[str], routed: NDArray[np.str_]) -> dict[str, Any]:
+    """One model per branch, each on the rows the router's out-of-fold routing sends it."""
+    loaded = source.load()
+    train, _ = source.frames()
+    return cascade.fit_branches(
+        train[columns], _targets(loaded, train), routed, _factories(loaded), loaded.spec.task
     )
 
 
 @task(**CACHED)
-def fit_baselines(training_path: str, head: Head, seed: int, image: bool) -> tuple[Any, dict[str, Any]]:
-    """The comparisons: one monolithic model, and specialists split by the true label."""
-    train, _ = split_by_time(load_training_set(training_path, image))
-    X, y = train[feature_columns(image=image)], train[cascade.TARGET]
-    monolithic = _factory(head, seed, image)().fit(X, y)
-    true_split = train[cascade.ROUTER_TARGET].to_numpy() == 1
-    return monolithic, cascade.fit_specialists(X, y, true_split, factory=_factory(head, seed, image))
+def fit_baselines(source: Source, columns: list[str]) -> tuple[Any, dict[str, Any] | None]:
+    """The comparisons: one monolithic model, and branch models fitted on the true routes."""
+    loaded = source.load()
+    spec = loaded.spec
+    train, _ = source.frames()
+    X = train[columns]
+    baseline = spec.baseline or next(iter(spec.branches.values())).pipeline
+    monolithic = loaded.model_factory("baseline", baseline)().fit(X, train[spec.data.target])
+    if spec.router is None:
+        return monolithic, None
+    true_routes = _true_routes(loaded, train)
+    true_label = cascade.fit_branches(X, _targets(loaded, train), true_routes, _factories(loaded), spec.task)
+    return monolithic, true_label
 
 
 @task(**MODELS_KEYED)
 def evaluate_cascade(
-    training_path: str,
+    source: Source,
+    columns: list[str],
     models_key: str,
     router: Any,
-    threshold: float,
-    specialists: dict[str, Any],
-    baselines: tuple[Any, dict[str, Any]],
-    image: bool,
+    rule: cascade.RoutingRule | None,
+    branches: dict[str, Any],
+    baselines: tuple[Any, dict[str, Any] | None],
 ) -> dict[str, Any]:
-    """Figures on the held-out time slice: cascade, monolithic, true-label cascade."""
-    _, holdout = split_by_time(load_training_set(training_path, image))
+    """Figures on the held-out time slice: the cascade, a monolithic model, the true-route cascade."""
+    loaded = source.load()
+    _, holdout = source.frames()
     monolithic, true_label = baselines
-    figures = cascade.evaluate(
-        router,
-        threshold,
-        specialists,
-        holdout,
+    return cascade.evaluate(
+        cascade.TrainedCascade(rule, router, branches),
+        holdout[columns].reset_index(drop=True),
+        _targets(loaded, holdout),
+        loaded.spec.task,
         monolithic=monolithic,
-        true_label_specialists=true_label,
-        columns=feature_columns(image=image),
+        true_label=true_label,
+        true_routes=_true_routes(loaded, holdout) if loaded.spec.router else None,
     )
-    return figures.to_dict()
 
 
 @task(**MODELS_KEYED)
 def package(
     name: str,
+    source: Source,
+    columns: list[str],
     models_key: str,
     packaging: str,
     model: Any,
-    training_path: str,
     role: str,
     router: Any,
-    threshold: float,
+    rule: cascade.RoutingRule | None,
+    selection: FeatureSelection | None,
     store: str,
-    image: bool,
 ) -> str:
     """Convert and gate one model on the held-out rows it will see; return its store tag.
 
     ``packaging`` (``packaging_fingerprint()``) is only a cache key: the task's own source is
     in the key already, but the converter, the gate and the store it calls are not.
-
-    Without ``image`` the rows carry no image column, so the graph and its input spec have none.
     """
-    train, holdout = split_by_time(load_training_set(training_path, image))
-    target = cascade.ROUTER_TARGET if role == "router" else cascade.TARGET
-    columns = feature_columns(image=image)
-    train, holdout = (_rows_for(role, rows, router, threshold, columns) for rows in (train, holdout))
+    loaded = source.load()
+    train, holdout = source.frames()
+    trained = cascade.TrainedCascade(rule, router, {})
+    if role != "router" and router is not None:
+        train, holdout = (rows[cascade.route(trained, rows[columns]) == role] for rows in (train, holdout))
+    target = (
+        loaded.spec.router.target if role == "router" and loaded.spec.router else _target_of(loaded, role)
+    )
     sample = holdout.iloc[:MAX_GATE_ROWS]
     return package_model(
         model,
@@ -210,30 +222,29 @@ def package(
         name=name,
         y_sample=sample[target].to_numpy(),
         X_profile=train[columns],
-        entity_key=ENTITY_KEY,
-        online_features=dict(zip(ONLINE, FEATURE_REFS, strict=True)),
-        labels={"role": role, "target": target},
+        entity_key=selection.entity_key if selection else None,
+        online_features=dict(selection.refs) if selection else None,
+        labels={"role": role, "target": target, "cascade": loaded.spec.name},
+        tolerance=loaded.spec.parity.tolerance,
     )
 
 
 @task(cache_policy=NO_CACHE)
 def write_manifest(
-    name: str,
-    router_tag: str,
-    threshold: cascade.Threshold,
-    branches: dict[str, str],
-    metrics: dict[str, Any],
+    name: str, tags: dict[str, str], rule: cascade.RoutingRule | None, fields: dict[str, Any]
 ) -> tuple[str, str]:
     """Store the cascade manifest; the first cascade of a name becomes its champion."""
-    manifest = compose_manifest(
-        name,
-        router_tag=router_tag,
-        threshold=threshold.value,
-        branches=branches,
-        metrics=metrics,
-        threshold_reason=threshold.reason,
-    )
-    tag = save_manifest(manifest)
+    branches = {role: tag for role, tag in tags.items() if role != "router"}
+    routing: dict[str, Any] = {}
+    if rule is not None:
+        routing = {
+            "router_tag": tags["router"],
+            "routes": dict(rule.routes),
+            "threshold": rule.threshold,
+            "positive_class": rule.positive_class,
+            "threshold_reason": rule.reason,
+        }
+    tag = save_manifest(compose_manifest(name, branches=branches, **routing, **fields))
     if champion_tag(name) is None:
         promote(tag)
         return tag, "champion"
@@ -241,56 +252,210 @@ def write_manifest(
 
 
 @flow(name="train_cascade", log_prints=True)
-def train_cascade(
-    name: str = "returns",
-    *,
-    n_orders: int = 20_000,
-    n_customers: int = 2_000,
-    seed: int = 0,
-    head: Head = "hgb",
-    router_head: Head | None = None,
-    threshold: cascade.ThresholdChoice = cascade.DEFAULT_THRESHOLD,
-    n_splits: int = 5,
-    image: bool = True,
-) -> dict[str, Any]:
-    """Train, gate, store and evaluate the cascade as one unit; returns tags, figures, task states.
+def train_cascade(file: str | Path, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Train, gate, store and evaluate the cascade a cascade file declares, as one unit.
 
-    ``image=False`` trains every model without the photo (a tabular+text cascade); the flag is an
-    input of every cached task, so such a run never reuses an image run's results.
+    Returns the manifest's tag, its status, the model tags, the figures and each task's final state.
     """
-    settings = Settings.from_env()
-    feast = FeastConfig.from_settings(settings)
-    states: dict[str, str] = {}
-    fingerprint = _run(states, prepare_data, str(settings.data_dir), n_orders, n_customers, seed)
-    print(_run(states, sync_features, fingerprint, feast))
-    path = _run(states, build_training_set, fingerprint, feast, str(settings.home / "training"))
-    oof = _run(states, router_out_of_fold, path, router_head or head, seed, n_splits, image)
-    router, chosen = _run(states, fit_router, path, router_head or head, seed, threshold, oof, image)
-    routed = cascade.route(oof, chosen.value)
-    specialists = _run(states, fit_specialists, path, head, seed, routed, image)
-    baselines = _run(states, fit_baselines, path, head, seed, image)
-    router_key = _digest(path, router_head or head, seed, threshold, n_splits, oof.tobytes(), image)
-    specialists_key = _digest(router_key, head, routed.tobytes())
-    models = _digest(router_key, specialists_key, "baselines", head)
-    figures = _run(
-        states, evaluate_cascade, path, models, router, chosen.value, specialists, baselines, image
+    settings = settings or Settings.from_env()
+    loaded = load_cascade_file(Path(file))
+    spec = loaded.spec
+    feast = FeastConfig.for_project(
+        settings,
+        project_name(settings, spec.name),
+        loaded.resolve(spec.features.repository) if spec.features else None,
     )
-    store = str(settings.bentoml_home.resolve())
-    roles = {"router": (router_key, router)} | {b: (specialists_key, m) for b, m in specialists.items()}
-    packaging = packaging_fingerprint()
+    states: dict[str, str] = {}
+    selection = _run(states, sync_features, str(loaded.path), feast)
+    out_dir = str(settings.home / "training" / spec.name)
+    data_sha = _sha256(loaded.resolve(spec.data.path), loaded)
+    path = _run(
+        states,
+        build_training_set,
+        str(loaded.path),
+        loaded.source_digest(),
+        data_sha,
+        selection,
+        feast,
+        out_dir,
+    )
+    source = Source(str(loaded.path), loaded.source_digest(), path)
+    columns = input_columns(loaded, load_training_set(path, decode=False), selection)
+    models, rule = _fit(states, source, columns)
+    tags = _package_all(states, settings, source, columns, models, rule, selection)
+    figures = _run(
+        states,
+        evaluate_cascade,
+        source,
+        columns,
+        models["key"],
+        models["router"],
+        rule,
+        models["branches"],
+        models["baselines"],
+    )
+    if rule is not None:
+        figures["threshold"] = {
+            "value": rule.threshold,
+            "positive_class": rule.positive_class,
+            "reason": rule.reason,
+        }
+    fields = _manifest_fields(settings, loaded, feast, selection, path, columns)
+    manifest, status = _run(states, write_manifest, spec.name, tags, rule, fields | {"metrics": figures})
+    print(f"cascade {manifest} stored as {status}")
+    return {"manifest": manifest, "status": status, "models": tags, "figures": figures, "task_states": states}
+
+
+def _fit(
+    states: dict[str, str], source: Source, columns: list[str]
+) -> tuple[dict[str, Any], cascade.RoutingRule | None]:
+    """The router (with its rule), the branch models and the baselines; a key naming what fitted them."""
+    loaded = source.load()
+    spec = loaded.spec
+    router, rule = None, None
+    train, _ = source.frames()
+    routed = np.full(len(train), next(iter(spec.branches)), dtype=object).astype(np.str_)
+    router_key = _digest(source, columns)
+    if spec.router is not None:
+        oof = _run(states, router_out_of_fold, source, columns)
+        rule = cascade.choose_rule(
+            spec.router.routes,
+            spec.router.threshold,
+            spec.router.positive_class,
+            train[spec.router.target],
+            oof,
+        )
+        router = _run(states, fit_router, source, columns)
+        routed = rule.assign(*oof)
+        router_key = _digest(router_key, rule, routed.tobytes())
+    branches = _run(states, fit_branches, source, columns, routed)
+    baselines = _run(states, fit_baselines, source, columns)
+    return {
+        "router": router,
+        "branches": branches,
+        "baselines": baselines,
+        "key": _digest(router_key, "branches"),
+    }, rule
+
+
+def _package_all(
+    states: dict[str, str],
+    settings: Settings,
+    source: Source,
+    columns: list[str],
+    models: dict[str, Any],
+    rule: cascade.RoutingRule | None,
+    selection: FeatureSelection | None,
+) -> dict[str, str]:
+    """Each model through the parity gate into the store; a cached tag whose model is gone is redone."""
+    name = source.load().spec.name
+    roles = ({"router": models["router"]} if models["router"] is not None else {}) | models["branches"]
+    store, packaging = str(settings.bentoml_home.resolve()), packaging_fingerprint()
     tags = {}
-    for role, (key, model) in roles.items():
-        args = (f"{name}-{role}", key, packaging, model, path, role, router, chosen.value, store, image)
+    for role, model in roles.items():
+        args = (
+            f"{name}-{role}",
+            source,
+            columns,
+            models["key"],
+            packaging,
+            model,
+            role,
+            models["router"],
+            rule,
+            selection,
+            store,
+        )
         tags[role] = _run(states, package, *args, key=role)
         if not has_model(tags[role]):  # a cached result whose model was deleted from the store since
             tags[role] = _run(states, package.with_options(refresh_cache=True), *args, key=role)
-    branches = {branch: tags[branch] for branch in (cascade.POSITIVE_BRANCH, cascade.NEGATIVE_BRANCH)}
-    figures["threshold"] = {"value": chosen.value, "rule": chosen.rule, "reason": chosen.reason}
-    figures["training_set"] = Path(path).name  # the monitor's reference: <home>/training/<this>
-    figures["holdout"] = HOLDOUT
-    manifest, status = _run(states, write_manifest, name, tags["router"], chosen, branches, figures)
-    print(f"cascade {manifest} stored as {status}")
-    return {"manifest": manifest, "status": status, "models": tags, "figures": figures, "task_states": states}
+    return tags
+
+
+def _manifest_fields(
+    settings: Settings,
+    loaded: LoadedCascadeFile,
+    feast: FeastConfig,
+    selection: FeatureSelection | None,
+    training_set: str,
+    columns: list[str],
+) -> dict[str, Any]:
+    """Everything the manifest records besides the models: reference set, features, monitoring."""
+    spec = loaded.spec
+    path = Path(training_set).resolve()
+    home = settings.home.resolve()
+    time_field = spec.monitoring.time_field or (
+        spec.data.timestamp if spec.data.timestamp in columns else None
+    )
+    if time_field is not None and time_field not in columns:
+        raise loaded.error("monitoring.time_field", f"{time_field!r} is not an input column of the models.")
+    return {
+        "reference": ReferenceSet(
+            path=str(path.relative_to(home)) if path.is_relative_to(home) else str(path),
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            time_column=spec.data.timestamp,
+            holdout=spec.data.holdout,
+            rows=len(load_training_set(training_set, decode=False)),
+        ),
+        "monitoring": MonitoringDefaults(
+            watch=tuple(spec.monitoring.watch),
+            min_rows=spec.monitoring.min_rows,
+            skew_threshold=spec.monitoring.skew_threshold,
+            drift_share=spec.monitoring.drift_share,
+        ),
+        "feature_project": feast.project if selection else None,
+        "feature_repository": str(feast.repo_dir) if selection and feast.repo_dir else None,
+        "feature_ttl_seconds": dict(selection.ttl_seconds) if selection else {},
+        "entity_key_type": selection.entity_type if selection else "int64",
+        "event_time_field": time_field,
+        "source_file": str(loaded.path),
+        "target": spec.data.target,
+    }
+
+
+def _router(loaded: LoadedCascadeFile) -> RouterSection:
+    if loaded.spec.router is None:
+        raise loaded.error("router", "this cascade has no router.")
+    return loaded.spec.router
+
+
+def _targets(loaded: LoadedCascadeFile, frame: pd.DataFrame) -> dict[str, Any]:
+    return {branch: frame[_target_of(loaded, branch)].to_numpy() for branch in loaded.spec.branches}
+
+
+def _target_of(loaded: LoadedCascadeFile, branch: str) -> str:
+    return loaded.spec.branches[branch].target or loaded.spec.data.target
+
+
+def _factories(loaded: LoadedCascadeFile) -> dict[str, cascade.Factory]:
+    return {
+        branch: loaded.model_factory(f"branches.{branch}.pipeline", section.pipeline)
+        for branch, section in loaded.spec.branches.items()
+    }
+
+
+def _true_routes(loaded: LoadedCascadeFile, frame: pd.DataFrame) -> NDArray[np.str_]:
+    """The branch each row's true routing label sends it to."""
+    router = _router(loaded)
+    routes = router.routes
+    labels = [cascade.class_key(v) for v in frame[router.target].to_numpy()]
+    unknown = sorted({label for label in labels if label not in routes})
+    if unknown:
+        raise loaded.error(
+            "router.routes", f"the router's target holds classes {unknown[:5]} that no route maps."
+        )
+    return np.array([routes[label] for label in labels], dtype=np.str_)
+
+
+def _sha256(path: Path, loaded: LoadedCascadeFile) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise loaded.error(
+            "data.path",
+            f"cannot read {path}: {exc.strerror}.",
+            "Check the path (relative to the cascade file).",
+        ) from exc
 
 
 def _run(states: dict[str, str], step: Any, *args: Any, key: str | None = None) -> Any:
@@ -306,16 +471,3 @@ def _digest(*parts: Any) -> str:
     for part in parts:
         digest.update(part if isinstance(part, bytes) else repr(part).encode())
     return digest.hexdigest()
-
-
-def _factory(head: Head, seed: int, image: bool) -> Any:
-    return lambda: make_pipeline(head, seed=seed, image=image)
-
-
-def _rows_for(
-    role: str, frame: pd.DataFrame, router: Any, threshold: float, columns: list[str]
-) -> pd.DataFrame:
-    if role == "router":
-        return frame
-    routed = cascade.route(router.predict_proba(frame[columns])[:, 1], threshold)
-    return frame[routed if role == cascade.POSITIVE_BRANCH else ~routed]

@@ -1,17 +1,20 @@
 """The ``retrain_if_drifted`` Prefect flow: monitor → train a candidate → gate → promote → reload.
 
     skewguard monitor (own process) ─► verdict ─┬─ no drift / undecided ─► record, stop
-                                                └─ drift ─► train_cascade (cached steps reused)
+                                                └─ drift ─► train_cascade (the cascade file;
+                                                            cached steps reused)
         ─► champion vs candidate on the most recent labeled window (their ONNX graphs)
         ─► candidate beats the champion by ``margin``? ─┬─ no ─► record, keep the champion
                                                           └─ yes ─► promote ─► gateway reloads
 
-The monitor runs as ``skewguard monitor`` in a child process: Evidently's ~300 MB stay out
+The monitor runs as ``skewguard monitor`` in a child process: Evidently's memory stays out
 of the flow, and the flow reads the served window the way an operator's job would, through
-the prediction log, without importing the gateway. The comparison window is the newest
-``holdout`` share of the labeled data by time — the slice ``train_cascade`` holds out, so
-the candidate never fitted it, and the champion was trained before it existed. Both
-cascades answer it as served: replayed through their stored, hash-verified ONNX graphs.
+the prediction log, without importing the gateway. The candidate is trained from the
+cascade file (given, or the one the champion was trained from). The comparison window is
+the newest ``holdout`` share of the candidate's training set by time — the slice
+``train_cascade`` holds out, so the candidate never fitted it, and the champion was trained
+before it existed. Both cascades answer it as served: replayed through their stored,
+hash-verified ONNX graphs, and scored with the task's metric.
 Parity is already a gate inside packaging: a candidate whose graph disagrees with its
 pipeline never reaches the store. Every decision, with its reasons and figures, is appended
 to ``<home>/decisions.jsonl`` and published as a Prefect artifact.
@@ -19,9 +22,7 @@ to ``<home>/decisions.jsonl`` and published as a Prefect artifact.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -31,44 +32,41 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import numpy as np
+import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from skewguard.bentos.manifest import champion_tag, load_manifest, promote
+from skewguard.bentos.manifest import CascadeManifest, champion_tag, load_manifest, promote
 from skewguard.errors import ConfigError, SkewguardError
+from skewguard.monitoring.job import load_reference
 from skewguard.monitoring.replay import replay_cascade
 from skewguard.pipeline import cascade
-from skewguard.pipeline.flows import load_training_set, train_cascade
-from skewguard.pipeline.returns_model import split_by_time
+from skewguard.pipeline.flows import train_cascade
+from skewguard.pipeline.training_set import split_by_time
 from skewguard.settings import Settings
 
 __all__ = ["DECISIONS_FILE", "read_decisions", "retrain_if_drifted"]
 
 DECISIONS_FILE = "decisions.jsonl"
-Metric = Literal["roc_auc", "log_loss", "accuracy"]
-_LOWER_IS_BETTER = {"log_loss"}
+Metric = Literal["auto", "roc_auc", "log_loss", "accuracy", "mae", "rmse", "r2"]
+_LOWER_IS_BETTER = {"log_loss", "mae", "rmse"}
 MONITOR_TIMEOUT_S = 600
 SKEW_PREFIX = "feature skew:"  # how monitoring.verdict.with_skew starts its reasons
 
 
 @task(cache_policy=NO_CACHE)
 def monitor_served(
-    name: str, out_dir: str, last: int | None, min_rows: int, watch: Sequence[str], options: Sequence[str]
+    name: str,
+    out_dir: str,
+    last: int | None,
+    min_rows: int | None,
+    watch: Sequence[str],
+    options: Sequence[str],
 ) -> dict[str, Any]:
     """Run ``skewguard monitor`` in its own process (``options`` passed on) and return its JSON summary."""
-    command = [
-        sys.executable,
-        "-m",
-        "skewguard",
-        "monitor",
-        name,
-        "--out",
-        out_dir,
-        "--min-rows",
-        str(min_rows),
-    ]
+    command = [sys.executable, "-m", "skewguard", "monitor", name, "--out", out_dir]
+    command += ["--min-rows", str(min_rows)] if min_rows else []
     command += ["--last", str(last)] if last else []
     for column in watch:
         command += ["--watch", column]
@@ -82,31 +80,74 @@ def monitor_served(
 
 
 @task(cache_policy=NO_CACHE)
-def compare_cascades(
-    champion: str, candidate: str, training_path: str, metric: Metric, holdout: float
-) -> dict[str, Any]:
-    """Both cascades' scores on the newest ``holdout`` share of the labeled data, as served (ONNX)."""
-    _, recent = split_by_time(load_training_set(training_path), holdout)
-    y = recent[cascade.TARGET].to_numpy()
+def compare_cascades(champion: str, candidate: str, home: str, metric: Metric) -> dict[str, Any]:
+    """Both cascades' scores on the newest held-out share of the candidate's training set, as served."""
+    newer = load_manifest(candidate)
+    reference = newer.reference
+    if reference is None or reference.time_column is None:
+        raise ConfigError(f"Candidate {candidate} records no reference set to compare on.", field="reference")
+    _, recent = split_by_time(load_reference(newer, Path(home)), reference.time_column, reference.holdout)
+    target = _final_target(newer)
     figures: dict[str, Any] = {
-        "window": {
-            "rows": len(recent),
-            "from": recent["order_ts"].min().isoformat(),
-            "to": recent["order_ts"].max().isoformat(),
-        }
+        "metric": resolve_metric(metric, newer, recent[target]),
+        "window": _window(recent, reference.time_column),
     }
     for role, tag in (("champion", champion), ("candidate", candidate)):
-        outputs = replay_cascade(load_manifest(tag), recent)
-        proba = np.array([float(p.get("1", 0.0)) for p in outputs.probabilities])
-        figures[role] = {"tag": tag} | dataclasses.asdict(cascade.score(y, proba))
+        outputs = replay_cascade(load_manifest(tag), _decoded(recent))
+        figures[role] = {"tag": tag} | cascade.score(recent[target].to_numpy(), _answers(outputs), newer.task)
     return figures
 
 
-def beats(figures: dict[str, Any], metric: Metric, margin: float) -> tuple[bool, str]:
-    """Whether the candidate beats the champion on ``metric`` by at least ``margin``, and why."""
-    champ, cand = figures["champion"][metric], figures["candidate"][metric]
+def resolve_metric(metric: Metric, manifest: CascadeManifest, y: pd.Series) -> str:
+    """``auto``: ROC AUC for two classes, log loss for more, MAE for a regression."""
+    if metric != "auto":
+        return metric
+    if manifest.task == "regression":
+        return "mae"
+    return "roc_auc" if y.nunique() == 2 else "log_loss"
+
+
+def _final_target(manifest: CascadeManifest) -> str:
+    if manifest.target is None:
+        raise ConfigError(f"Cascade {manifest.tag} records no target column to score on.", field="target")
+    return manifest.target
+
+
+def _decoded(frame: pd.DataFrame) -> pd.DataFrame:
+    from skewguard.bentos.images import decode_image
+
+    out = frame.copy()
+    for column in out.columns:
+        first = next((v for v in out[column] if v is not None), None)
+        if isinstance(first, bytes | bytearray):
+            out[column] = [decode_image(bytes(v), field=str(column)) for v in out[column]]
+    return out
+
+
+def _answers(outputs: Any) -> pd.DataFrame:
+    """Replayed outputs in the shape ``cascade.score`` reads: prediction and ``proba_<class>``."""
+    frame = pd.DataFrame({"prediction": list(outputs.prediction)})
+    probabilities = [p for p in outputs.probabilities if p is not None]
+    if probabilities and len(probabilities) == len(frame):
+        for key in probabilities[0]:
+            frame[f"proba_{key}"] = [p.get(key, 0.0) for p in probabilities]
+    return frame
+
+
+def _window(frame: pd.DataFrame, time_column: str) -> dict[str, Any]:
+    return {
+        "rows": len(frame),
+        "from": frame[time_column].min().isoformat(),
+        "to": frame[time_column].max().isoformat(),
+    }
+
+
+def beats(figures: dict[str, Any], margin: float) -> tuple[bool, str]:
+    """Whether the candidate beats the champion on the figures' metric by at least ``margin``, and why."""
+    metric = figures["metric"]
+    champ, cand = figures["champion"].get(metric), figures["candidate"].get(metric)
     if champ is None or cand is None:
-        return False, f"{metric} undefined on the window (one class only)"
+        return False, f"{metric} undefined on the window (one class only, or too few rows)"
     gain = (champ - cand) if metric in _LOWER_IS_BETTER else (cand - champ)
     verdict = "beats" if gain >= margin else "does not beat"
     return gain >= margin, (
@@ -134,20 +175,25 @@ def reload_gateway(gateway_url: str | None, token: str | None, name: str, expect
 
 @flow(name="retrain_if_drifted", log_prints=True)
 def retrain_if_drifted(
-    name: str = "returns",
+    name: str,
     *,
+    file: str | None = None,
     last: int | None = None,
-    min_rows: int = 500,
+    min_rows: int | None = None,
     watch: Sequence[str] = (),
     monitor_options: Sequence[str] = (),
     margin: float = 0.005,
-    metric: Metric = "roc_auc",
+    metric: Metric = "auto",
     force: bool = False,
     gateway_url: str | None = None,
-    train_options: dict[str, Any] | None = None,
+    token: str | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Retrain cascade ``name`` when served traffic drifted; promote the candidate only if it is better."""
-    settings = Settings.from_env()
+    """Retrain cascade ``name`` when served traffic drifted; promote the candidate only if it is better.
+
+    The candidate is trained from ``file``, else from the cascade file the champion was trained from.
+    """
+    settings = settings or Settings.from_env()
     if margin < 0:
         raise ConfigError(f"margin is {margin}; expected 0 or more.", field="margin")
     decision: dict[str, Any] = {
@@ -156,7 +202,14 @@ def retrain_if_drifted(
         "champion": champion_tag(name),
     }
     if decision["champion"] is None:
-        raise ConfigError(f"No champion cascade named {name!r}; run `skewguard train` first.", field="name")
+        raise ConfigError(
+            f"No champion cascade named {name!r}; run `skewguard train -f` first.", field="name"
+        )
+    source = file or load_manifest(decision["champion"]).source_file
+    if source is None or not Path(source).is_file():
+        raise ConfigError(
+            f"Cascade {name!r}: its cascade file {source!r} is not there; give it with -f.", field="file"
+        )
     out_dir = settings.home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     summary = monitor_served(name, str(out_dir), last, min_rows, list(watch), list(monitor_options))
     verdict = summary["verdict"]
@@ -168,29 +221,21 @@ def retrain_if_drifted(
     }
     if not force and (why := no_retrain_reason(verdict)):
         return _record(settings, decision | {"decision": "no retrain", "reasons": [why]})
-    options: dict[str, Any] = {"image": _takes_images(decision["champion"])} | dict(train_options or {})
     try:
-        trained = train_cascade(name, **options)
+        trained = train_cascade(source, settings=settings)
     except SkewguardError as exc:  # e.g. the parity gate refused a model
         _record(settings, decision | {"decision": "kept champion", "reasons": [f"training failed: {exc}"]})
         raise
     candidate = trained["manifest"]
     decision |= {"candidate": candidate, "training_figures": trained["figures"]}
-    training_path = str(settings.home / "training" / trained["figures"]["training_set"])
-    holdout = float(trained["figures"].get("holdout", 0.2))
-    figures = compare_cascades(decision["champion"], candidate, training_path, metric, holdout)
-    better, why = beats(figures, metric, margin)
-    decision |= {"comparison": figures, "metric": metric, "margin": margin}
+    figures = compare_cascades(decision["champion"], candidate, str(settings.home), metric)
+    better, why = beats(figures, margin)
+    decision |= {"comparison": figures, "metric": figures["metric"], "margin": margin}
     if not better:
         return _record(settings, decision | {"decision": "kept champion", "reasons": [why]})
     promote(candidate)
-    reloaded = reload_gateway(gateway_url, os.environ.get("SKEWGUARD_API_TOKEN") or None, name, candidate)
+    reloaded = reload_gateway(gateway_url, token, name, candidate)
     return _record(settings, decision | {"decision": "promoted", "reasons": [why, reloaded]})
-
-
-def _takes_images(tag: str) -> bool:
-    """Whether the cascade reads an image: its candidate must take the same inputs."""
-    return any(field.kind == "image" for field in load_manifest(tag).spec())
 
 
 def no_retrain_reason(verdict: dict[str, Any]) -> str | None:
@@ -220,7 +265,7 @@ def scheduled_deployment(cron: str, parameters: dict[str, Any]) -> Any:
     """
     try:
         return retrain_if_drifted.to_deployment(
-            name=f"retrain-{parameters.get('name', 'returns')}", cron=cron, parameters=parameters
+            name=f"retrain-{parameters['name']}", cron=cron, parameters=parameters
         )
     except ValueError as exc:  # a bad cron line
         raise ConfigError(f"Schedule {cron!r} is not a valid cron line: {exc}", field="schedule") from exc

@@ -1,5 +1,5 @@
-"""``python -m skewguard``: the CLI, for child processes that must use this interpreter."""
+"""``python -m skewguard``: the program, for child processes that must use this interpreter."""
 
-from skewguard.cli import main
+from skewguard.entry import main
 
 main()

@@ -1,8 +1,18 @@
-"""The ``skewguard`` command line: wiring only; each command imports its package lazily."""
+"""The ``skewguard`` command line: the group, and the commands that turn pipelines into stored models.
+
+Wiring only: each command imports its package lazily, so ``skewguard --help`` stays quick.
+The settings are read from ``SKEWGUARD_*`` once, here, and handed to every command.
+
+    skewguard schema | train -f | package | models | bento build|serve | features apply|materialize -f
+    skewguard cascade list|show|compose|promote|rollback     (skewguard.cli_cascades)
+    skewguard serve | monitor | retrain | demo-traffic | reports serve | log prune   (skewguard.cli_ops)
+    skewguard demo-data | examples list|copy                  (skewguard.cli_examples)
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import sys
@@ -13,15 +23,13 @@ from typing import Any
 
 import click
 
-from skewguard.cli_ops import EXAMPLE_REQUEST
+from skewguard.cli_options import CASCADE_FILE
 from skewguard.errors import ConfigError, SkewguardError
 from skewguard.settings import Settings
 
 
 def main() -> None:
     """Entry point: run the CLI and print skewguard errors as one readable line."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party noise on a terminal
-    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         cli(standalone_mode=True)
     except SkewguardError as exc:
@@ -30,9 +38,12 @@ def main() -> None:
 
 
 @click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Show the libraries' own logs and warnings.")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
-    """skewguard: sklearn pipelines as verified ONNX graphs, served with a skew guard."""
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """skewguard: sklearn pipelines as verified ONNX graphs, served as cascades with a skew guard."""
+    if not verbose:
+        quiet_third_parties()
     settings = Settings.from_env()
     settings.export_environment()
     from skewguard.bentos.aliases import configure
@@ -41,102 +52,76 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = settings
 
 
-@cli.command("demo-data")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder (default: <home>/data).")
-@click.option("--orders", "n_orders", default=20_000, show_default=True, help="Number of orders.")
-@click.option("--customers", "n_customers", default=2_000, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--if-missing", is_flag=True, help="Do nothing when the data already exists.")
-@click.pass_obj
-def demo_data(
-    settings: Settings, out: Path | None, n_orders: int, n_customers: int, seed: int, if_missing: bool
-) -> None:
-    """Generate the seeded 'marketplace returns' demo data (orders + customer_stats)."""
-    from skewguard.pipeline.demo_data import generate_demo_data, write_demo_data
-
-    folder = out or settings.data_dir
-    if if_missing and (folder / "orders.parquet").exists():
-        click.echo(f"demo data already in {folder}")
-        return
-    data = generate_demo_data(n_orders=n_orders, n_customers=n_customers, seed=seed)
-    paths = write_demo_data(data, folder)
-    paths["example request"] = _write_example_request(settings, data.orders)
-    for name, path in paths.items():
-        click.echo(f"wrote {name}: {path}")
+def quiet_third_parties() -> None:
+    """Keep the libraries' deprecation warnings, INFO logs and colours out of a user's terminal."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="feast")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_COLORS", "false")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # Prefect's server process too
+    logging.getLogger("feast").setLevel(logging.WARNING)
 
 
-@cli.command("demo-model")
-@click.option("--head", type=click.Choice(["hgb", "lr", "rf"]), default="hgb", show_default=True)
-@click.option("--name", default="returns-demo", show_default=True)
-@click.option("--if-missing", is_flag=True, help="Do nothing when a model of that name is stored.")
-@click.pass_obj
-def demo_model(settings: Settings, head: str, name: str, if_missing: bool) -> None:
-    """Train the demo multimodal 'returned' model on the demo data and package it."""
-    from skewguard.bentos.store import list_models
-    from skewguard.pipeline.demo_data import load_demo_data
-    from skewguard.pipeline.returns_model import train_and_package
+@cli.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of the cascade file (for editors and CI)."""
+    from skewguard.pipeline.cascade_file import schema as cascade_schema
 
-    if if_missing and list_models(name):
-        click.echo(f"model {list_models(name)[0]} already in the store")
-        return
-    tag = train_and_package(load_demo_data(settings.data_dir), head=head, name=name)  # type: ignore[arg-type]
-    click.echo(tag)
+    click.echo(json.dumps(cascade_schema(), indent=2))
 
 
 @cli.command("train")
-@click.option("--name", default="returns", show_default=True, help="Cascade name.")
-@click.option("--head", type=click.Choice(["hgb", "lr", "rf"]), default="hgb", show_default=True)
-@click.option("--threshold", default="0.5", show_default=True, help="Routing threshold, or 'max_f1'.")
-@click.option(
-    "--orders", "n_orders", default=20_000, show_default=True, help="Demo orders if data is missing."
-)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--if-missing", is_flag=True, help="Do nothing when the cascade has a champion.")
-@click.option(
-    "--no-image",
-    "no_image",
-    is_flag=True,
-    help="Leave the photo out: a tabular+text cascade (no image input).",
-)
-def train(
-    name: str, head: str, threshold: str, n_orders: int, seed: int, if_missing: bool, no_image: bool
-) -> None:
-    """Run the train_cascade Prefect flow and print the evaluation figures."""
-    if if_missing:
-        from skewguard.bentos.manifest import champion_tag
-
-        if (tag := champion_tag(name)) is not None:
-            click.echo(f"cascade {name} already has a champion: {tag}")
-            return
+@CASCADE_FILE
+@click.option("--if-missing", is_flag=True, help="Do nothing when the cascade already has a champion.")
+@click.pass_obj
+def train(settings: Settings, file: Path, if_missing: bool) -> None:
+    """Train the cascade a cascade file declares (the train_cascade Prefect flow); print its figures."""
+    from skewguard.bentos.manifest import champion_tag
+    from skewguard.pipeline.cascade_file import load_cascade_file
     from skewguard.pipeline.flows import train_cascade
 
-    choice: Any = threshold if threshold == "max_f1" else float(threshold)
-    result = train_cascade(  # type: ignore[call-overload]
-        name, n_orders=n_orders, seed=seed, head=head, threshold=choice, image=not no_image
-    )
+    name = load_cascade_file(file).spec.name
+    if if_missing and (tag := champion_tag(name)) is not None:
+        click.echo(f"cascade {name} already has a champion: {tag}")
+        return
+    click.echo(f"training cascade {name} from {file} (the first run takes a few minutes; -v shows each step)")
+    result = train_cascade(file, settings=settings)
     click.echo(format_figures(result))
 
 
 def format_figures(result: dict[str, Any]) -> str:
-    """The evaluation table `skewguard train` ends with."""
+    """The evaluation table `skewguard train` ends with: every system, overall and per branch."""
     figures = result["figures"]
     lines = [
         f"cascade {result['manifest']} ({result['status']}); models: "
-        + ", ".join(f"{role}={tag}" for role, tag in result["models"].items()),
-        f"routing threshold {figures['threshold']['value']:g} ({figures['threshold']['reason']})",
-        "",
-        f"{'held-out slice':<30}{'ROC AUC':>9}{'log loss':>10}{'accuracy':>10}{'rows':>8}",
+        + ", ".join(f"{role}={tag}" for role, tag in result["models"].items())
     ]
+    if "threshold" in figures and figures["threshold"]["value"] is not None:
+        lines.append(
+            f"routing threshold {figures['threshold']['value']:.4g} ({figures['threshold']['reason']})"
+        )
+    metrics = _metric_names(figures["cascade"])
+    lines += ["", f"{'held-out slice':<32}" + "".join(f"{m:>10}" for m in metrics) + f"{'rows':>8}"]
     for system in ("cascade", "monolithic", "true_label_cascade"):
-        for part, scores in [("overall", figures[system]["overall"]), *figures[system]["branches"].items()]:
-            label = f"{system} {part}" if part != "overall" else system
-            lines.append(
-                f"{label:<30}{_fmt(scores['roc_auc']):>9}{_fmt(scores['log_loss']):>10}"
-                f"{_fmt(scores['accuracy']):>10}{scores['n_rows']:>8}"
-            )
+        if system not in figures:
+            continue
+        scopes = [("", figures[system]["overall"]), *figures[system]["branches"].items()]
+        for part, scores in scopes:
+            if scores is None:
+                continue
+            label = f"{system} {part}".strip()
+            values = "".join(f"{_fmt(scores.get(m)):>10}" for m in metrics)
+            lines.append(f"{label:<32}{values}{scores.get('n_rows', 0):>8}")
     cached = sorted(task for task, state in result["task_states"].items() if state == "Cached")
     lines.append(f"cached tasks: {', '.join(cached) or 'none'}")
     return "\n".join(lines)
+
+
+def _metric_names(system: dict[str, Any]) -> list[str]:
+    scores = system["overall"] or next(iter(system["branches"].values()))
+    order = ("roc_auc", "log_loss", "accuracy", "mae", "rmse", "r2")
+    return [name for name in order if name in scores]
 
 
 def _fmt(value: float | None) -> str:
@@ -219,7 +204,7 @@ def bento() -> None:
 
 
 @bento.command("build")
-@click.option("--model", "tag", default="returns-demo:latest", show_default=True)
+@click.option("--model", "tag", required=True, help="A packaged model's tag (name:version or name:latest).")
 def bento_build(tag: str) -> None:
     """Build a Bento for a packaged model; print its tag."""
     from skewguard.bentos.bento import build_bento
@@ -228,12 +213,11 @@ def bento_build(tag: str) -> None:
 
 
 @bento.command("serve")
-@click.option("--model", "tag", default="returns-demo:latest", show_default=True)
+@click.option("--model", "tag", required=True, help="A packaged model's tag (name:version or name:latest).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 def bento_serve(tag: str, host: str, port: int) -> None:
     """Build the model's Bento and serve it with `bentoml serve` (POST /predict)."""
-
     from skewguard.bentos.bento import build_bento, serve_command
 
     command = serve_command(build_bento(tag), port, host=host)
@@ -243,135 +227,80 @@ def bento_serve(tag: str, host: str, port: int) -> None:
 
 @cli.group("features")
 def features() -> None:
-    """The Feast feature store: register the definitions, fill the online store."""
+    """A cascade's Feast features: register its repository, fill the online store."""
 
 
 @features.command("apply")
+@CASCADE_FILE
 @click.pass_obj
-def features_apply(settings: Settings) -> None:
-    """Register feature_repo/definitions.py in the configured store."""
-    from skewguard.pipeline.features import FeastConfig, apply_features
+def features_apply(settings: Settings, file: Path) -> None:
+    """Register the cascade's Feast repository in its project."""
+    from skewguard.featurestore.repository import apply_repository
 
-    for name in apply_features(FeastConfig.from_settings(settings)):
+    config = _feast_config(settings, file)
+    for name in apply_repository(config):
         click.echo(f"applied {name}")
+    click.echo(f"feature project {config.project} ready ({config.describe()})")
 
 
 @features.command("materialize")
+@CASCADE_FILE
 @click.option(
     "--end",
     type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
     default=None,
-    help="As of (UTC). Default: just after the newest snapshot in the data.",
+    help="As of (UTC). Default: just after the newest snapshot in the views' sources.",
 )
 @click.option(
     "--start",
     type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
     default=None,
-    help="Default: end minus the feature view's TTL.",
+    help="Default: end minus each feature view's TTL.",
 )
 @click.pass_obj
-def features_materialize(settings: Settings, end: datetime | None, start: datetime | None) -> None:
-    """Write each customer's latest snapshot in [start, end] to the online store."""
-    from skewguard.pipeline.features import FeastConfig, latest_event_time, materialize_features
+def features_materialize(
+    settings: Settings, file: Path, end: datetime | None, start: datetime | None
+) -> None:
+    """Write each entity's latest snapshot in [start, end] of the cascade's views to the online store."""
+    from skewguard.featurestore.repository import latest_event_time, materialize, resolve_features
+    from skewguard.pipeline.cascade_file import load_cascade_file
 
-    config = FeastConfig.from_settings(settings)
-    done = materialize_features(config, end=end or latest_event_time(config), start=start)
+    config = _feast_config(settings, file)
+    section = load_cascade_file(file).spec.features
+    if section is None:
+        raise ConfigError(f"{file} has no features section: nothing to materialize.", field="features")
+    selection = resolve_features(
+        config, entity_key=section.entity_key, service=section.service, refs=section.refs
+    )
+    views = sorted({ref.split(":")[0] for ref in selection.refs.values()})
+    click.echo(f"materializing {', '.join(views)} into {config.describe()} ...")
+    done = materialize(config, views, end=end or latest_event_time(config, views), start=start)
     click.echo(
-        f"materialized {done.feature_view} {done.start:%Y-%m-%d %H:%M} .. {done.end:%Y-%m-%d %H:%M} "
+        f"materialized {', '.join(done.views)} {done.start:%Y-%m-%d %H:%M} .. {done.end:%Y-%m-%d %H:%M} "
         f"into {done.online_store}"
     )
 
 
-def _write_example_request(settings: Settings, orders: Any) -> Path:
-    """A real request body from the demo data, for the curl example `serve` prints."""
-    from skewguard.pipeline.demo_data import request_row
+def _feast_config(settings: Settings, file: Path) -> Any:
+    from skewguard.featurestore.connection import FeastConfig, project_name
+    from skewguard.pipeline.cascade_file import load_cascade_file
 
-    row = request_row(orders.iloc[-1])
-    path = settings.home / EXAMPLE_REQUEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": [row]}))
-    return path
-
-
-@cli.command("monitor")
-@click.argument("name", default="returns")
-@click.option("--since", type=float, default=None, help="Only rows logged after this epoch second.")
-@click.option("--last", type=int, default=None, help="Only the newest N logged rows.")
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Default: a new <home>/reports/<UTC time>."
-)
-@click.option("--min-rows", default=500, show_default=True, help="Fewer served rows: no verdict.")
-@click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict (default: all).")
-@click.option(
-    "--skew/--no-skew",
-    default=True,
-    show_default=True,
-    help="Compare served online features with Feast's point-in-time offline values "
-    "(--no-skew when Feast is not set up).",
-)
-@click.option("--skew-threshold", default=0.01, show_default=True, help="Mismatching share that is skew.")
-@click.option(
-    "--skew-at", default=None, help="Request field with the time to compare at (default: serving time)."
-)
-def monitor(
-    name: str,
-    since: float | None,
-    last: int | None,
-    out: Path | None,
-    min_rows: int,
-    watch: tuple[str, ...],
-    skew: bool,
-    skew_threshold: float,
-    skew_at: str | None,
-) -> None:
-    """Compare served traffic with the champion's training data (Evidently); exit 1 on drift or skew."""
-    import pandas as pd
-
-    from skewguard.bentos.feature_store import FeastConfig
-    from skewguard.bentos.manifest import champion
-    from skewguard.gateway.predlog import read_records
-    from skewguard.gateway.settings import GatewaySettings
-    from skewguard.monitoring.job import check_drift, training_set_of
-    from skewguard.monitoring.skew import FeastOfflineFeatures, SkewCheck, SkewPolicy
-    from skewguard.monitoring.verdict import DriftPolicy
-
-    settings = GatewaySettings.from_env()
-    manifest = champion(name)
-    if manifest is None:
-        raise ConfigError(f"No champion cascade named {name!r}; run `skewguard train`.", field="name")
-    records = read_records(settings.prediction_log_url, since=since)
-    if last is not None:
-        records = records[-last:]
-    training = pd.read_parquet(training_set_of(manifest, settings.home))
-    policy = DriftPolicy(min_rows=min_rows, watched=frozenset(watch) if watch else None)
-    offline = FeastOfflineFeatures(FeastConfig.from_settings(settings))
-    check = SkewCheck(offline, SkewPolicy(max_mismatch_rate=skew_threshold), skew_at) if skew else None
-    result = check_drift(
-        records, training, manifest, out or _new_run_folder(settings.home), policy=policy, skew=check
-    )
-    verdict = result.summary.verdict
-    click.echo(f"{len(records)} served rows of {name}; drift: {verdict.drift}")
-    for reason in verdict.reasons:
-        click.echo(f"  - {reason}")
-    if result.skew is not None:
-        click.echo(f"feature skew: {', '.join(result.skew.skewed_features) or 'none'}")
-    click.echo(f"report: {result.html}\nsummary: {result.summary_json}\nmetrics: {result.metrics}")
-    if verdict.drift:
-        sys.exit(1)
+    loaded = load_cascade_file(file)
+    if loaded.spec.features is None:
+        raise loaded.error("features", "this cascade reads no online features.")
+    repo = loaded.resolve(loaded.spec.features.repository)
+    return FeastConfig.for_project(settings, project_name(settings, loaded.spec.name), repo)
 
 
-def _new_run_folder(home: Path) -> Path:
-    """A folder per monitor run, so `skewguard reports serve` lists the history."""
-    from datetime import UTC
+def _register_commands() -> None:
+    from skewguard.cli_cascades import cascade
+    from skewguard.cli_examples import demo_data, examples
+    from skewguard.cli_ops import demo_traffic, import_champion, log, monitor, reports, retrain, serve
 
-    return home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _register_operator_commands() -> None:
-    from skewguard.cli_ops import demo_traffic, import_champion, log, reports, retrain, serve
-
-    for command in (serve, retrain, demo_traffic, reports, log, import_champion):
+    for command in (cascade, demo_data, examples, serve, monitor, retrain, demo_traffic, reports, log):
+        cli.add_command(command)
+    for command in (import_champion,):
         cli.add_command(command)
 
 
-_register_operator_commands()
+_register_commands()

@@ -1,10 +1,11 @@
-"""Operator commands: serve, retrain, demo traffic, reports index, the log's retention, the
-champion's import from the model export (``skewguard.cli`` registers them)."""
+"""Operator commands: serve, monitor, retrain, demo traffic, the reports index, the log's retention,
+the champion's import from the model export."""
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,12 +13,10 @@ from typing import Any
 
 import click
 
-from skewguard.entry import run_optimized
+from skewguard.cli_examples import REQUESTS_DIR
+from skewguard.cli_options import OPTIONAL_CASCADE_FILE
 from skewguard.errors import ConfigError
 from skewguard.settings import Settings
-
-EXAMPLE_REQUEST = "example-request.json"
-"""In the home: a real request body from the demo data, for the curl example `serve` prints."""
 
 
 @click.command("serve")
@@ -25,90 +24,171 @@ EXAMPLE_REQUEST = "example-request.json"
 @click.option("--port", type=int, default=None, help="Default: SKEWGUARD_PORT or 8000.")
 def serve(host: str | None, port: int | None) -> None:
     """Serve the champion cascades through the gateway (POST /v1/cascades/{name}/predict)."""
-    run_optimized()  # `python -m skewguard serve` comes here without -O
     from skewguard.gateway.server import serve as run_gateway
     from skewguard.gateway.settings import GatewaySettings
 
     settings = GatewaySettings.from_env()
     settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
-    base = f"http://{_reachable(settings.host)}:{settings.port}"
-    click.echo(f"gateway on {base}  (docs: {base}/docs)")
-    example = settings.home / EXAMPLE_REQUEST
-    if example.exists():
-        where, body = _body_path(example)
-        click.echo(
-            f"try{where}:  curl -s {base}/v1/cascades/{settings.cascade_names[0]}/predict "
-            f"-H 'content-type: application/json' -d @{body}"
-        )
-    run_gateway(settings)
+    run_gateway(settings, announce=lambda names: click.echo(_ready_message(settings, names)))
 
 
-def _reachable(host: str) -> str:
-    """The address a client on this machine uses for a gateway bound to ``host``."""
-    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+def _ready_message(settings: Any, names: list[str]) -> str:
+    """What `serve` prints once it answers: where, and a curl per cascade with a request to try."""
+    base = f"http://{settings.display_host}:{settings.port}"
+    lines = [f"gateway ready on {base}, serving {', '.join(names) or 'no cascade'}  (docs: {base}/docs)"]
+    auth = " -H 'authorization: Bearer $SKEWGUARD_API_TOKEN'" if settings.api_token else ""
+    for name in names:
+        example = settings.home / REQUESTS_DIR / f"{name}.json"
+        if example.exists():
+            where, body = _body_path(example, settings.home)
+            lines.append(
+                f"try{where}:  curl -s {base}/v1/cascades/{name}/predict -H 'content-type: application/json'"
+                f"{auth} -d @{body}"
+            )
+    return "\n".join(lines)
 
 
-def _body_path(example: Path) -> tuple[str, Path]:
+@click.command("monitor")
+@click.argument("name", required=False)
+@OPTIONAL_CASCADE_FILE
+@click.option("--since", type=float, default=None, help="Only rows logged after this epoch second.")
+@click.option("--last", type=int, default=None, help="Only the newest N logged rows.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Default: a new <home>/reports/<UTC time>."
+)
+@click.option("--min-rows", type=int, default=None, help="Fewer served rows: no verdict [cascade's default].")
+@click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict [cascade's default].")
+@click.option(
+    "--skew/--no-skew",
+    default=True,
+    show_default=True,
+    help="Compare served online features with Feast's point-in-time offline values.",
+)
+@click.option(
+    "--skew-threshold", type=float, default=None, help="Mismatching share that is skew [cascade's]."
+)
+@click.option(
+    "--skew-at", default=None, help="Request field with the time to compare at [the event time field]."
+)
+def monitor(
+    name: str | None,
+    file: Path | None,
+    since: float | None,
+    last: int | None,
+    out: Path | None,
+    min_rows: int | None,
+    watch: tuple[str, ...],
+    skew: bool,
+    skew_threshold: float | None,
+    skew_at: str | None,
+) -> None:
+    """Compare served traffic with the champion's training data (Evidently); exit 1 on drift or skew."""
+    from skewguard.gateway.settings import GatewaySettings
+    from skewguard.monitoring.job import run_monitor
+    from skewguard.predictionlog.records import read_records
+
+    settings = GatewaySettings.from_env()
+    cascade = cascade_name(name, file)
+    records = read_records(settings.prediction_log_url, since=since)
+    if last is not None:
+        records = records[-last:]
+    result = run_monitor(
+        cascade,
+        records,
+        settings,
+        out or new_run_folder(settings.home),
+        skew=skew,
+        min_rows=min_rows,
+        watch=watch or None,
+        skew_threshold=skew_threshold,
+        skew_at=skew_at,
+    )
+    verdict = result.summary.verdict
+    click.echo(f"{len(records)} served rows of {cascade}; drift: {verdict.drift}")
+    for reason in verdict.reasons:
+        click.echo(f"  - {reason}")
+    if result.skew is not None:
+        click.echo(f"feature skew: {', '.join(result.skew.skewed_features) or 'none'}")
+    click.echo(f"report: {result.html}\nsummary: {result.summary_json}\nmetrics: {result.metrics}")
+    if verdict.drift:
+        sys.exit(1)
+
+
+def cascade_name(name: str | None, file: Path | None) -> str:
+    """The cascade a command acts on: NAME, or the name in the cascade file (exactly one of them)."""
+    if (name is None) == (file is None):
+        raise click.UsageError("Give a cascade NAME or -f <cascade file>, not both and not neither.")
+    if file is None:
+        assert name is not None
+        return name
+    from skewguard.pipeline.cascade_file import load_cascade_file
+
+    return load_cascade_file(file).spec.name
+
+
+def new_run_folder(home: Path) -> Path:
+    """A folder per monitor run, so `skewguard reports serve` lists the history."""
+    return home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _body_path(example: Path, home: Path) -> tuple[str, Path]:
     """How to name the example body: relative to where serve started, else to the home folder.
 
     In a container the home is a path inside it (the operator mounted their own folder
-    there), which means nothing on the operator's side: name the file in the home instead.
+    there), which means nothing on the operator's side: name the file from the home instead.
     """
     try:
         return "", example.resolve().relative_to(Path.cwd())
     except ValueError:
-        return " (in your skewguard home folder)", Path(example.name)
+        return " (from your skewguard home folder)", example.relative_to(home)
 
 
 @click.command("retrain")
-@click.argument("name", default="returns")
+@click.argument("name", required=False)
+@OPTIONAL_CASCADE_FILE
 @click.option("--last", type=int, default=None, help="Monitor the newest N logged rows (default: all).")
-@click.option("--min-rows", default=500, show_default=True, help="Fewer served rows: no verdict, no retrain.")
-@click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict (default: all).")
+@click.option("--min-rows", type=int, default=None, help="Fewer served rows: no verdict, no retrain.")
+@click.option("--watch", multiple=True, help="Columns whose drift alone makes a verdict [cascade's default].")
 @click.option("--skew-at", default=None, help="Passed to the monitor: request field with the feature time.")
 @click.option("--margin", default=0.005, show_default=True, help="How much better the candidate must be.")
 @click.option(
-    "--metric", type=click.Choice(["roc_auc", "log_loss", "accuracy"]), default="roc_auc", show_default=True
+    "--metric",
+    type=click.Choice(["auto", "roc_auc", "log_loss", "accuracy", "mae", "rmse", "r2"]),
+    default="auto",
+    show_default=True,
+    help="auto: ROC AUC (two classes), log loss (more), MAE (regression).",
 )
 @click.option("--force", is_flag=True, help="Train a candidate even without drift (the gate still applies).")
 @click.option("--gateway-url", default=None, help="Gateway to reload after a promotion (admin endpoint).")
 @click.option("--schedule", default=None, help="A cron line: serve the flow as a Prefect deployment on it.")
+@click.pass_obj
 def retrain(
-    name: str,
-    last: int | None,
-    min_rows: int,
-    watch: tuple[str, ...],
-    skew_at: str | None,
-    margin: float,
-    metric: str,
-    force: bool,
-    gateway_url: str | None,
-    schedule: str | None,
+    settings: Settings, /, name: str | None, file: Path | None, schedule: str | None, **options: Any
 ) -> None:
     """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate."""
-    from skewguard.pipeline.retrain import retrain_if_drifted
+    from skewguard.pipeline.retrain import retrain_if_drifted, scheduled_deployment
 
     parameters: dict[str, Any] = {
-        "name": name,
-        "last": last,
-        "min_rows": min_rows,
-        "watch": list(watch),
-        "monitor_options": ["--skew-at", skew_at] if skew_at else [],
-        "margin": margin,
-        "metric": metric,
-        "force": force,
-        "gateway_url": gateway_url,
+        "name": cascade_name(name, file),
+        "file": str(file) if file else None,
+        "last": options["last"],
+        "min_rows": options["min_rows"],
+        "watch": list(options["watch"]),
+        "monitor_options": ["--skew-at", options["skew_at"]] if options["skew_at"] else [],
+        "margin": options["margin"],
+        "metric": options["metric"],
+        "force": options["force"],
+        "gateway_url": options["gateway_url"],
+        "token": os.environ.get("SKEWGUARD_API_TOKEN") or None,
     }
     if schedule:
         from prefect import serve as serve_deployments
-
-        from skewguard.pipeline.retrain import scheduled_deployment
 
         deployment = scheduled_deployment(schedule, parameters)
         click.echo(f"serving {deployment.name} on the schedule {schedule!r} (Ctrl-C stops)")
         serve_deployments(deployment)
         return
-    decision = retrain_if_drifted(**parameters)
+    decision = retrain_if_drifted(**parameters, settings=settings)
     click.echo(f"decision: {decision['decision']}")
     for reason in decision.get("reasons", []):
         click.echo(f"  - {reason}")
@@ -116,6 +196,13 @@ def retrain(
 
 @click.command("demo-traffic")
 @click.argument("name", default="returns")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The returns example's folder (default: the shipped one).",
+)
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The gateway.")
 @click.option("--orders", "n_orders", default=1_500, show_default=True, help="Orders to send.")
 @click.option("--days", default=14, show_default=True, help="Days the orders span (after the labeled data).")
@@ -125,38 +212,33 @@ def retrain(
 @click.option("--vocabulary-shift", default=0.0, show_default=True, help="Share of words never seen.")
 @click.option("--send/--no-send", default=True, show_default=True, help="Send the orders to the gateway.")
 @click.option("--label", is_flag=True, help="Then add the orders with their labels to the labeled data.")
-@click.pass_obj
 def demo_traffic(
-    settings: Settings,
-    name: str,
-    url: str,
-    n_orders: int,
-    days: int,
-    seed: int,
-    price_inflation: float,
-    unseen_category: float,
-    vocabulary_shift: float,
-    send: bool,
-    label: bool,
+    name: str, folder: Path | None, n_orders: int, seed: int, send: bool, label: bool, **knobs: Any
 ) -> None:
-    """Send demo orders from after the training data to the gateway (optionally drifted)."""
-    from skewguard.pipeline.demo_data import DriftKnobs
-    from skewguard.pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
+    """Send the returns example's orders from after its training data to a gateway (optionally drifted)."""
+    from skewguard.cli_examples import example_dir
+    from skewguard.pipeline.cascade_file import import_from
 
-    knobs = DriftKnobs(
-        price_inflation=price_inflation,
-        unseen_category_share=unseen_category,
-        vocabulary_shift=vocabulary_shift,
+    folder = folder or example_dir("returns")
+    traffic, data = import_from(folder, "returns_traffic"), import_from(folder, "returns_data")
+    drift = data.DriftKnobs(
+        price_inflation=knobs["price_inflation"],
+        unseen_category_share=knobs["unseen_category"],
+        vocabulary_shift=knobs["vocabulary_shift"],
     )
-    batch = fresh_orders(settings.data_dir, n_orders=n_orders, days=days, seed=seed, knobs=knobs)
+    batch = traffic.fresh_orders(
+        folder / "data", n_orders=n_orders, days=knobs["days"], seed=seed, knobs=drift
+    )
     if send:
-        sent = send_orders(url, name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN"))
+        sent = traffic.send_orders(
+            knobs["url"], name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN")
+        )
         click.echo(
-            f"sent {n_orders} orders to {url}: "
+            f"sent {n_orders} orders to {knobs['url']}: "
             + ", ".join(f"{n}× HTTP {s}" for s, n in sent.statuses.items())
         )
     if label:
-        counts = append_labeled(settings.data_dir, batch)
+        counts = traffic.append_labeled(folder / "data", batch)
         click.echo(f"labels known: the labeled data now holds {counts['orders']} orders")
 
 
@@ -208,8 +290,8 @@ def log() -> None:
 )
 def log_prune(older_than: float | None) -> None:
     """Delete the logged rows served longer ago than an age (a running gateway keeps writing)."""
-    from skewguard.gateway.predlog_sql import open_store
     from skewguard.gateway.settings import GatewaySettings
+    from skewguard.predictionlog.store import open_store
 
     settings = GatewaySettings.from_env()
     age = older_than or settings.log_retention_seconds

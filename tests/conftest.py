@@ -20,8 +20,7 @@ os.environ.setdefault("LANG", "C.UTF-8")
 
 def package_cascade_models(demo: object, prefix: str, *, n_sample: int = 100) -> dict[str, str]:
     """A router and two specialists on the demo data, packaged for real (linear heads, fast)."""
-    from skewguard.bentos.package import package_model
-    from skewguard.pipeline.returns_model import (
+    from returns_models import (
         ENTITY_KEY,
         FEATURE_VIEW,
         ONLINE,
@@ -30,6 +29,8 @@ def package_cascade_models(demo: object, prefix: str, *, n_sample: int = 100) ->
         split_by_time,
         training_frame,
     )
+
+    from skewguard.bentos.package import package_model
 
     train, test = split_by_time(training_frame(demo))  # type: ignore[arg-type]
     columns, refs = feature_columns(), {feature: f"{FEATURE_VIEW}:{feature}" for feature in ONLINE}

@@ -47,9 +47,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AliasStore
 @pytest.mark.integration
 def test_a_cascade_has_no_alias_until_one_is_stored_and_then_reads_it_back(store: AliasStore) -> None:
     assert store.get("returns") is None
+    assert store.names() == []
     stored = store.update("returns", lambda current: _alias("cascade-returns:v1"))
     assert store.get("returns") == stored
     assert store.get("other") is None
+    assert store.names() == ["returns"]
 
 
 @pytest.mark.integration

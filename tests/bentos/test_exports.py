@@ -20,7 +20,8 @@ from skewguard.bentos.aliases import configured
 from skewguard.bentos.exports import archive_name, export_models, import_missing
 from skewguard.bentos.manifest import load_manifest, promote
 from skewguard.errors import ArtifactError, SharedStateUnavailable
-from tests.gateway.conftest import CASCADE, champion_tag, demo  # noqa: F401 - the session's fixtures
+from tests.deploy.conftest import CASCADE, champion_tag  # noqa: F401 - a promoted champion
+from tests.gateway.conftest import demo  # noqa: F401 - the session's demo data
 
 SKEWGUARD = Path(sys.executable).with_name("skewguard")
 
@@ -63,7 +64,9 @@ def test_a_promotion_exports_once_and_a_fresh_store_imports_the_champion(
     assert champion_tag in done.stdout
     assert (tmp_path / "fresh" / "bentoml" / "models" / f"cascade-{CASCADE}").is_dir()
 
-    router = export / archive_name(load_manifest(champion_tag).router.tag)
+    router_ref = load_manifest(champion_tag).router
+    assert router_ref is not None
+    router = export / archive_name(router_ref.tag)
     router.write_bytes(router.read_bytes()[:-1] + b"\0")  # changed after the promotion
     refused = _import_champion(tmp_path / "other", alias_url, export)
     assert refused.returncode == 2

@@ -9,6 +9,13 @@ from pathlib import Path
 
 import bentoml
 import pytest
+from returns_data import generate_demo_data
+from returns_models import (
+    ENTITY_KEY,
+    FEATURE_VIEW,
+    ONLINE,
+    feature_columns,
+)
 
 from skewguard.bentos.manifest import (
     ALIASES_FILE,
@@ -27,13 +34,6 @@ from skewguard.bentos.manifest import (
 from skewguard.bentos.spec import FieldSpec, InputSpec, OnlineFeature
 from skewguard.bentos.store import list_models
 from skewguard.errors import ArtifactError, ConfigError
-from skewguard.pipeline.demo_data import generate_demo_data
-from skewguard.pipeline.returns_model import (
-    ENTITY_KEY,
-    FEATURE_VIEW,
-    ONLINE,
-    feature_columns,
-)
 from tests.conftest import package_cascade_models
 
 SPEC = InputSpec(fields=(FieldSpec("price", "numeric", nullable=False),), entity_key="customer_id")

@@ -4,20 +4,19 @@ Podman runs a Deployment's pod as Kubernetes would, with its security context (u
 10001, read-only root filesystem, no capabilities), its emptyDir volumes and the state
 volume claim, so the manifests' own settings are what start the gateway: it imports the
 champion's models from the export on the (read-only) state volume into its emptyDir
-model store, reads the alias from Redis, the features from Feast and logs to PostgreSQL.
+model store, reads the alias from Redis and logs to PostgreSQL.
 
 What a cluster would provide is put in by the test, and nothing else is changed: the
-state volume is a podman volume filled with a trained home (Feast state and the model
-export); the Secret's values (podman 4.3 reads no Secret objects) become plain values;
-the image is the one ``.ci/run`` builds, used as present (``imagePullPolicy`` cannot pull
-a local image); and the pod uses the host's network on a free port, as containers must on
-this machine (so no port mapping). Podman runs no probes, so the test polls ``/readyz`` itself.
+state volume is a podman volume holding a model export, as the train Job leaves it; the
+Secret's values (podman 4.3 reads no Secret objects) become plain values; the image is the
+one ``.ci/run`` builds, used as present (``imagePullPolicy`` cannot pull a local image);
+and the pod uses the host's network on a free port, as containers must on this machine
+(so no port mapping). Podman runs no probes, so the test polls ``/readyz`` itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tarfile
 import time
 import uuid
@@ -31,12 +30,9 @@ import yaml
 
 from skewguard.bentos.aliases import configured
 from skewguard.bentos.manifest import promote
-from skewguard.pipeline.demo_data import DemoData, write_demo_data
-from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
-from skewguard.settings import Settings
 from tests.container import podman
-from tests.deploy.conftest import find, objects, render
-from tests.gateway.conftest import CASCADE, request_row
+from tests.deploy.conftest import CASCADE, find, objects, render
+from tests.gateway.conftest import request_row
 
 pytestmark = [
     pytest.mark.container,
@@ -62,23 +58,15 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def state_volume(
-    tmp_path_factory: pytest.TempPathFactory, demo: DemoData, champion_tag: str
-) -> Iterator[str]:
+def state_volume(tmp_path_factory: pytest.TempPathFactory, champion_tag: str) -> Iterator[str]:
     """A podman volume holding what the train Job leaves on the state volume, and the alias in Redis."""
     home = tmp_path_factory.mktemp("state")
-    write_demo_data(demo, home / "data")
-    config = FeastConfig.from_settings(Settings(home=home))
-    apply_features(config)
-    materialize_features(config, end=latest_event_time(config))
     namespace = f"t{uuid.uuid4().hex[:10]}"
     with configured(f"{ALIAS_URL}?namespace={namespace}", str(home / "exports")):
         promote(champion_tag)
-    shutil.rmtree(home / "data")  # the gateway needs the Feast state and the export only
     archive = home.parent / "state.tar"
     with tarfile.open(archive, "w") as tar:
-        for part in ("feast", "exports"):
-            tar.add(home / part, arcname=part)
+        tar.add(home / "exports", arcname="exports")
     volume = f"skewguard-state-{uuid.uuid4().hex[:8]}"
     podman.run("volume", "create", volume)
     try:
@@ -105,7 +93,6 @@ def _pod_yaml(volume: str, namespace: str, port: int, suffix: str) -> str:
     settings["data"] |= {
         "SKEWGUARD_PORT": str(port),
         "SKEWGUARD_CASCADES": CASCADE,  # the session's trained cascade
-        "SKEWGUARD_ONLINE_STORE": "sqlite",  # the volume's Feast state rather than a Redis to fill
     }
     deployment["metadata"]["name"] += f"-{suffix}"
     spec = deployment["spec"]["template"]["spec"]
@@ -160,7 +147,7 @@ def _wait_ready(url: str, container: str) -> tuple[float, dict[str, Any]]:
 
 
 def test_the_rendered_gateway_pod_becomes_ready_and_answers_a_prediction(
-    image: str, state_volume: str, tmp_path: Path, demo: DemoData, champion_tag: str
+    image: str, state_volume: str, tmp_path: Path, demo: Any, champion_tag: str
 ) -> None:
     volume, _, namespace = state_volume.partition("?namespace=")
     port, suffix = _free_port(), uuid.uuid4().hex[:6]
@@ -180,6 +167,5 @@ def test_the_rendered_gateway_pod_becomes_ready_and_answers_a_prediction(
     assert response.status_code == 200, response.text
     [row] = response.json()["predictions"]
     assert row["versions"]["cascade"] == champion_tag  # imported from the export on the volume
-    assert row["defaults_used"] is False  # the online features came from the volume's Feast state
     assert written.returncode != 0  # read-only root filesystem
     assert uid == "10001"

@@ -32,12 +32,11 @@ import pytest
 
 from skewguard.bentos.aliases import Alias, configured
 from skewguard.bentos.exports import export_models
-from skewguard.bentos.manifest import compose_manifest, load_manifest, promote, save_manifest
-from skewguard.pipeline.demo_data import DemoData, write_demo_data
-from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
-from skewguard.settings import Settings
-from tests.gateway.conftest import CASCADE, request_row
-from tests.gateway.test_server import SKEWGUARD, Load, Server, _free_port, _launch, _row, _stop, _wait_ready
+from skewguard.bentos.manifest import load_manifest, promote
+from tests.deploy.conftest import CASCADE, Load, candidate
+from tests.deploy.conftest import row as _row
+from tests.gateway.conftest import request_row
+from tests.gateway.test_server import SKEWGUARD, Server, _free_port, _launch, _stop, _wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
 
@@ -51,21 +50,10 @@ STORES = {
 }
 
 
-@pytest.fixture(scope="module")
-def feast_home(tmp_path_factory: pytest.TempPathFactory, demo: DemoData, champion_tag: str) -> Path:
-    """A home whose Feast store (SQLite) is applied and materialized; each replica gets a copy."""
-    folder = tmp_path_factory.mktemp("feast-home")
-    write_demo_data(demo, folder / "data")
-    config = FeastConfig.from_settings(Settings(home=folder))
-    apply_features(config)
-    materialize_features(config, end=latest_event_time(config))
-    return folder
-
-
-def _replica(i: int, feast_home: Path, folder: Path, shared: dict[str, str]) -> Server:
+def _replica(i: int, folder: Path, shared: dict[str, str]) -> Server:
     """``skewguard serve`` with a home and an empty model store of its own."""
     home = folder / f"replica-{i}"
-    shutil.copytree(feast_home / "feast", home / "feast")
+    home.mkdir()
     port = _free_port()
     env = {
         **os.environ,
@@ -81,8 +69,8 @@ def _replica(i: int, feast_home: Path, folder: Path, shared: dict[str, str]) -> 
 
 
 @contextmanager
-def _replicas(n: int, feast_home: Path, folder: Path, shared: dict[str, str]) -> Iterator[list[Server]]:
-    servers = [_replica(i, feast_home, folder, shared) for i in range(n)]
+def _replicas(n: int, folder: Path, shared: dict[str, str]) -> Iterator[list[Server]]:
+    servers = [_replica(i, folder, shared) for i in range(n)]
     try:
         for server in servers:
             _wait_ready(server, timeout=120)
@@ -90,16 +78,6 @@ def _replicas(n: int, feast_home: Path, folder: Path, shared: dict[str, str]) ->
     finally:
         for server in servers:
             _stop(server)
-
-
-def _candidate(champion_tag: str, threshold: float) -> str:
-    """A manifest over the champion's own models, differing in its threshold (saved, not promoted)."""
-    current = load_manifest(champion_tag)
-    return save_manifest(
-        compose_manifest(
-            CASCADE, router_tag=current.router.tag, threshold=threshold, branches=current.branches
-        )
-    )
 
 
 def _served(server: Server) -> str:
@@ -121,18 +99,18 @@ async def _first_answer_from(loads: list[Load], tag: str, since: float) -> list[
 
 @pytest.mark.parametrize(("store", "n"), [("redis", 3), ("postgresql", 2)])
 async def test_a_promotion_reaches_every_replica_under_load_without_a_failed_request(
-    store: str, n: int, feast_home: Path, tmp_path: Path, demo: DemoData, champion_tag: str
+    store: str, n: int, tmp_path: Path, demo: Any, champion_tag: str
 ) -> None:
     shared = {
         "SKEWGUARD_ALIAS_URL": f"{STORES[store]}?namespace=t{uuid.uuid4().hex[:10]}",
         "SKEWGUARD_MODEL_EXPORT": str(tmp_path / "export"),
     }
     rows = [request_row(demo, i) for i in range(-64, 0)]
-    new_tag = _candidate(champion_tag, threshold=0.35)
+    new_tag = candidate(champion_tag, threshold=0.35)
     thresholds = {champion_tag: load_manifest(champion_tag).router.threshold, new_tag: 0.35}
     with configured(shared["SKEWGUARD_ALIAS_URL"], shared["SKEWGUARD_MODEL_EXPORT"]):
         await asyncio.to_thread(promote, champion_tag)
-        with _replicas(n, feast_home, tmp_path, shared) as servers:
+        with _replicas(n, tmp_path, shared) as servers:
             assert [_served(s) for s in servers] == [champion_tag] * n  # imported at start
             async with _loads(servers, rows) as loads:
                 await asyncio.sleep(1.0)
@@ -216,18 +194,18 @@ async def _until(condition: Any) -> None:
 
 
 async def test_replicas_keep_serving_and_report_it_when_the_alias_store_or_an_archive_fails(
-    feast_home: Path, tmp_path: Path, demo: DemoData, champion_tag: str
+    tmp_path: Path, demo: Any, champion_tag: str
 ) -> None:
     port = _free_port()
     alias_url = f"redis://127.0.0.1:{port}/0"
     shared = {"SKEWGUARD_ALIAS_URL": alias_url, "SKEWGUARD_MODEL_EXPORT": str(tmp_path / "export")}
     rows = [request_row(demo, i) for i in range(-16, 0)]
-    new_tag, tampered_tag = _candidate(champion_tag, 0.35), _candidate(champion_tag, 0.4)
+    new_tag, tampered_tag = candidate(champion_tag, 0.35), candidate(champion_tag, 0.4)
     with configured(alias_url, shared["SKEWGUARD_MODEL_EXPORT"]) as sharing, ExitStack() as stack:
         first_redis = stack.enter_context(ExitStack())
         first_redis.enter_context(_redis_server(port))
         await asyncio.to_thread(promote, champion_tag)
-        servers = stack.enter_context(_replicas(2, feast_home, tmp_path, shared))
+        servers = stack.enter_context(_replicas(2, tmp_path, shared))
         async with _loads(servers, rows, clients=2) as loads:
             first_redis.close()  # the alias store is gone
             await _until(lambda: all("behind" in _readiness(s)[1] for s in servers))

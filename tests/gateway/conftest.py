@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from returns_data import DemoData, generate_demo_data
+from returns_data import request_row as demo_request_row
+from returns_models import (
+    ENTITY_KEY,
+    ONLINE,
+)
 
 from skewguard.bentos.manifest import compose_manifest, promote, save_manifest
 from skewguard.gateway.app import Gateway, create_app
 from skewguard.gateway.features import StaticFeatureSource
 from skewguard.gateway.server import build_gateway
 from skewguard.gateway.settings import GatewaySettings
-from skewguard.pipeline.demo_data import DemoData, generate_demo_data
-from skewguard.pipeline.demo_data import request_row as demo_request_row
-from skewguard.pipeline.returns_model import (
-    ENTITY_KEY,
-    ONLINE,
-)
 from tests.conftest import package_cascade_models
 
 CASCADE = "gwtest"

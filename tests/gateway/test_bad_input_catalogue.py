@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from returns_data import DemoData
 
 from skewguard.gateway.app import create_app
 from skewguard.gateway.features import StaticFeatureSource
-from skewguard.pipeline.demo_data import DemoData
 from tests.gateway.conftest import CASCADE, make_gateway, request_row
 
 pytestmark = pytest.mark.anyio

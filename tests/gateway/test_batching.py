@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from returns_data import DemoData
 
 from skewguard.bentos.inputs import Batch
 from skewguard.bentos.manifest import load_manifest
 from skewguard.errors import ConversionError, UpstreamTimeoutError
 from skewguard.gateway.batching import INLINE_ROWS, GatheredCascade, LocalCascade, RowResult
 from skewguard.gateway.cascades import LoadedCascade
-from skewguard.pipeline.demo_data import DemoData
 from tests.gateway.conftest import CASCADE, request_row
 
 pytestmark = pytest.mark.anyio

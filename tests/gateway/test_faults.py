@@ -38,9 +38,9 @@ import httpx
 import psycopg
 import pytest
 import redis
+from returns_data import DemoData, write_demo_data
 
 from skewguard.bentos.manifest import load_manifest
-from skewguard.pipeline.demo_data import DemoData, write_demo_data
 from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
 from skewguard.settings import Settings
 from tests.gateway.conftest import request_row

@@ -22,11 +22,11 @@ from typing import Any
 import pandas as pd
 import pytest
 import redis
+from returns_data import DemoData, generate_demo_data, write_demo_data
 
 from skewguard.bentos.feature_store import OnlineFeatureReader
 from skewguard.errors import ConfigError, FeatureStoreUnavailable
 from skewguard.gateway.features import FeastFeatureSource, StaticFeatureSource
-from skewguard.pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
 from skewguard.pipeline.features import (
     FEATURE_NAMES,
     FeastConfig,

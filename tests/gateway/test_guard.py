@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from returns_data import CATEGORIES, CHANNELS, generate_demo_data
+from returns_models import training_frame
 
 from skewguard.bentos.inputs import Batch, encode_frame, encode_rows
 from skewguard.bentos.profile import build_profile
 from skewguard.bentos.spec import FieldSpec, InputSpec, OnlineFeature
 from skewguard.errors import ConfigError
 from skewguard.gateway.guard import FLAG_KINDS, GuardConfig, SkewFlag, SkewGuard
-from skewguard.pipeline.demo_data import CATEGORIES, CHANNELS, generate_demo_data
-from skewguard.pipeline.returns_model import training_frame
 
 ONLINE = ("orders_30d", "return_rate_90d", "account_age_days")
 

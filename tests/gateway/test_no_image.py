@@ -11,14 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from skewguard.bentos.manifest import compose_manifest, promote, save_manifest
-from skewguard.bentos.package import package_model
-from skewguard.bentos.store import load_model
-from skewguard.gateway.app import create_app
-from skewguard.gateway.features import StaticFeatureSource
-from skewguard.pipeline.demo_data import DemoData
-from skewguard.pipeline.returns_model import (
+from returns_data import DemoData
+from returns_models import (
     ENTITY_KEY,
     FEATURE_VIEW,
     ONLINE,
@@ -27,6 +21,12 @@ from skewguard.pipeline.returns_model import (
     split_by_time,
     training_frame,
 )
+
+from skewguard.bentos.manifest import compose_manifest, promote, save_manifest
+from skewguard.bentos.package import package_model
+from skewguard.bentos.store import load_model
+from skewguard.gateway.app import create_app
+from skewguard.gateway.features import StaticFeatureSource
 from tests.gateway.conftest import CASCADE, make_gateway, request_row
 
 pytestmark = pytest.mark.anyio

@@ -32,8 +32,9 @@ import pytest
 from skewguard.bentos.images import encode_png
 from skewguard.errors import ConfigError, PredictionLogError
 from skewguard.gateway.metrics import GatewayMetrics
-from skewguard.gateway.predlog import PredictionLog, PredictionRecord, image_summary, read_records
-from skewguard.gateway.predlog_sql import PRUNE_BATCH, SQLiteStore, open_store
+from skewguard.gateway.predlog import PredictionLog
+from skewguard.predictionlog.records import PredictionRecord, image_summary, read_records
+from skewguard.predictionlog.store import PRUNE_BATCH, SQLiteStore, open_store
 
 POSTGRES_URL = os.environ.get("SKEWGUARD_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 CLOSED_PORT_URL = "postgresql://root@127.0.0.1:1/x"
@@ -558,7 +559,8 @@ import contextlib, os, time, uuid
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from skewguard.gateway.predlog import PredictionLog, PredictionRecord
+from skewguard.gateway.predlog import PredictionLog
+from skewguard.predictionlog.records import PredictionRecord
 
 log = PredictionLog.open(os.environ["LOG_URL"], table=os.environ["LOG_TABLE"], batch_size=100_000,
                          flush_interval=30.0)

@@ -29,6 +29,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from returns_data import DemoData, write_demo_data
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -43,7 +44,6 @@ from skewguard.gateway.app import create_app
 from skewguard.gateway.features import FeastFeatureSource
 from skewguard.gateway.server import build_gateway
 from skewguard.gateway.settings import GatewaySettings
-from skewguard.pipeline.demo_data import DemoData, write_demo_data
 from skewguard.pipeline.features import apply_features, materialize_features
 from tests.gateway.conftest import CASCADE, request_row
 

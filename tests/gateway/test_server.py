@@ -29,12 +29,12 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from returns_data import DemoData, write_demo_data
 
 from skewguard.bentos.bento import build_bento, serve_command
 from skewguard.bentos.manifest import compose_manifest, load_manifest, promote, save_manifest
-from skewguard.gateway.predlog import read_records
-from skewguard.pipeline.demo_data import DemoData, write_demo_data
 from skewguard.pipeline.features import FeastConfig, apply_features, latest_event_time, materialize_features
+from skewguard.predictionlog.records import read_records
 from skewguard.settings import Settings
 from tests.gateway.conftest import CASCADE, request_row
 

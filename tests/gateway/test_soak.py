@@ -13,9 +13,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from returns_data import DemoData
 
 from bench import soak
-from skewguard.pipeline.demo_data import DemoData
 from tests.gateway.conftest import CASCADE, request_row
 from tests.gateway.test_faults import materialized_home
 

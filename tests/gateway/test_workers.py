@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from returns_data import DemoData
 
 from skewguard.bentos.manifest import promote
 from skewguard.gateway.peers import READY_PREFIX, Peers
-from skewguard.gateway.predlog import read_records
-from skewguard.pipeline.demo_data import DemoData
+from skewguard.predictionlog.records import read_records
 from tests.gateway.conftest import request_row
 from tests.gateway.test_faults import _metric
 from tests.gateway.test_server import (

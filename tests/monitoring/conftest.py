@@ -17,13 +17,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from returns_data import DemoData, DriftKnobs, generate_demo_data
+from returns_models import ENTITY_KEY, ONLINE, training_frame
 
 from skewguard.bentos.manifest import CascadeManifest, compose_manifest
-from skewguard.gateway.predlog import image_summary
 from skewguard.monitoring.frames import ColumnSet, Outputs, monitored_columns, reference_frame
 from skewguard.monitoring.replay import replay_cascade
-from skewguard.pipeline.demo_data import DemoData, DriftKnobs, generate_demo_data
-from skewguard.pipeline.returns_model import ENTITY_KEY, ONLINE, training_frame
+from skewguard.predictionlog.records import image_summary
 from tests.conftest import package_cascade_models
 
 N_ORDERS, N_REFERENCE = 7_000, 5_000

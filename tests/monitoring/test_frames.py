@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from returns_models import split_by_time, training_frame
 
 from skewguard.bentos.images import decode_image
 from skewguard.bentos.manifest import CascadeManifest
@@ -22,7 +23,6 @@ from skewguard.monitoring.frames import (
     reference_rows,
 )
 from skewguard.monitoring.replay import replay_cascade
-from skewguard.pipeline.returns_model import split_by_time, training_frame
 from tests.monitoring.conftest import N_REFERENCE, log_records
 
 

@@ -23,14 +23,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
+from returns_data import DemoData, generate_demo_data, write_demo_data
 
 from skewguard.bentos.feature_store import FEATURE_NAMES, FEATURE_REFS, FeastConfig, OnlineFeatureReader
 from skewguard.bentos.manifest import CascadeManifest, promote, save_manifest
 from skewguard.cli import cli
 from skewguard.errors import ConfigError
-from skewguard.gateway.predlog import PredictionRecord
-from skewguard.gateway.predlog_sql import COLUMNS
-from skewguard.gateway.predlog_sql import open_store as open_log
 from skewguard.monitoring.findings import Verdict
 from skewguard.monitoring.job import check_drift
 from skewguard.monitoring.skew import (
@@ -44,13 +42,15 @@ from skewguard.monitoring.skew import (
     training_scales,
 )
 from skewguard.monitoring.verdict import DriftPolicy, with_skew
-from skewguard.pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
 from skewguard.pipeline.features import (
     apply_features,
     historical_features,
     latest_event_time,
     materialize_features,
 )
+from skewguard.predictionlog.records import PredictionRecord
+from skewguard.predictionlog.store import COLUMNS
+from skewguard.predictionlog.store import open_store as open_log
 from tests.monitoring.conftest import WATCHED
 
 KEY = "customer_id"

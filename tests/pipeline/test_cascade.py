@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from returns_data import generate_demo_data
+from returns_models import TIMESTAMP, feature_columns, make_pipeline, training_frame
 
 from skewguard.errors import ConfigError
 from skewguard.pipeline.cascade import (
@@ -24,8 +26,6 @@ from skewguard.pipeline.cascade import (
     time_blocks,
     train_cascade_models,
 )
-from skewguard.pipeline.demo_data import generate_demo_data
-from skewguard.pipeline.returns_model import TIMESTAMP, feature_columns, make_pipeline, training_frame
 
 N_SPLITS = 3
 router_factory = partial(make_pipeline, "rf", seed=0)

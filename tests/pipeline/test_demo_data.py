@@ -9,14 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.typing import NDArray
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import roc_auc_score
-from threadpoolctl import threadpool_limits
-
-from skewguard.bentos.images import decode_image
-from skewguard.errors import ConfigError
-from skewguard.pipeline.demo_data import (
+from returns_data import (
     CATEGORIES,
     CUSTOMER_STATS_DTYPES,
     ORDER_DTYPES,
@@ -27,7 +20,14 @@ from skewguard.pipeline.demo_data import (
     load_demo_data,
     write_demo_data,
 )
-from skewguard.pipeline.demo_drawing import BASE_VOCABULARY
+from returns_drawing import BASE_VOCABULARY
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from skewguard.bentos.images import decode_image
+from skewguard.errors import ConfigError
 
 
 def _small(knobs: DriftKnobs | None = None) -> DemoData:

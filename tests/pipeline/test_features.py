@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
+from returns_data import DemoData, generate_demo_data, write_demo_data
 
 from skewguard.bentos.feature_store import OnlineFeatureReader
 from skewguard.errors import ConfigError, InputError
-from skewguard.pipeline.demo_data import DemoData, generate_demo_data, write_demo_data
 from skewguard.pipeline.features import (
     FEATURE_NAMES,
     FEATURE_REFS,

@@ -6,10 +6,8 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-
-from skewguard.bentos.store import load_model
-from skewguard.pipeline.demo_data import DemoData, generate_demo_data
-from skewguard.pipeline.returns_model import (
+from returns_data import DemoData, generate_demo_data
+from returns_models import (
     ONLINE,
     feature_columns,
     make_pipeline,
@@ -17,6 +15,8 @@ from skewguard.pipeline.returns_model import (
     train_and_package,
     training_frame,
 )
+
+from skewguard.bentos.store import load_model
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 import pytest
+from returns_data import DriftKnobs
+from returns_traffic import append_labeled, fresh_orders, send_orders
 
 from skewguard.bentos.manifest import champion_tag
-from skewguard.pipeline.demo_data import DriftKnobs
-from skewguard.pipeline.demo_traffic import append_labeled, fresh_orders, send_orders
 from skewguard.pipeline.features import FeastConfig, latest_event_time, materialize_features
 from skewguard.pipeline.flows import train_cascade
 from skewguard.pipeline.retrain import read_decisions, retrain_if_drifted

@@ -109,7 +109,8 @@ def test_log_prune_deletes_what_is_older_than_the_age_given(tmp_path: Path) -> N
     import dataclasses
     import time
 
-    from skewguard.gateway.predlog import PredictionLog, read_records
+    from skewguard.gateway.predlog import PredictionLog
+    from skewguard.predictionlog.records import read_records
     from tests.gateway.test_predlog import make_records
 
     url = f"sqlite:///{tmp_path / 'log.db'}"

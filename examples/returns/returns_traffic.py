@@ -18,9 +18,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
-
-from skewguard.errors import ConfigError
-from skewguard.pipeline.demo_data import (
+from returns_data import (
     DemoData,
     DriftKnobs,
     generate_demo_data,
@@ -28,6 +26,8 @@ from skewguard.pipeline.demo_data import (
     request_row,
     write_demo_data,
 )
+
+from skewguard.errors import ConfigError
 
 __all__ = ["SendResult", "append_labeled", "fresh_orders", "send_orders"]
 

@@ -2,7 +2,7 @@
 
 A listing is an item's hidden condition (fragile, oversized, slim fit, final sale,
 refurbished; a defect; a dark photo) and the noisy views a model sees of it: a short
-free-text description and a 32×32 PNG photo. ``skewguard.pipeline.demo_data`` decides what was
+free-text description and a 32×32 PNG photo. ``returns_data`` decides what was
 bought and turns the hidden condition into returns. Every random draw comes from the
 generator passed in, so the same seed gives the same bytes.
 """

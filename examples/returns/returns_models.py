@@ -1,4 +1,4 @@
-"""The demo multimodal model: "will this item be returned?" from tabular, text and image fields.
+"""The returns example's models: "will this item be returned?" from tabular, text and image fields.
 
 One scikit-learn pipeline holds every transform — timestamp parts, signed logs, one-hot
 categories, TF-IDF text, pooled image colours — so that packaging puts all of it inside
@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from returns_data import DemoData
 from skl2onnx.sklapi import CastTransformer
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -20,7 +21,6 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from skewguard.bentos.images import decode_image
 from skewguard.bentos.transforms import DatetimeFeatures, ImageFeatures, SignedLog1p, make_text_vectorizer
-from skewguard.pipeline.demo_data import DemoData
 
 Head = Literal["hgb", "lr", "rf"]
 NUMERIC = ("price", "quantity")
@@ -69,6 +69,31 @@ def make_pipeline(
         steps.append(("float32", CastTransformer(dtype=np.float32)))
     steps.append(("model", heads[head]))
     return Pipeline(steps)
+
+
+def make_router() -> Pipeline:
+    """The router of ``cascade.yaml`` (``is_reseller``): gradient boosting over every field."""
+    return make_pipeline("hgb")
+
+
+def make_specialist() -> Pipeline:
+    """Each branch's model in ``cascade.yaml`` (``returned``): gradient boosting over every field."""
+    return make_pipeline("hgb")
+
+
+def make_linear() -> Pipeline:
+    """A quick logistic regression over every field (small runs, tests)."""
+    return make_pipeline("lr")
+
+
+def make_text_router() -> Pipeline:
+    """Like :func:`make_router`, without the photo: a tabular+text cascade."""
+    return make_pipeline("hgb", image=False)
+
+
+def make_text_specialist() -> Pipeline:
+    """Like :func:`make_specialist`, without the photo."""
+    return make_pipeline("hgb", image=False)
 
 
 def training_frame(data: DemoData) -> pd.DataFrame:

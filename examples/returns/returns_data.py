@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from returns_drawing import Listings, draw_listings, shift_vocabulary
 
 from skewguard.errors import ConfigError
-from skewguard.pipeline.demo_drawing import Listings, draw_listings, shift_vocabulary
 
 CATEGORIES = ("electronics", "apparel", "home", "beauty", "toys", "sports")
 UNSEEN_CATEGORY = "drones"
@@ -348,3 +348,15 @@ def request_row(order: Mapping[str, Any]) -> dict[str, Any]:
         "description": str(order["description"]),
         "image": base64.b64encode(order["image"]).decode("ascii"),
     }
+
+
+def write_example_data(folder: Path, *, rows: int = 20_000, seed: int = 0) -> dict[str, Path]:
+    """The example's data files in ``folder`` (what ``skewguard demo-data`` calls)."""
+    demo = generate_demo_data(n_orders=rows, n_customers=max(rows // 10, 50), seed=seed)
+    return write_demo_data(demo, folder)
+
+
+def example_request(folder: Path) -> dict[str, Any]:
+    """A real request body from the written data: its newest order."""
+    orders = pd.read_parquet(folder / FILES["orders"])
+    return {"rows": [request_row(orders.sort_values("order_ts").iloc[-1])]}
