@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# checkov (the manifests' policy scan) pins packages the project's own set cannot share
+# (packaging<24 against pytest's >=24): it gets a venv of its own inside .venv.
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export DO_NOT_TRACK := 1
 export BENTOML_DO_NOT_TRACK := true
@@ -19,6 +22,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	test -x $(CHECKOV) || $(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/python -m pip install --quiet 'checkov==3.3.30'
 	$(BIN)/python -O -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if (
-    not __package__
-):  # run as `python bench/gateway_naive.py`: bench (and the example) from the repo root
+if not __package__:  # run as `python bench/gateway_naive.py`: bench (and the example) from the repo root
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
     import bench  # noqa: F401 - puts the returns example's modules on the path
 

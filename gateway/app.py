@@ -69,6 +69,8 @@ class Gateway:
     """The pooled client of the remote model runners (``SKEWGUARD_REMOTE_MODELS``)."""
     peers: Peers | None = None
     """With several workers: their readiness and reload announcements (``skewguard.gateway.peers``)."""
+    behind: str | None = None
+    """Why this replica may serve an older champion than the alias names (None: it follows)."""
     on_ready: Callable[[list[str]], None] | None = None
     """Called once the app has loaded its cascades and answers (``skewguard serve`` says so)."""
 
@@ -246,7 +248,10 @@ async def readyz(request: Request) -> Response:
     if waiting:
         problems.append(f"{waiting} of {gateway.settings.workers} workers not ready yet")
     status = 503 if problems else 200
-    return json_response({"ready": not problems, "problems": problems}, status)
+    body: dict[str, Any] = {"ready": not problems, "problems": problems}
+    if gateway.behind is not None:  # still serving what it has: ready, but says why it may be stale
+        body["behind"] = gateway.behind
+    return json_response(body, status)
 
 
 async def metrics_route(request: Request) -> Response:
@@ -283,15 +288,37 @@ def internal_error(gateway: Gateway, request: Request, exc: Exception) -> Respon
 
 
 async def _watch(gateway: Gateway) -> None:
-    """Reload when a champion alias moves (a promotion) or another worker announced a reload."""
+    """Reload when a champion alias moves (a promotion) or another worker announced a reload.
+
+    The alias may live in Redis or PostgreSQL: it is read in a thread, so a slow store never
+    stalls requests. A store or export that fails leaves the served champion in place, and
+    ``gateway.behind`` says so on ``/readyz`` and ``/metrics`` until a check succeeds.
+    """
     while True:
         await asyncio.sleep(gateway.settings.watch_seconds)
         try:
             announced = gateway.peers is not None and gateway.peers.reload_announced()
-            if announced or any(gateway.registry.is_stale(n) for n in gateway.cascade_names()):
+            if announced or await asyncio.to_thread(_any_stale, gateway):
                 await gateway.reload()
-        except Exception:  # a failed reload must not end the watcher; logged with its traceback
+            _follows(gateway, None)
+        except SkewguardError as exc:
+            _follows(gateway, exc.message)
+            logger.warning("still serving the previous champion: %s", exc.message)
+        except Exception as exc:  # a failed reload must not end the watcher; logged with its traceback
+            _follows(gateway, f"reloading failed: {exc!r}")
             logger.exception("reload after a promotion failed; still serving the previous version")
+
+
+def _any_stale(gateway: Gateway) -> bool:
+    return any(gateway.registry.is_stale(n) for n in gateway.cascade_names())
+
+
+def _follows(gateway: Gateway, behind: str | None) -> None:
+    """Record whether this replica follows the alias (``behind`` None) or why it may not."""
+    if behind is not None:
+        gateway.metrics.champion_follow_failures.inc()
+    gateway.behind = behind
+    gateway.metrics.champion_behind.set(0 if behind is None else 1)
 
 
 async def _publish_log_stats(gateway: Gateway) -> None:

@@ -1,4 +1,5 @@
-"""Operator commands: serve, monitor, retrain, demo traffic, the reports index, the log's retention."""
+"""Operator commands: serve, monitor, retrain, demo traffic, the reports index, the log's retention,
+the champion's import from the model export."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import click
 
 from skewguard.cli_examples import REQUESTS_DIR
 from skewguard.cli_options import OPTIONAL_CASCADE_FILE
+from skewguard.errors import ConfigError
 from skewguard.settings import Settings
 
 
@@ -38,9 +40,10 @@ def _ready_message(settings: Any, names: list[str]) -> str:
     for name in names:
         example = settings.home / REQUESTS_DIR / f"{name}.json"
         if example.exists():
+            where, body = _body_path(example, settings.home)
             lines.append(
-                f"try:  curl -s {base}/v1/cascades/{name}/predict -H 'content-type: application/json'"
-                f"{auth} -d @{example.resolve()}"
+                f"try{where}:  curl -s {base}/v1/cascades/{name}/predict -H 'content-type: application/json'"
+                f"{auth} -d @{body}"
             )
     return "\n".join(lines)
 
@@ -126,6 +129,18 @@ def cascade_name(name: str | None, file: Path | None) -> str:
 def new_run_folder(home: Path) -> Path:
     """A folder per monitor run, so `skewguard reports serve` lists the history."""
     return home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _body_path(example: Path, home: Path) -> tuple[str, Path]:
+    """How to name the example body: relative to where serve started, else to the home folder.
+
+    In a container the home is a path inside it (the operator mounted their own folder
+    there), which means nothing on the operator's side: name the file from the home instead.
+    """
+    try:
+        return "", example.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return " (from your skewguard home folder)", example.relative_to(home)
 
 
 @click.command("retrain")
@@ -292,3 +307,15 @@ def log_prune(older_than: float | None) -> None:
     moment = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
     noun = "record" if deleted == 1 else "records"
     click.echo(f"deleted {deleted} {noun} served before {moment} from {store.description}; {left} remain")
+
+
+@click.command("import-champion")
+@click.argument("name", default="returns")
+def import_champion(name: str) -> None:
+    """Import cascade NAME's champion and its models from SKEWGUARD_MODEL_EXPORT (sha256 checked)."""
+    from skewguard.bentos.manifest import champion
+
+    manifest = champion(name)
+    if manifest is None:
+        raise ConfigError(f"No champion cascade named {name!r} was promoted.", field="name")
+    click.echo(f"{manifest.tag} in the model store, with " + ", ".join(manifest.model_tags().values()))

@@ -14,6 +14,7 @@ the Bento services answer with. Only those HTTP layers turn errors into JSON.
     ├── ArtifactError               artifact_invalid            500
     │   └── ModelNotFoundError      model_not_found             404
     ├── FeatureStoreUnavailable     feature_store_unavailable   503   (down, failing or too slow)
+    ├── SharedStateUnavailable      shared_state_unavailable    503   (alias store or model export)
     ├── PredictionLogError          prediction_log_failed       503   (``transient`` or not)
     ├── DriftReportError            drift_report_failed         500
     ├── UnauthorizedError           unauthorized                401
@@ -124,6 +125,13 @@ class FeatureStoreUnavailable(SkewguardError):  # noqa: N818  # the name the gat
     """The online feature store is down, failing or did not answer in time; retrying may help."""
 
     code = "feature_store_unavailable"
+    status_code = 503
+
+
+class SharedStateUnavailable(SkewguardError):  # noqa: N818  # like FeatureStoreUnavailable
+    """The champion alias store (Redis, PostgreSQL) or the model export cannot be reached now."""
+
+    code = "shared_state_unavailable"
     status_code = 503
 
 
