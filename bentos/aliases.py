@@ -3,9 +3,13 @@
 The alias of a cascade names its champion manifest, the champions it replaced, and — when
 the models were exported to a shared location (``skewguard.bentos.exports``) — the sha256
 of each exported archive, so a replica that imports them checks what it read against a
-record it trusts. Three stores, one contract (``AliasStore``): ``get`` reads one cascade's
-alias, ``update`` replaces it atomically (a read-modify-write no concurrent promotion can
-interleave with), and a reader sees the old or the new alias, never a torn one.
+record it trusts. It also holds the cascade's one attached variant, if any: a candidate
+version served beside the champion as a shadow or a canary (``skewguard.bentos.variants``),
+so that the variant reaches every worker and replica the way a promotion does.
+
+Three stores, one contract (``AliasStore``): ``get`` reads one cascade's alias, ``update``
+replaces it atomically (a read-modify-write no concurrent promotion can interleave with),
+and a reader sees the old or the new alias, never a torn one.
 
     FileAliasStore      ``cascade_aliases.json`` in the BentoML home: os.replace under flock.
                         The default: every process on one machine shares that folder.
@@ -48,8 +52,30 @@ CONNECT_TIMEOUT_S = 2
 """A store that does not answer within this is unreachable: the caller goes on without it."""
 
 
+VariantMode = Literal["shadow", "canary"]
+
+
+class Variant(BaseModel):
+    """A candidate version attached beside the champion: as a shadow, or as a canary.
+
+    ``fraction`` is the share of requests a shadow copies, or the share of routing keys a
+    canary answers. ``champion`` is the champion it was attached against: a promotion
+    writes a new alias without the variant, so a variant never outlives its champion.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: VariantMode
+    tag: str
+    fraction: float = Field(gt=0.0, le=1.0)
+    champion: str
+    attached_at: AwareDatetime
+    archives: dict[str, str] = Field(default_factory=dict)
+    """Model tag → sha256 of its archive in the model export, as for the champion."""
+
+
 class Alias(BaseModel):
-    """One cascade's alias: its champion, the champions before it, and their exported archives."""
+    """One cascade's alias: its champion, the champions before it, their exported archives, its variant."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,6 +84,8 @@ class Alias(BaseModel):
     retired: list[str] = Field(default_factory=list)
     archives: dict[str, str] = Field(default_factory=dict)
     """Model tag → sha256 of its archive in the model export (empty when nothing was exported)."""
+    variant: Variant | None = None
+    """The candidate attached as a shadow or a canary; None when the champion serves alone."""
 
 
 class AliasBook(BaseModel):

@@ -25,6 +25,11 @@ class PredictionRecord:
 
     ``fields`` holds the raw input fields as received, except images, which are replaced
     by ``image_summary(...)``; ``flags`` are the skew guard's flags for this row.
+    ``variant`` says who answered (``champion`` or ``canary``), ``latency_ms`` how long that
+    variant took for the whole request, and ``candidate`` what the attached candidate did
+    with the same row when it did not answer it: a shadow's answer (``variant``,
+    ``version``, ``prediction``, ``probabilities``, ``route``, ``flags``, ``latency_ms``), or
+    ``error`` / ``dropped`` when it failed or was shed under load.
     """
 
     request_id: str
@@ -40,6 +45,9 @@ class PredictionRecord:
     route: str
     versions: dict[str, str]
     flags: list[dict[str, str]]
+    variant: str = "champion"
+    latency_ms: float | None = None
+    candidate: dict[str, Any] | None = None
 
 
 def image_summary(image: bytes | str | NDArray[Any], pixels: NDArray[Any] | None = None) -> dict[str, Any]:

@@ -10,6 +10,14 @@ caller writes the rows one by one and sets the bad ones aside.
 Writes are idempotent: ``(request_id, row)`` is the primary key and a row already present
 is skipped (counted as a duplicate), so a batch retried after an ambiguous commit is not
 logged twice.
+
+Each row also says which variant answered it (``variant``: the champion, or a canary
+candidate), how long that variant took for the request (``latency_ms``), and — when a
+shadow ran the same row, or a canary failed and the champion answered instead — the
+candidate's own answer, latency and skew flags, or its error (``candidate``). A table
+written before those columns existed is upgraded in place when a store first connects
+(``ALTER TABLE ... ADD COLUMN``, on SQLite and PostgreSQL alike): its rows read as the
+champion's, without a latency or a candidate.
 """
 
 from __future__ import annotations
@@ -41,9 +49,16 @@ COLUMNS = (
     "probabilities",
     "versions",
     "flags",
+    "variant",
+    "latency_ms",
+    "candidate",
 )
 """The table's columns, in the order ``write`` expects each row's values."""
-JSON_COLUMNS = frozenset({"prediction", "fields", "online_features", "probabilities", "versions", "flags"})
+JSON_COLUMNS = frozenset(
+    {"prediction", "fields", "online_features", "probabilities", "versions", "flags", "candidate"}
+)
+UPGRADE_COLUMNS = ("variant", "latency_ms", "candidate")
+"""The columns a table written by an earlier version lacks; added when a store connects."""
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -131,7 +146,8 @@ def _plain(value: Any) -> Any:
 
 def _encode(row: Sequence[Any]) -> tuple[Any, ...]:
     """Values in ``COLUMNS`` order, as the database binds them (coerced, so binding cannot fail)."""
-    request_id, row_number, ts, cascade, route, prediction, defaults_used, *documents = row
+    request_id, row_number, ts, cascade, route, prediction, defaults_used, *documents = row[:12]
+    variant, latency_ms, candidate = row[12:]
     return (
         str(request_id),
         int(row_number),
@@ -141,7 +157,17 @@ def _encode(row: Sequence[Any]) -> tuple[Any, ...]:
         to_json(prediction),
         bool(defaults_used),
         *(to_json(document) for document in documents),
+        str(variant),
+        _finite_or_none(latency_ms),
+        None if candidate is None else to_json(candidate),
     )
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 class _SQLStore:
@@ -169,16 +195,37 @@ class _SQLStore:
         raise NotImplementedError
 
     def _schema(self) -> list[str]:
-        t = self.table
+        t, added = self.table, ", ".join(self._upgrade_sql().values())
         return [
             f'CREATE TABLE IF NOT EXISTS "{t}" (request_id TEXT NOT NULL, "row" INTEGER NOT NULL, '
             f"ts DOUBLE PRECISION NOT NULL, cascade TEXT NOT NULL, route TEXT NOT NULL, "
             f"prediction {self.json_type}, defaults_used {self.bool_type} NOT NULL, "
             f"fields {self.json_type} NOT NULL, online_features {self.json_type} NOT NULL, "
             f"probabilities {self.json_type} NOT NULL, versions {self.json_type} NOT NULL, "
-            f'flags {self.json_type} NOT NULL, PRIMARY KEY (request_id, "row"))',
+            f'flags {self.json_type} NOT NULL, {added}, PRIMARY KEY (request_id, "row"))',
             f'CREATE INDEX IF NOT EXISTS "{t}_ts_idx" ON "{t}" (ts)',
         ]
+
+    def _upgrade_sql(self) -> dict[str, str]:
+        """Each column an older table lacks, as ``ADD COLUMN`` and ``CREATE TABLE`` declare it."""
+        return {
+            "variant": "variant TEXT NOT NULL DEFAULT 'champion'",
+            "latency_ms": "latency_ms DOUBLE PRECISION",
+            "candidate": f"candidate {self.json_type}",
+        }
+
+    def _columns(self, conn: Any) -> set[str]:
+        """The columns the table has now."""
+        raise NotImplementedError
+
+    def _upgrade(self, conn: Any) -> None:
+        """Add the columns a table written by an earlier version lacks (several writers may race)."""
+        missing = [name for name in UPGRADE_COLUMNS if name not in self._columns(conn)]
+        for name in missing:
+            self._add_column(conn, self._upgrade_sql()[name])
+
+    def _add_column(self, conn: Any, declaration: str) -> None:
+        conn.execute(f'ALTER TABLE "{self.table}" ADD COLUMN {declaration}')
 
     def _insert_sql(self) -> str:
         names = ", ".join(f'"{name}"' for name in COLUMNS)
@@ -198,6 +245,7 @@ class _SQLStore:
                 with self._transaction(conn):
                     for statement in self._schema():
                         conn.execute(statement)
+                self._upgrade(conn)
             except self.errors:
                 conn.close()
                 raise
@@ -294,6 +342,17 @@ class SQLiteStore(_SQLStore):
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
         return conn
 
+    def _columns(self, conn: Any) -> set[str]:
+        return {str(row[1]) for row in conn.execute(f'PRAGMA table_info("{self.table}")')}
+
+    def _add_column(self, conn: Any, declaration: str) -> None:
+        try:
+            with conn:
+                super()._add_column(conn, declaration)
+        except sqlite3.OperationalError as exc:  # another writer added it first
+            if "duplicate column" not in str(exc):
+                raise
+
     def _wrap(self, exc: Exception, doing: str) -> PredictionLogError:
         transient = not isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError)
         return PredictionLogError(
@@ -330,6 +389,20 @@ class PostgresStore(_SQLStore):
 
     def _value_sql(self, name: str) -> str:
         return "%s::jsonb" if name in JSON_COLUMNS else "%s"
+
+    def _columns(self, conn: Any) -> set[str]:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s",
+            (self.table,),
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def _add_column(self, conn: Any, declaration: str) -> None:
+        """Under an advisory lock, and only if still missing: ALTER waits for every reader of the table."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"skewguard-upgrade:{self.table}",))
+            conn.execute(f'ALTER TABLE "{self.table}" ADD COLUMN IF NOT EXISTS {declaration}')
 
     def _connect(self) -> Any:
         import psycopg
