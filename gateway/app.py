@@ -1,6 +1,7 @@
 """The gateway's ASGI app: routes, errors as JSON, auth, body limits, lifespan.
 
     POST /v1/cascades/{name}/predict   GET /v1/cascades   POST /v1/admin/reload
+    PUT|DELETE /v1/admin/cascades/{name}/variant   (attach a shadow or canary, detach it)
     GET /healthz   GET /readyz   GET /metrics   GET /openapi.json   GET /docs
 
 Only this module turns errors into HTTP: every ``SkewguardError`` becomes
@@ -17,10 +18,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,23 +32,29 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from skewguard.bentos.manifest import champion_names
+from skewguard.bentos.variants import attach_variant, detach_variant, variant_of
 from skewguard.errors import (
     AdminDisabledError,
     ClientDisconnectedError,
+    ConfigError,
+    InputError,
     SkewguardError,
     UnauthorizedError,
 )
 from skewguard.gateway.body import parse_body, read_body
-from skewguard.gateway.cascades import CascadeRegistry, describe, load_cascade
+from skewguard.gateway.canary import ROUTING_HEADER
+from skewguard.gateway.cascades import CascadeRegistry, Served, describe, load_cascade, load_variant
 from skewguard.gateway.features import FeatureSources
 from skewguard.gateway.guard import GuardConfig
 from skewguard.gateway.metrics import GatewayMetrics
 from skewguard.gateway.openapi import SWAGGER_PAGE, openapi_document, swagger_assets
 from skewguard.gateway.peers import Peers
-from skewguard.gateway.predict import Outcome, PredictOptions, predict
+from skewguard.gateway.predict import PredictOptions
 from skewguard.gateway.predlog import PredictionLog
-from skewguard.gateway.records import to_records
+from skewguard.gateway.records import new_request_id
 from skewguard.gateway.settings import GatewaySettings
+from skewguard.gateway.shadow import ShadowQueue
+from skewguard.gateway.variants import Answered, answer, shadow_job
 
 logger = logging.getLogger("skewguard.gateway")
 LOG_STATS_SECONDS = 1.0
@@ -65,6 +73,8 @@ class Gateway:
     metrics: GatewayMetrics
     options: PredictOptions
     guard_config: GuardConfig
+    shadow: ShadowQueue
+    """The bounded shadow work of every cascade with a shadow attached."""
     upstream: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     """The pooled client of the remote model runners (``SKEWGUARD_REMOTE_MODELS``)."""
     peers: Peers | None = None
@@ -79,24 +89,36 @@ class Gateway:
         return self.settings.cascade_names or champion_names()
 
     async def reload(self) -> list[str]:
-        """Load every champion anew (in a worker thread) and swap each in atomically."""
+        """Load every champion and its variant anew (in a worker thread) and swap each pair in atomically."""
         loaded = []
         for name in self.cascade_names():
-            cascade = await asyncio.to_thread(
-                load_cascade,
-                name,
-                guard_config=self.guard_config,
-                features=self.features,
-                remote_urls=self.settings.remote_urls,
-                client=self.upstream,
-            )
-            replaced = self.registry.swap(cascade)
+            served = await asyncio.to_thread(self.load, name)
+            replaced = self.registry.swap(served)
             if replaced is not None:
-                replaced.retire()
-            loaded.append(str(cascade.manifest.tag))
-        await self.features.retain([cascade.manifest for cascade in self.registry.all()])
+                replaced.retire_unless_kept(served)
+            loaded.append(str(served.champion.manifest.tag))
+        await self.features.retain([m for served in self.registry.all_served() for m in served.manifests()])
         _freeze_heap()
         return loaded
+
+    def load(self, name: str) -> Served:
+        """The champion of ``name`` and the variant its alias names (blocking: run it in a thread)."""
+        parts: dict[str, Any] = {
+            "guard_config": self.guard_config,
+            "features": self.features,
+            "remote_urls": self.settings.remote_urls,
+            "client": self.upstream,
+        }
+        champion = load_cascade(name, **parts)
+        attached = variant_of(name)
+        if attached is None:
+            return Served(champion)
+        variant = load_variant(attached, champion, **parts)
+        if variant.problem is not None:
+            logger.warning(
+                "cascade %s: its %s %s is not served: %s", name, attached.mode, attached.tag, variant.problem
+            )
+        return Served(champion, variant)
 
     def preload(self) -> None:
         """Before a fork: import and set up what serving will, and keep nothing of it.
@@ -177,30 +199,50 @@ async def predict_route(request: Request) -> Response:
 
 async def _predict(gateway: Gateway, request: Request, name: str) -> Response:
     started = time.perf_counter()
+    request_id = new_request_id()
     try:
         authorize(gateway, request)
-        cascade = gateway.registry.get(name)
+        served = gateway.registry.served(name)  # champion and variant, fixed for this request
         body = await read_json(request, gateway.settings.max_body_bytes)
-        outcome = await predict(cascade, body, gateway.options)
+        answered = await answer(
+            served,
+            body,
+            gateway.options,
+            request_id=request_id,
+            routing_header=request.headers.get(ROUTING_HEADER),
+        )
     except ClientDisconnectedError as exc:  # nobody to answer: one counted line, no traceback
         logger.info("predict %s: %s", name, exc.message)
         return error_response(exc, gateway)
     except SkewguardError as exc:
         return error_response(exc, gateway)
-    _observe(gateway, name, outcome, time.perf_counter() - started)
-    gateway.log.submit(to_records(cascade, outcome))
-    return json_response({"cascade": name, "predictions": outcome.rows})
+    rows = answered.rows
+    _observe(gateway, name, answered, rows, time.perf_counter() - started)
+    records = answered.records(request_id)
+    job = shadow_job(served, body, answered, records)
+    if job is None:
+        gateway.log.submit(records)
+    else:
+        gateway.shadow.submit(job)  # the champion's records are logged once the shadow ran (or was shed)
+    return json_response({"cascade": name, "request_id": request_id, "predictions": rows})
 
 
-def _observe(gateway: Gateway, name: str, outcome: Outcome, seconds: float) -> None:
-    routes = {row["route"] for row in outcome.rows}
+def _observe(
+    gateway: Gateway, name: str, answered: Answered, rows: list[dict[str, Any]], seconds: float
+) -> None:
+    routes = {row["route"] for row in rows}
     route = routes.pop() if len(routes) == 1 else "mixed"
-    gateway.metrics.latency.labels(name, route).observe(seconds)
-    for row in outcome.rows:
-        gateway.metrics.rows.labels(name, row["route"]).inc()
-    for flags in outcome.flags:
-        for flag in flags:
-            gateway.metrics.skew_flags.labels(name, flag.kind).inc()
+    metrics = gateway.metrics
+    metrics.latency.labels(name, route).observe(seconds)
+    for row in rows:
+        metrics.rows.labels(name, row["route"]).inc()
+    for part in answered.parts:
+        metrics.variant_rows.labels(name, part.variant).inc(len(part.rows))
+        for flags in part.outcome.flags:
+            for flag in flags:
+                metrics.skew_flags.labels(name, flag.kind).inc()
+        if part.candidate is not None:
+            metrics.canary_fallbacks.labels(name, str(part.candidate["error"]).partition(":")[0]).inc()
 
 
 async def list_route(request: Request) -> Response:
@@ -209,7 +251,7 @@ async def list_route(request: Request) -> Response:
         authorize(gateway, request)
     except SkewguardError as exc:
         return error_response(exc, gateway)
-    return json_response({"cascades": [describe(c) for c in gateway.registry.all()]})
+    return json_response({"cascades": [describe(served) for served in gateway.registry.all_served()]})
 
 
 async def reload_route(request: Request) -> Response:
@@ -222,6 +264,63 @@ async def reload_route(request: Request) -> Response:
     except SkewguardError as exc:
         return error_response(exc, gateway)
     return json_response({"reloaded": loaded})
+
+
+class VariantBody(BaseModel):
+    """``PUT /v1/admin/cascades/{name}/variant``: ``{"mode": "shadow", "version": TAG, "fraction": 1.0}``
+    or ``{"mode": "canary", "version": TAG, "share": 0.1}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["shadow", "canary"]
+    version: str = Field(min_length=1)
+    fraction: float | None = None
+    share: float | None = None
+
+    def amount(self) -> float:
+        """The shadow's fraction (1.0 unless given) or the canary's share (required)."""
+        wrong, given = ("share", self.share) if self.mode == "shadow" else ("fraction", self.fraction)
+        if given is not None:
+            right = "fraction" if self.mode == "shadow" else "share"
+            raise InputError(f"A {self.mode} takes '{right}', not '{wrong}'.", field=wrong)
+        if self.mode == "shadow":
+            return 1.0 if self.fraction is None else self.fraction
+        if self.share is None:
+            raise InputError("A canary needs 'share': the share of routing keys it answers.", field="share")
+        return self.share
+
+
+def _variant_body(body: Any) -> VariantBody:
+    try:
+        return VariantBody.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InputError(f"Variant: {where}: {first['msg']}.", field=where) from None
+
+
+async def variant_route(request: Request) -> Response:
+    """Attach (PUT) or detach (DELETE) the variant of a served cascade; the cascade as then served."""
+    gateway: Gateway = request.app.state.gateway
+    name = request.path_params["name"]
+    try:
+        authorize(gateway, request, admin=True)
+        gateway.registry.served(name)  # 404 unless served here
+        if request.method == "DELETE":
+            await asyncio.to_thread(detach_variant, name)
+        else:
+            wanted = _variant_body(await read_json(request, gateway.settings.max_body_bytes))
+            try:
+                await asyncio.to_thread(attach_variant, name, wanted.version, wanted.mode, wanted.amount())
+            except ConfigError as exc:  # the operator's request is at fault, not the gateway's set-up
+                raise InputError(exc.message, field=exc.field) from exc
+        await gateway.reload()
+        if gateway.peers is not None:
+            gateway.peers.announce_reload()
+        served = gateway.registry.served(name)
+    except SkewguardError as exc:
+        return error_response(exc, gateway)
+    return json_response(describe(served))
 
 
 async def healthz(request: Request) -> Response:
@@ -399,6 +498,7 @@ def create_app(gateway: Gateway) -> PredictFastPath:
                 task.cancel()
             if gateway.peers is not None:
                 gateway.peers.unmark_ready()
+            await gateway.shadow.drain()  # before the log: its copies' records are written there
             await gateway.log.drain()
             gateway.metrics.publish_log_stats()
             await gateway.features.close()
@@ -408,6 +508,7 @@ def create_app(gateway: Gateway) -> PredictFastPath:
         Route("/v1/cascades/{name}/predict", predict_route, methods=["POST"]),
         Route("/v1/cascades", list_route, methods=["GET"]),
         Route("/v1/admin/reload", reload_route, methods=["POST"]),
+        Route("/v1/admin/cascades/{name}/variant", variant_route, methods=["PUT", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),

@@ -1,9 +1,15 @@
-"""Cascades being served: the champion of each name, loaded whole, swapped atomically.
+"""Cascades being served: the champion of each name and its variant, loaded whole, swapped atomically.
 
 A ``LoadedCascade`` is immutable: the manifest, its union input spec, a runner per model
-and the skew guard. The ``CascadeRegistry`` maps names to them; a reload builds the new
-cascade completely (files verified, sessions created) before one dict assignment makes it
-visible, so a request holds either the old or the new cascade, never a mix.
+and the skew guard. A ``Served`` cascade is the champion and, when one is attached, its
+``LoadedVariant`` (a candidate as a shadow or a canary, ``skewguard.bentos.variants``).
+The ``CascadeRegistry`` maps names to them; a reload builds the new champion and variant
+completely (files verified, sessions created) before one dict assignment makes them
+visible, so a request holds either the old or the new pair, never a mix — a promotion or
+a rollback is atomic for requests in flight.
+
+A variant that does not load (its models missing, a remote service misnamed) never stops
+its champion: the champion serves alone and ``GET /v1/cascades`` says why.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from typing import Any
 
 import httpx
 
-from skewguard.bentos.manifest import CascadeManifest, champion, champion_tag
+from skewguard.bentos.aliases import Variant, sharing
+from skewguard.bentos.manifest import CascadeManifest, champion
 from skewguard.bentos.runner import OnnxRunner
 from skewguard.bentos.spec import InputSpec
 from skewguard.bentos.store import StoredModel, load_model
-from skewguard.errors import ConfigError, ModelNotFoundError
+from skewguard.bentos.variants import variant_manifest
+from skewguard.errors import ConfigError, ModelNotFoundError, SkewguardError
 from skewguard.gateway.batching import CascadeRunner, GatheredCascade, LocalCascade, SequentialCascade
-from skewguard.gateway.features import FeatureSource, FeatureSources
+from skewguard.gateway.features import FeatureBinding, FeatureSource, FeatureSources
 from skewguard.gateway.guard import GuardConfig, SkewGuard
 from skewguard.gateway.runners import LocalRunner, ModelRunner, RemoteBentoRunner
 
@@ -60,6 +68,39 @@ class LoadedCascade:
             runner.circuit.retire()
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedVariant:
+    """The candidate attached beside a champion, as the alias names it, and the cascade loaded for it."""
+
+    spec: Variant
+    cascade: LoadedCascade | None
+    """None when it did not load: then ``problem`` says why, and the champion serves alone."""
+    problem: str | None = None
+    reads_same_features: bool = False
+    """Whether it reads the champion's online features (a shadow then reuses the champion's read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One cascade as served: its champion and, when one is attached, its variant."""
+
+    champion: LoadedCascade
+    variant: LoadedVariant | None = None
+
+    def manifests(self) -> list[CascadeManifest]:
+        """The manifests in service (whose features must stay open)."""
+        extra = self.variant.cascade if self.variant is not None else None
+        return [self.champion.manifest, *([extra.manifest] if extra is not None else [])]
+
+    def retire_unless_kept(self, kept: Served) -> None:
+        """This pair was replaced by ``kept``: retire whatever of it ``kept`` does not serve any more."""
+        mine = [self.champion, *([self.variant.cascade] if self.variant and self.variant.cascade else [])]
+        theirs = {id(kept.champion), id(kept.variant.cascade if kept.variant else None)}
+        for cascade in mine:
+            if id(cascade) not in theirs:
+                cascade.retire()
+
+
 def load_cascade(
     name: str,
     *,
@@ -75,6 +116,62 @@ def load_cascade(
             f"No champion cascade named {name!r} in the model store; train one with `skewguard train -f`.",
             field="name",
         )
+    return build_cascade(
+        manifest, guard_config=guard_config, features=features, remote_urls=remote_urls, client=client
+    )
+
+
+def load_variant(
+    variant: Variant,
+    champion: LoadedCascade,
+    *,
+    guard_config: GuardConfig,
+    features: FeatureSources | None = None,
+    remote_urls: Mapping[str, str] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> LoadedVariant:
+    """The candidate ``variant`` names, loaded beside ``champion``; a failure is kept, not raised."""
+    if variant.champion != champion.manifest.tag:
+        why = f"attached against {variant.champion}, but {champion.manifest.tag} is the champion now"
+        return LoadedVariant(variant, None, why)
+    try:
+        manifest = variant_manifest(variant)
+        urls = variant_remote_urls(remote_urls or {}, manifest, champion.manifest)
+        cascade = build_cascade(
+            manifest, guard_config=guard_config, features=features, remote_urls=urls, client=client
+        )
+    except SkewguardError as exc:
+        return LoadedVariant(variant, None, exc.message)
+    same = FeatureBinding.of(manifest) == FeatureBinding.of(champion.manifest)
+    return LoadedVariant(variant, cascade, reads_same_features=same)
+
+
+def variant_remote_urls(
+    urls: Mapping[str, str], candidate: CascadeManifest, current: CascadeManifest
+) -> dict[str, str]:
+    """Which of the candidate's models run remote: those named by tag, and by name only when the
+    champion serves that very tag too — a service named for a model serves the champion's version,
+    and sending it the candidate's rows would compare the champion with itself."""
+    shared = set(current.model_tags().values())
+    remote = {}
+    for tag in candidate.model_tags().values():
+        name = tag.partition(":")[0]
+        if tag in urls:
+            remote[tag] = urls[tag]
+        elif name in urls and tag in shared:
+            remote[tag] = urls[name]
+    return remote
+
+
+def build_cascade(
+    manifest: CascadeManifest,
+    *,
+    guard_config: GuardConfig,
+    features: FeatureSources | None = None,
+    remote_urls: Mapping[str, str] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> LoadedCascade:
+    """The cascade of a verified ``manifest``: its models loaded (each checked), runners, guard, features."""
     spec = manifest.spec()
     models = {role: load_model(tag) for role, tag in manifest.model_tags().items()}  # each verified once
     online = {feature.name for feature in spec.online_features}
@@ -133,35 +230,68 @@ class CascadeRegistry:
     """Name → the cascade being served. Reads are a dict lookup; swaps are one assignment."""
 
     def __init__(self) -> None:
-        self._cascades: dict[str, LoadedCascade] = {}
+        self._served: dict[str, Served] = {}
+
+    def served(self, name: str) -> Served:
+        """The champion of ``name`` and its variant; ModelNotFoundError when none is served here."""
+        served = self._served.get(name)
+        if served is None:
+            known = ", ".join(sorted(self._served)) or "none"
+            raise ModelNotFoundError(f"No cascade {name!r} is served here (served: {known}).", field="name")
+        return served
 
     def get(self, name: str) -> LoadedCascade:
-        cascade = self._cascades.get(name)
-        if cascade is None:
-            known = ", ".join(sorted(self._cascades)) or "none"
-            raise ModelNotFoundError(f"No cascade {name!r} is served here (served: {known}).", field="name")
-        return cascade
+        """The champion of ``name``."""
+        return self.served(name).champion
 
-    def swap(self, cascade: LoadedCascade) -> LoadedCascade | None:
-        """Serve ``cascade`` from now on; the version it replaced, if any."""
-        replaced = self._cascades.get(cascade.name)
-        self._cascades = {**self._cascades, cascade.name: cascade}
+    def swap(self, served: Served | LoadedCascade) -> Served | None:
+        """Serve ``served`` (a champion alone, or with its variant) from now on; the pair it replaced."""
+        pair = served if isinstance(served, Served) else Served(served)
+        replaced = self._served.get(pair.champion.name)
+        self._served = {**self._served, pair.champion.name: pair}
         return replaced
 
     def names(self) -> list[str]:
-        return sorted(self._cascades)
+        return sorted(self._served)
 
     def all(self) -> list[LoadedCascade]:
-        return [self._cascades[name] for name in self.names()]
+        """The champions served."""
+        return [self._served[name].champion for name in self.names()]
+
+    def all_served(self) -> list[Served]:
+        return [self._served[name] for name in self.names()]
 
     def is_stale(self, name: str) -> bool:
-        """Whether the store's champion alias moved away from the version served."""
-        served = self._cascades.get(name)
-        return served is None or champion_tag(name) != served.manifest.tag
+        """Whether the store's alias moved away from what is served: another champion, or variant."""
+        served = self._served.get(name)
+        alias = sharing().aliases.get(name)
+        if served is None or alias is None:
+            return True
+        attached = served.variant.spec if served.variant is not None else None
+        return alias.champion != served.champion.manifest.tag or alias.variant != attached
 
 
-def describe(cascade: LoadedCascade) -> dict[str, Any]:
-    """The JSON ``GET /v1/cascades`` lists per cascade."""
+def describe(served: Served | LoadedCascade) -> dict[str, Any]:
+    """The JSON ``GET /v1/cascades`` lists per cascade: the champion, and its variant (or null)."""
+    pair = served if isinstance(served, Served) else Served(served)
+    return _describe_champion(pair.champion) | {"variant": _describe_variant(pair.variant)}
+
+
+def _describe_variant(variant: LoadedVariant | None) -> dict[str, Any] | None:
+    if variant is None:
+        return None
+    spec = variant.spec
+    return {
+        "mode": spec.mode,
+        "version": spec.tag,
+        ("fraction" if spec.mode == "shadow" else "share"): spec.fraction,
+        "attached_at": spec.attached_at.isoformat(),
+        "serving": variant.cascade is not None,
+        "problem": variant.problem,
+    }
+
+
+def _describe_champion(cascade: LoadedCascade) -> dict[str, Any]:
     manifest = cascade.manifest
     router = manifest.router
     return {

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one gateway: latency per cascade and route, errors, skew flags, log.
+"""Prometheus metrics of one gateway: latency per cascade and route, errors, skew flags, variants, log.
 
 With several worker processes (``SKEWGUARD_WORKERS``) each keeps its values in the files of
 prometheus_client's multiprocess mode (``multiprocess_dir``), and a scrape of any worker
@@ -54,6 +54,30 @@ class GatewayMetrics:
             "skewguard_skew_flags_total",
             "Skew flags raised, by kind.",
             ["cascade", "kind"],
+            registry=self.registry,
+        )
+        self.variant_rows = Counter(
+            "skewguard_variant_rows_total",
+            "Rows per variant: answered by the champion or a canary, or copied to a shadow.",
+            ["cascade", "variant"],
+            registry=self.registry,
+        )
+        self.shadow_runs = Counter(
+            "skewguard_shadow_runs_total",
+            "Shadow runs of a candidate, by outcome (ok, or the error code it failed with).",
+            ["cascade", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "skewguard_shadow_dropped_total",
+            "Shadow copies dropped before they ran, by reason: queue_full, waited_too_long, shutdown.",
+            ["cascade", "reason"],
+            registry=self.registry,
+        )
+        self.canary_fallbacks = Counter(
+            "skewguard_canary_fallbacks_total",
+            "Requests a canary failed on and the champion answered instead, by the canary's error code.",
+            ["cascade", "code"],
             registry=self.registry,
         )
         self.champion_behind = Gauge(

@@ -38,6 +38,15 @@ class PredictOptions:
     max_request_pixels: int = MAX_REQUEST_PIXELS
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What one request read from the online store: its entity keys, their rows, whether it was down."""
+
+    keys: list[EntityId]
+    values: list[OnlineRow | None]
+    store_down: bool = False
+
+
 @dataclass(slots=True)
 class Outcome:
     """The answer rows, plus what the log and the metrics need."""
@@ -46,6 +55,8 @@ class Outcome:
     raw_rows: list[dict[str, Any]]
     batch: Batch
     flags: list[list[SkewFlag]] = field(default_factory=list)
+    fetched: Fetched | None = None
+    """The online features it read (a shadow reading the same features reuses them)."""
 
 
 def parse_rows(
@@ -90,14 +101,22 @@ def _refuse_unexpected(i: int, extra: list[str], accepted: Collection[str]) -> N
     )
 
 
-async def predict(cascade: LoadedCascade, body: Any, options: PredictOptions) -> Outcome:
-    """Run the cascade over the request's rows."""
+async def predict(
+    cascade: LoadedCascade, body: Any, options: PredictOptions, *, fetched: Fetched | None = None
+) -> Outcome:
+    """Run the cascade over the request's rows.
+
+    ``fetched``: the online features another cascade reading the same ones (same project,
+    entity key and references) already read for this body; used when its keys match.
+    """
     deadline = time.monotonic() + options.budget_seconds
     key = cascade.manifest.entity_key
     sent = cascade.request_fields if key is None else (*cascade.request_fields, key)
     rows = parse_rows(body, options.max_rows, accepted=sent, fetched=cascade.manifest.feature_refs)
     keys = _entity_keys(cascade, rows)
-    values, store_down = await _fetch(cascade.features, keys, options)
+    if fetched is None or fetched.keys != keys:
+        fetched = Fetched(keys, *await _fetch(cascade.features, keys, options))
+    values, store_down = fetched.values, fetched.store_down
     merged, missing, stale = _merge(cascade, rows, values)
     batch = await encode_request(
         cascade.spec,
@@ -123,7 +142,7 @@ async def predict(cascade: LoadedCascade, body: Any, options: PredictOptions) ->
         _answer(cascade, row, merged[i], bool(missing[i] or stale[i]) or store_down, flags[i])
         for i, row in enumerate(results)
     ]
-    return Outcome(rows=answers, raw_rows=merged, batch=batch, flags=flags)
+    return Outcome(rows=answers, raw_rows=merged, batch=batch, flags=flags, fetched=fetched)
 
 
 def _answer(

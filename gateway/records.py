@@ -1,9 +1,13 @@
-"""Prediction-log records of one served request: raw fields (images as hash and stats)."""
+"""Prediction-log records of one served request: raw fields (images as hash and stats), and what
+an attached candidate did with the same rows (a shadow's answer, or its failure)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from skewguard.gateway.cascades import LoadedCascade
 from skewguard.gateway.predict import Outcome
@@ -34,21 +38,34 @@ def new_request_id(now_ns: int | None = None) -> str:
 _MS_MASK, _RANDOM_MASK = (1 << 48) - 1, (1 << 62) - 1
 
 
-def to_records(cascade: LoadedCascade, outcome: Outcome) -> list[PredictionRecord]:
-    """One record per answered row, sharing a request id."""
-    request_id = new_request_id()
+def to_records(
+    cascade: LoadedCascade,
+    outcome: Outcome,
+    *,
+    request_id: str | None = None,
+    rows: Sequence[int] | None = None,
+    variant: str = "champion",
+    latency_ms: float | None = None,
+) -> list[PredictionRecord]:
+    """One record per answered row, sharing a request id (a new one unless given).
+
+    ``rows``: each answered row's index in the request (when the request's rows were split
+    between the champion and a canary); ``variant`` and ``latency_ms``: who answered, how fast.
+    """
+    request_id = request_id or new_request_id()
     now = time.time()
     images = [f.name for f in cascade.spec if f.kind == "image"]
     online = tuple(cascade.manifest.feature_refs)
+    indices = range(len(outcome.rows)) if rows is None else rows
     records = []
-    for i, (raw, answer) in enumerate(zip(outcome.raw_rows, outcome.rows, strict=True)):
+    for i, (raw, answer, row) in enumerate(zip(outcome.raw_rows, outcome.rows, indices, strict=True)):
         fields = {k: v for k, v in raw.items() if k not in online}
         for name in images:
             fields[name] = image_summary(raw[name], outcome.batch.columns[name][i])
         records.append(
             PredictionRecord(
                 request_id=request_id,
-                row=i,
+                row=row,
                 ts=now,
                 cascade=cascade.name,
                 fields=fields,
@@ -59,6 +76,42 @@ def to_records(cascade: LoadedCascade, outcome: Outcome) -> list[PredictionRecor
                 route=answer["route"],
                 versions=answer["versions"],
                 flags=answer["skew_flags"],
+                variant=variant,
+                latency_ms=latency_ms,
             )
         )
     return records
+
+
+def candidate_answers(
+    cascade: LoadedCascade, outcome: Outcome, variant: str, latency_ms: float
+) -> list[dict[str, Any]]:
+    """What the log keeps of the candidate's answer to each row, beside the champion's."""
+    version = str(cascade.manifest.tag)
+    kept = []
+    for answer in outcome.rows:
+        entry: dict[str, Any] = {"variant": variant, "version": version, "prediction": answer["prediction"]}
+        if "probabilities" in answer:
+            entry["probabilities"] = answer["probabilities"]
+        entry |= {"route": answer["route"], "flags": answer["skew_flags"], "latency_ms": latency_ms}
+        kept.append(entry)
+    return kept
+
+
+def candidate_failure(
+    version: str, variant: str, *, error: str | None = None, latency_ms: float | None = None
+) -> dict[str, Any]:
+    """The candidate's entry for a row it did not answer: its ``error``, or ``dropped`` when shed."""
+    if error is None:
+        return {"variant": variant, "version": version, "dropped": True}
+    return {"variant": variant, "version": version, "error": error, "latency_ms": latency_ms}
+
+
+def with_candidate(
+    records: Sequence[PredictionRecord], candidates: Sequence[dict[str, Any]]
+) -> list[PredictionRecord]:
+    """The records with the candidate's entry for the same row beside each."""
+    return [
+        dataclasses.replace(record, candidate=entry)
+        for record, entry in zip(records, candidates, strict=True)
+    ]

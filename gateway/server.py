@@ -19,6 +19,7 @@ from skewguard.gateway.predict import PredictOptions
 from skewguard.gateway.predlog import PredictionLog
 from skewguard.gateway.protocol import http_protocol
 from skewguard.gateway.settings import GatewaySettings
+from skewguard.gateway.shadow import ShadowQueue
 
 
 def build_gateway(
@@ -33,24 +34,35 @@ def build_gateway(
     ``metrics_dir``: the folder several workers share (their metric files, readiness, reloads).
     ``on_ready``: called with the served cascades' names once the app answers.
     """
+    log = PredictionLog.open(
+        settings.prediction_log_url,
+        max_queue=settings.log_queue,
+        retention_seconds=settings.log_retention_seconds,
+    )
+    metrics = GatewayMetrics(multiprocess_dir=metrics_dir)
+    options = PredictOptions(
+        max_rows=settings.max_rows,
+        degrade_on_feature_store_error=settings.on_feature_store_error == "degrade",
+        budget_seconds=settings.request_budget_ms / 1000,
+        max_request_pixels=settings.max_request_pixels,
+    )
     return Gateway(
         settings=settings,
         registry=CascadeRegistry(),
         features=FeatureSources.fixed(features) if features is not None else FeatureSources.feast(settings),
-        log=PredictionLog.open(
-            settings.prediction_log_url,
-            max_queue=settings.log_queue,
-            retention_seconds=settings.log_retention_seconds,
-        ),
-        metrics=GatewayMetrics(multiprocess_dir=metrics_dir),
-        options=PredictOptions(
-            max_rows=settings.max_rows,
-            degrade_on_feature_store_error=settings.on_feature_store_error == "degrade",
-            budget_seconds=settings.request_budget_ms / 1000,
-            max_request_pixels=settings.max_request_pixels,
-        ),
+        log=log,
+        metrics=metrics,
+        options=options,
         guard_config=GuardConfig.from_strings(
             reject=settings.guard_reject, range_quantiles=settings.guard_range_quantiles
+        ),
+        shadow=ShadowQueue(
+            log,
+            metrics,
+            options,
+            max_queue=settings.shadow_queue,
+            concurrency=settings.shadow_concurrency,
+            max_wait_s=settings.request_budget_ms / 1000,
         ),
         peers=None if metrics_dir is None else Peers(metrics_dir, settings.workers),
         on_ready=on_ready,

@@ -49,6 +49,12 @@ class GatewaySettings(Settings):
     log_retention_days: float = Field(
         default=0, ge=0, description="Delete logged rows older than this many days; 0 keeps them all."
     )
+    shadow_queue: int = Field(
+        default=256, gt=0, description="Shadow copies waiting to run at most; more are dropped and counted."
+    )
+    shadow_concurrency: int = Field(
+        default=2, gt=0, le=64, description="Shadow copies run at once per gateway process."
+    )
     watch_seconds: float = Field(default=2.0, ge=0, description="Champion alias poll interval; 0 = off.")
     workers: int = Field(
         default=1,

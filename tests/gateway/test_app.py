@@ -135,10 +135,10 @@ async def test_an_unexpected_error_in_predict_is_a_logged_json_500(
 ) -> None:
     import skewguard.gateway.app as gateway_app
 
-    async def broken(*args: Any) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug in the request path")
 
-    monkeypatch.setattr(gateway_app, "predict", broken)
+    monkeypatch.setattr(gateway_app, "answer", broken)
     with caplog.at_level(logging.ERROR, logger="skewguard.gateway"):
         response = await gateway_client.post(PREDICT, json=request_row(demo))
     assert response.status_code == 500

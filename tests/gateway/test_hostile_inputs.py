@@ -252,10 +252,10 @@ async def test_every_error_answer_is_counted_by_code_and_status_a_500_too(
     await _post(gateway_client, _raw(request_row(demo), "price", HUGE))
     await gateway_client.post("/v1/admin/reload")
 
-    async def broken(*args: Any) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug in the request path")
 
-    monkeypatch.setattr(gateway_app, "predict", broken)
+    monkeypatch.setattr(gateway_app, "answer", broken)
     for _ in range(3):
         assert (await gateway_client.post(PREDICT, json=request_row(demo))).status_code == 500
     metrics = (await gateway_client.get("/metrics")).text
