@@ -5,6 +5,9 @@ skewguard cascade show NAME|TAG             one version's manifest (the champion
 skewguard cascade compose NAME --router TAG --route 1=a --route 0=b --branch a=TAG --branch b=TAG
 skewguard cascade promote TAG               make a version the champion (gateways follow)
 skewguard cascade rollback NAME             the previous champion back
+skewguard cascade shadow NAME TAG [--fraction F]   a version runs a copy of the requests beside the champion
+skewguard cascade canary NAME TAG --share S        a version answers a share of the entities
+skewguard cascade detach NAME               the champion serves alone again
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def cascade() -> None:
 def cascade_list() -> None:
     """Every cascade: its champion and how many versions are stored."""
     from skewguard.bentos.manifest import champion_tag, list_manifests
+    from skewguard.bentos.variants import variant_of
 
     names: dict[str, list[str]] = {}
     for tag in list_manifests():
@@ -32,7 +36,9 @@ def cascade_list() -> None:
     if not names:
         click.echo("no cascades stored; train one with `skewguard train -f <cascade file>`")
     for name, tags in sorted(names.items()):
-        click.echo(f"{name:<24}champion {champion_tag(name) or '-'}  ({len(tags)} versions)")
+        variant = variant_of(name)
+        beside = f"  {variant.mode} {variant.tag} at {variant.fraction:g}" if variant else ""
+        click.echo(f"{name:<24}champion {champion_tag(name) or '-'}  ({len(tags)} versions){beside}")
 
 
 @cascade.command("show")
@@ -126,3 +132,48 @@ def cascade_rollback(name: str) -> None:
         raise ConfigError(f"Cascade {name!r} has no earlier champion to roll back to.", field="name")
     manifest = promote(previous)
     click.echo(f"{manifest.tag} is the champion of {name} again")
+
+
+@cascade.command("shadow")
+@click.argument("name")
+@click.argument("tag")
+@click.option(
+    "--fraction", default=1.0, show_default=True, help="The share of requests copied to it, in (0, 1]."
+)
+def cascade_shadow(name: str, tag: str, fraction: float) -> None:
+    """Run version TAG as a shadow of NAME's champion: it answers nobody, the log keeps its answers."""
+    from skewguard.bentos.variants import attach_variant
+
+    variant = attach_variant(name, tag, "shadow", fraction)
+    click.echo(
+        f"{variant.tag} shadows {variant.champion} on {fraction:.0%} of the requests; gateways follow "
+        f"within their watch interval. Compare them with `skewguard compare {name}`."
+    )
+
+
+@cascade.command("canary")
+@click.argument("name")
+@click.argument("tag")
+@click.option("--share", type=float, required=True, help="The share of routing keys it answers, in (0, 1).")
+def cascade_canary(name: str, tag: str, share: float) -> None:
+    """Let version TAG answer a share of NAME's entities (by a hash of the entity key) as a canary."""
+    from skewguard.bentos.variants import attach_variant
+
+    variant = attach_variant(name, tag, "canary", share)
+    click.echo(
+        f"{variant.tag} answers {share:.0%} of the entities of {name} beside {variant.champion}; gateways "
+        f"follow within their watch interval. Compare them with `skewguard compare {name}`."
+    )
+
+
+@cascade.command("detach")
+@click.argument("name")
+def cascade_detach(name: str) -> None:
+    """Detach NAME's shadow or canary: its champion serves alone again."""
+    from skewguard.bentos.variants import detach_variant
+
+    variant = detach_variant(name)
+    if variant is None:
+        click.echo(f"{name} had no shadow or canary attached")
+        return
+    click.echo(f"{variant.mode} {variant.tag} detached from {name}")
