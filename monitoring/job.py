@@ -8,8 +8,12 @@ The caller hands in the records (``skewguard.predictionlog.records.read_records`
 never imports the gateway). The training set is the one the manifest's reference set names,
 its sha256 checked (:func:`load_reference`); the reference is the slice of it the models were
 fitted on — all but the newest ``holdout`` share by its time column, as training cut it — at
-most ``MAX_REFERENCE_ROWS`` of them. Records of other cascades in the window are ignored.
-:func:`run_monitor` is the whole job for a champion, with the defaults its manifest records.
+most ``MAX_REFERENCE_ROWS`` of them. Records of other cascades in the window are ignored, and
+so are rows a canary answered (the champion's answers are what is monitored). A shadow's
+answers ride along on the champion's rows and change nothing here.
+:func:`run_monitor` is the whole job for a champion, with the defaults its manifest records;
+when the window holds a shadow's or a canary's answers, it adds the live comparison
+(``skewguard.monitoring.live``) to the report.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import pandas as pd
 from skewguard.bentos.manifest import CascadeManifest, champion
 from skewguard.errors import ConfigError
 from skewguard.featurestore.connection import FeastConfig
+from skewguard.monitoring.comparison import Comparison, find_candidate
 from skewguard.monitoring.drift import DriftMethods, run_drift
 from skewguard.monitoring.exposition import add_skew_table, write_metrics
 from skewguard.monitoring.findings import DriftSummary
@@ -41,6 +46,7 @@ from skewguard.monitoring.frames import (
     reference_frame,
     reference_rows,
 )
+from skewguard.monitoring.live import add_to_report, compare_served
 from skewguard.monitoring.replay import load_runners, output_classes, replay
 from skewguard.monitoring.skew import FeastOfflineFeatures, SkewCheck, SkewPolicy, SkewSummary
 from skewguard.monitoring.verdict import DriftPolicy, with_skew
@@ -60,6 +66,7 @@ class DriftJobResult:
     summary_json: Path
     metrics: Path
     skew: SkewSummary | None = None
+    comparison: Comparison | None = None
 
 
 def check_drift(
@@ -84,7 +91,11 @@ def check_drift(
     gauges, a table in the report, and skew reasons in the verdict.
     """
     spec = manifest.spec()
-    served = [r for r in records if r.get("cascade", manifest.name) == manifest.name]
+    served = [
+        r
+        for r in records
+        if r.get("cascade", manifest.name) == manifest.name and r.get("variant", "champion") == "champion"
+    ]
     reference_set = manifest.reference
     time_field = (
         reference_set.time_column
@@ -125,8 +136,13 @@ def run_monitor(
     watch: Sequence[str] | None = None,
     skew_threshold: float | None = None,
     skew_at: str | None = None,
+    labels: pd.DataFrame | None = None,
 ) -> DriftJobResult:
-    """The monitor job of cascade ``name``'s champion: its defaults, each overridable."""
+    """The monitor job of cascade ``name``'s champion: its defaults, each overridable.
+
+    With a shadow's or a canary's answers in ``records``, the report gets the live comparison,
+    scored on ``labels`` where they join (``skewguard.monitoring.labels``).
+    """
     manifest = champion(name)
     if manifest is None:
         raise ConfigError(
@@ -146,9 +162,14 @@ def run_monitor(
         check = SkewCheck(
             offline, SkewPolicy(max_mismatch_rate=threshold), skew_at or manifest.event_time_field
         )
-    return check_drift(
+    result = check_drift(
         records, load_reference(manifest, settings.home), manifest, out_dir, policy=policy, skew=check
     )
+    if find_candidate([r for r in records if r.get("cascade") == name]) is None:
+        return result
+    found = compare_served(name, records, labels=labels)
+    add_to_report(out_dir, result.html, result.summary_json, found)
+    return dataclasses.replace(result, comparison=found)
 
 
 def load_reference(manifest: CascadeManifest, home: Path) -> pd.DataFrame:

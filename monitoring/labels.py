@@ -31,16 +31,25 @@ RowKey = tuple[str, int]
 """(request id, row index): a logged row."""
 
 
-def read_labels(path: Path) -> pd.DataFrame:
-    """A labels table from a ``.csv`` or ``.parquet`` file."""
+def read_labels(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A labels table from a ``.csv`` or ``.parquet`` file; only ``columns`` (those it has) when given."""
+    suffix = path.suffix.lower()
+    if suffix not in {".csv", ".parquet", ".pq"}:
+        raise ConfigError(f"The labels file {path}: expected a .csv or .parquet file.", field="labels")
     try:
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, usecols=lambda name: columns is None or name in columns)
+        import pyarrow.parquet as pq
+
+        present = pq.read_schema(path).names
+        return pd.read_parquet(path, columns=[c for c in present if columns is None or c in columns])
     except (OSError, ValueError) as exc:
         raise ConfigError(f"The labels file {path} cannot be read: {exc}", field="labels") from exc
-    raise ConfigError(f"The labels file {path}: expected a .csv or .parquet file.", field="labels")
+
+
+def label_columns(target: str | None, entity_key: str | None, time_field: str | None) -> list[str]:
+    """The columns a join reads: the target and either key (so a wide data file is read narrowly)."""
+    return [c for c in (target, entity_key, time_field, "request_id", "row") if c is not None]
 
 
 def join_labels(

@@ -261,6 +261,15 @@ def import_from(folder: Path, module_name: str) -> Any:
     return importlib.import_module(module_name)
 
 
+def labeled_data(source_file: str | None) -> Path | None:
+    """The data a cascade file trains on (its labeled history, where late labels arrive), if it is there."""
+    if source_file is None or not Path(source_file).is_file():
+        return None
+    loaded = load_cascade_file(Path(source_file))
+    path = loaded.resolve(loaded.spec.data.path)
+    return path if path.is_file() else None
+
+
 def load_cascade_file(path: Path) -> LoadedCascadeFile:
     """Read and validate a cascade file; a ConfigError names the key, its line and the fix."""
     path = path.resolve()

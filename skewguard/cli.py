@@ -4,8 +4,9 @@ Wiring only: each command imports its package lazily, so ``skewguard --help`` st
 The settings are read from ``SKEWGUARD_*`` once, here, and handed to every command.
 
     skewguard schema | train -f | package | models | bento build|serve | features apply|materialize -f
-    skewguard cascade list|show|compose|promote|rollback     (skewguard.cli_cascades)
-    skewguard serve | monitor | retrain | demo-traffic | reports serve | log prune   (skewguard.cli_ops)
+    skewguard cascade list|show|compose|promote|rollback|shadow|canary|detach  (skewguard.cli_cascades)
+    skewguard serve | monitor | compare | retrain | demo-traffic | reports serve | log prune
+                                                              (skewguard.cli_ops)
     skewguard demo-data | examples list|copy                  (skewguard.cli_examples)
 """
 
@@ -295,9 +296,29 @@ def _feast_config(settings: Settings, file: Path) -> Any:
 def _register_commands() -> None:
     from skewguard.cli_cascades import cascade
     from skewguard.cli_examples import demo_data, examples
-    from skewguard.cli_ops import demo_traffic, import_champion, log, monitor, reports, retrain, serve
+    from skewguard.cli_ops import (
+        compare,
+        demo_traffic,
+        import_champion,
+        log,
+        monitor,
+        reports,
+        retrain,
+        serve,
+    )
 
-    for command in (cascade, demo_data, examples, serve, monitor, retrain, demo_traffic, reports, log):
+    for command in (
+        cascade,
+        demo_data,
+        examples,
+        serve,
+        monitor,
+        compare,
+        retrain,
+        demo_traffic,
+        reports,
+        log,
+    ):
         cli.add_command(command)
     for command in (import_champion,):
         cli.add_command(command)

@@ -1,5 +1,5 @@
-"""Operator commands: serve, monitor, retrain, demo traffic, the reports index, the log's retention,
-the champion's import from the model export."""
+"""Operator commands: serve, monitor, compare, retrain, demo traffic, the reports index, the log's
+retention, the champion's import from the model export."""
 
 from __future__ import annotations
 
@@ -102,6 +102,7 @@ def monitor(
         watch=watch or None,
         skew_threshold=skew_threshold,
         skew_at=skew_at,
+        labels=cascade_labels(cascade, None) if _has_variant(records, cascade) else None,
     )
     verdict = result.summary.verdict
     click.echo(f"{len(records)} served rows of {cascade}; drift: {verdict.drift}")
@@ -109,9 +110,90 @@ def monitor(
         click.echo(f"  - {reason}")
     if result.skew is not None:
         click.echo(f"feature skew: {', '.join(result.skew.skewed_features) or 'none'}")
+    if result.comparison is not None:
+        from skewguard.monitoring.comparison import describe_comparison
+
+        click.echo("\n".join(describe_comparison(result.comparison)))
     click.echo(f"report: {result.html}\nsummary: {result.summary_json}\nmetrics: {result.metrics}")
     if verdict.drift:
         sys.exit(1)
+
+
+def _has_variant(records: list[dict[str, Any]], name: str) -> bool:
+    from skewguard.monitoring.comparison import find_candidate
+
+    return find_candidate([r for r in records if r.get("cascade") == name]) is not None
+
+
+def cascade_labels(name: str, path: Path | None) -> Any:
+    """The labels to score a live comparison on: ``path``, else the data of the champion's cascade file."""
+    from skewguard.bentos.manifest import champion
+    from skewguard.monitoring.labels import label_columns, read_labels
+    from skewguard.pipeline.cascade_file import labeled_data
+
+    manifest = champion(name)
+    if manifest is None:
+        raise ConfigError(f"No champion cascade named {name!r}.", field="name")
+    path = path or labeled_data(manifest.source_file)
+    if path is None:
+        return None
+    columns = label_columns(manifest.target, manifest.entity_key, manifest.event_time_field)
+    return read_labels(path, columns)
+
+
+@click.command("compare")
+@click.argument("name", required=False)
+@OPTIONAL_CASCADE_FILE
+@click.option(
+    "--since",
+    callback=lambda ctx, param, value: _age_seconds(ctx, param, value),
+    default=None,
+    help="Only rows served within this age: 2h, 90m, 7d [since the variant was attached, else all].",
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A .csv/.parquet of the target with the entity key and event time field (or request_id, row) "
+    "[the data file of the champion's cascade file].",
+)
+@click.option("--no-labels", is_flag=True, help="Compare without labels: no metric, no gain.")
+@click.option("--candidate", default=None, help="The candidate's tag [the newest one logged].")
+@click.option(
+    "--metric",
+    type=click.Choice(["auto", "roc_auc", "log_loss", "accuracy", "mae", "rmse", "r2"]),
+    default="auto",
+    show_default=True,
+    help="auto: ROC AUC (two classes), log loss (more), MAE (regression).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def compare(
+    name: str | None,
+    file: Path | None,
+    since: float | None,
+    labels: Path | None,
+    no_labels: bool,
+    candidate: str | None,
+    metric: str,
+    as_json: bool,
+) -> None:
+    """Compare the champion with its shadow or canary on the requests they served (from the log)."""
+    import json
+
+    from skewguard.bentos.variants import variant_of
+    from skewguard.gateway.settings import GatewaySettings
+    from skewguard.monitoring.comparison import describe_comparison
+    from skewguard.monitoring.live import compare_served
+    from skewguard.predictionlog.records import read_records
+
+    settings = GatewaySettings.from_env()
+    cascade = cascade_name(name, file)
+    attached = variant_of(cascade)
+    start = time.time() - since if since else (attached.attached_at.timestamp() if attached else None)
+    records = read_records(settings.prediction_log_url, since=start)
+    table = None if no_labels else cascade_labels(cascade, labels)
+    found = compare_served(cascade, records, labels=table, candidate=candidate, metric=metric)
+    click.echo(json.dumps(found.to_dict(), indent=1) if as_json else "\n".join(describe_comparison(found)))
 
 
 def cascade_name(name: str | None, file: Path | None) -> str:
