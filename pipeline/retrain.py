@@ -6,6 +6,18 @@
         ─► champion vs candidate on the most recent labeled window (their ONNX graphs)
         ─► candidate beats the champion by ``margin``? ─┬─ no ─► record, keep the champion
                                                           └─ yes ─► promote ─► gateway reloads
+                                                                   (or, with a live period:
+                                                                    attach it as a shadow or canary)
+
+With a live period (``live_for``: requests the candidate answered, or a duration), a
+candidate that passes offline is not promoted yet: it is attached beside the champion
+(``skewguard.bentos.variants``) and the run records ``shadowing`` or ``canary``. A later run
+with the same period — the next scheduled one — finds it attached and judges it instead of
+training another: until the period is over, or while too few labels have arrived, it records
+``waiting``; then the live comparison of the log since it was attached
+(``skewguard.monitoring.live``) goes through the live gate (``skewguard.pipeline.gate``): a
+pass promotes it (the promotion also detaches it, in one atomic change of the alias), a
+failure detaches it and keeps the champion.
 
 The monitor runs as ``skewguard monitor`` in a child process: Evidently's memory stays out
 of the flow, and the flow reads the served window the way an operator's job would, through
@@ -37,19 +49,30 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from skewguard.bentos.aliases import Variant
 from skewguard.bentos.manifest import CascadeManifest, champion_tag, load_manifest, promote
+from skewguard.bentos.variants import attach_variant, detach_variant, variant_of
 from skewguard.errors import ConfigError, SkewguardError
+from skewguard.monitoring.comparison import Comparison
 from skewguard.monitoring.job import load_reference
+from skewguard.monitoring.labels import label_columns, read_labels
+from skewguard.monitoring.live import compare_served
 from skewguard.monitoring.replay import replay_cascade
 from skewguard.pipeline import cascade
+from skewguard.pipeline.cascade_file import labeled_data
 from skewguard.pipeline.flows import train_cascade
+from skewguard.pipeline.gate import GateRules, LivePeriod, judge, parse_period
 from skewguard.pipeline.training_set import split_by_time
+from skewguard.predictionlog.records import read_records
 from skewguard.settings import Settings
 
 __all__ = ["DECISIONS_FILE", "read_decisions", "retrain_if_drifted"]
 
 DECISIONS_FILE = "decisions.jsonl"
 Metric = Literal["auto", "roc_auc", "log_loss", "accuracy", "mae", "rmse", "r2"]
+LiveMode = Literal["shadow", "canary"]
+DEFAULT_FRACTION = {"shadow": 1.0, "canary": 0.1}
+"""A shadow copies every request unless told; a canary answers a tenth of the entities."""
 _LOWER_IS_BETTER = {"log_loss", "mae", "rmse"}
 MONITOR_TIMEOUT_S = 600
 SKEW_PREFIX = "feature skew:"  # how monitoring.verdict.with_skew starts its reasons
@@ -187,29 +210,30 @@ def retrain_if_drifted(
     force: bool = False,
     gateway_url: str | None = None,
     token: str | None = None,
+    live_for: str | None = None,
+    live_mode: LiveMode = "shadow",
+    live_fraction: float | None = None,
+    gate: dict[str, Any] | None = None,
+    labels: str | None = None,
+    log_url: str | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Retrain cascade ``name`` when served traffic drifted; promote the candidate only if it is better.
 
     The candidate is trained from ``file``, else from the cascade file the champion was trained from.
+    With ``live_for`` it must then also pass a live period as ``live_mode`` (at ``live_fraction``)
+    and the live gate (``gate``: ``GateRules`` fields), scored on ``labels`` (default: the cascade
+    file's data) joined to the prediction log at ``log_url``.
     """
     settings = settings or Settings.from_env()
-    if margin < 0:
-        raise ConfigError(f"margin is {margin}; expected 0 or more.", field="margin")
-    decision: dict[str, Any] = {
-        "at": datetime.now(UTC).isoformat(),
-        "cascade": name,
-        "champion": champion_tag(name),
-    }
-    if decision["champion"] is None:
-        raise ConfigError(
-            f"No champion cascade named {name!r}; run `skewguard train -f` first.", field="name"
-        )
-    source = file or load_manifest(decision["champion"]).source_file
-    if source is None or not Path(source).is_file():
-        raise ConfigError(
-            f"Cascade {name!r}: its cascade file {source!r} is not there; give it with -f.", field="file"
-        )
+    decision = _begin(name, margin)
+    period, rules = (parse_period(live_for) if live_for else None), GateRules(**(gate or {}))
+    if period is not None and log_url is None:
+        raise ConfigError("A live period reads the prediction log: give its URL (log_url).", field="log_url")
+    live = {"period": period, "rules": rules, "labels": labels, "log_url": log_url, "metric": metric}
+    if period is not None and (attached := variant_of(name)) is not None:
+        return judge_attached(name, attached, decision, settings, live, gateway_url, token)
+    source = _source_file(name, file, decision["champion"])
     out_dir = settings.home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     summary = monitor_served(name, str(out_dir), last, min_rows, list(watch), list(monitor_options))
     verdict = summary["verdict"]
@@ -233,9 +257,119 @@ def retrain_if_drifted(
     decision |= {"comparison": figures, "metric": figures["metric"], "margin": margin}
     if not better:
         return _record(settings, decision | {"decision": "kept champion", "reasons": [why]})
+    if period is not None:
+        fraction = DEFAULT_FRACTION[live_mode] if live_fraction is None else live_fraction
+        decision = start_live(name, candidate, live_mode, fraction, period, decision, gateway_url, token)
+        return _record(settings, decision | {"reasons": [why, *decision["reasons"]]})
     promote(candidate)
     reloaded = reload_gateway(gateway_url, token, name, candidate)
     return _record(settings, decision | {"decision": "promoted", "reasons": [why, reloaded]})
+
+
+def _begin(name: str, margin: float) -> dict[str, Any]:
+    """A decision's first figures: when, which cascade, its champion (which must exist)."""
+    if margin < 0:
+        raise ConfigError(f"margin is {margin}; expected 0 or more.", field="margin")
+    champion = champion_tag(name)
+    if champion is None:
+        raise ConfigError(
+            f"No champion cascade named {name!r}; run `skewguard train -f` first.", field="name"
+        )
+    return {"at": datetime.now(UTC).isoformat(), "cascade": name, "champion": champion}
+
+
+def _source_file(name: str, file: str | None, champion: str) -> str:
+    source = file or load_manifest(champion).source_file
+    if source is None or not Path(source).is_file():
+        raise ConfigError(
+            f"Cascade {name!r}: its cascade file {source!r} is not there; give it with -f.", field="file"
+        )
+    return source
+
+
+def start_live(
+    name: str,
+    candidate: str,
+    mode: LiveMode,
+    fraction: float,
+    period: LivePeriod,
+    decision: dict[str, Any],
+    gateway_url: str | None,
+    token: str | None,
+) -> dict[str, Any]:
+    """Attach the candidate beside the champion for its live period: the decision shadowing or canary."""
+    variant = attach_variant(name, candidate, mode, fraction)
+    reloaded = reload_gateway(gateway_url, token, name, decision["champion"])
+    started = (
+        f"attached as a {mode} at {fraction:g} for {period.describe()}; the next `skewguard retrain` with a "
+        "live period judges it when that is over"
+    )
+    live = {"mode": mode, "fraction": fraction, "attached_at": variant.attached_at.isoformat()}
+    outcome = "shadowing" if mode == "shadow" else "canary"
+    return decision | {"decision": outcome, "reasons": [started, reloaded], "live": live}
+
+
+@task(cache_policy=NO_CACHE)
+def compare_live_traffic(
+    name: str, candidate: str, since: float, log_url: str, labels: str | None, metric: str
+) -> Comparison:
+    """The champion vs ``candidate`` on the log since ``since``, scored on the labels where they join."""
+    records = read_records(log_url, since=since)
+    return compare_served(name, records, labels=_labels(name, labels), candidate=candidate, metric=metric)
+
+
+def _labels(name: str, path: str | None) -> pd.DataFrame | None:
+    """The labels file given, else the data of the champion's cascade file (its labeled history)."""
+    manifest = load_manifest(str(champion_tag(name)))
+    found = Path(path) if path else labeled_data(manifest.source_file)
+    if found is None:
+        return None
+    return read_labels(found, label_columns(manifest.target, manifest.entity_key, manifest.event_time_field))
+
+
+def judge_attached(
+    name: str,
+    attached: Variant,
+    decision: dict[str, Any],
+    settings: Settings,
+    live: dict[str, Any],
+    gateway_url: str | None,
+    token: str | None,
+) -> dict[str, Any]:
+    """Judge the variant attached to ``name`` once its period is over: promote it, detach it, or wait."""
+    period: LivePeriod = live["period"]
+    since = attached.attached_at.timestamp()
+    elapsed = datetime.now(UTC).timestamp() - since
+    figures: dict[str, Any] = {
+        "mode": attached.mode,
+        "fraction": attached.fraction,
+        "attached_at": attached.attached_at.isoformat(),
+        "period": period.describe(),
+        "elapsed_s": round(elapsed, 1),
+    }
+    decision |= {"candidate": attached.tag, "live": figures}
+    try:
+        found = compare_live_traffic(
+            name, attached.tag, since, live["log_url"], live["labels"], live["metric"]
+        )
+    except ConfigError as exc:  # nothing of the candidate logged yet
+        return _record(settings, decision | {"decision": "waiting", "reasons": [exc.message]})
+    figures |= {"requests": found.candidate.requests, "comparison": found.to_dict()}
+    if not period.is_complete(found.candidate.requests, elapsed):
+        answered = found.candidate.requests
+        why = f"the {attached.mode} answered {answered} requests in {elapsed:.0f} s of {period.describe()}"
+        return _record(settings, decision | {"decision": "waiting", "reasons": [why]})
+    verdict = judge(found, live["rules"])
+    figures["gate"] = verdict.to_dict()
+    if verdict.status == "pending":
+        return _record(settings, decision | {"decision": "waiting", "reasons": verdict.reasons("pending")})
+    if verdict.status == "fail":
+        detach_variant(name)
+        reasons = [*verdict.reasons("fail"), f"{attached.mode} {attached.tag} detached"]
+        return _record(settings, decision | {"decision": "kept champion", "reasons": reasons})
+    promote(attached.tag)  # one change of the alias: the new champion, and no variant
+    reloaded = reload_gateway(gateway_url, token, name, attached.tag)
+    return _record(settings, decision | {"decision": "promoted", "reasons": [*verdict.reasons(), reloaded]})
 
 
 def no_retrain_reason(verdict: dict[str, Any]) -> str | None:
@@ -288,11 +422,22 @@ def _record(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
     lines = [f"**{decision['decision']}** for cascade `{decision['cascade']}`", ""]
     lines += [f"- {reason}" for reason in decision.get("reasons", [])]
     lines += [f"- drift: {r}" for r in decision.get("drift", {}).get("reasons", [])]
+    gate = decision.get("live", {}).get("gate")
+    if gate is not None:
+        lines += ["", "| live gate rule | status | figure | limit |", "|---|---|---|---|"]
+        lines += [
+            f"| {c['rule']} | {c['status']} | {_cell(c['figure'])} | {_cell(c['limit'])} |"
+            for c in gate["checks"]
+        ]
     create_markdown_artifact(
         markdown="\n".join(lines), key=_artifact_key(decision["cascade"]), description="retrain decision"
     )
     print(f"decision: {decision['decision']} — {'; '.join(decision.get('reasons', []))}")
     return decision
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
 
 
 def _artifact_key(name: str) -> str:

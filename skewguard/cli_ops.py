@@ -243,11 +243,57 @@ def _body_path(example: Path, home: Path) -> tuple[str, Path]:
 @click.option("--force", is_flag=True, help="Train a candidate even without drift (the gate still applies).")
 @click.option("--gateway-url", default=None, help="Gateway to reload after a promotion (admin endpoint).")
 @click.option("--schedule", default=None, help="A cron line: serve the flow as a Prefect deployment on it.")
+@click.option(
+    "--shadow-for",
+    default=None,
+    help="Before promoting, run a candidate that passed offline as a shadow for N requests (2000) or a "
+    "duration (2h); a later run judges it by the live gate.",
+)
+@click.option("--canary-for", default=None, help="The same as a canary answering a share of the entities.")
+@click.option("--shadow-fraction", type=float, default=None, help="Share of requests the shadow copies [1].")
+@click.option("--canary-share", type=float, default=None, help="Share of entities the canary answers [0.1].")
+@click.option(
+    "--min-agreement", type=float, default=0.75, show_default=True, help="Live gate: shadow agreement."
+)
+@click.option(
+    "--min-gain",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Live gate: the metric gain needed on labeled rows; its 95% interval must lie above zero too.",
+)
+@click.option(
+    "--min-labeled", type=int, default=200, show_default=True, help="Live gate: labeled rows needed."
+)
+@click.option(
+    "--max-new-flag-rate",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Live gate: how much more often than the champion the candidate may raise a skew-flag kind.",
+)
+@click.option(
+    "--max-p99-ratio", type=float, default=1.5, show_default=True, help="Live gate: p99 vs champion."
+)
+@click.option(
+    "--max-error-rate", type=float, default=0.01, show_default=True, help="Live gate: failed share."
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Live gate: labels to score on [the data file of the cascade file].",
+)
 @click.pass_obj
 def retrain(
     settings: Settings, /, name: str | None, file: Path | None, schedule: str | None, **options: Any
 ) -> None:
-    """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate."""
+    """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate.
+
+    With --shadow-for or --canary-for the candidate first serves beside the champion; the next run
+    with the same option promotes it only if the live comparison passes the live gate.
+    """
+    from skewguard.gateway.settings import GatewaySettings
     from skewguard.pipeline.retrain import retrain_if_drifted, scheduled_deployment
 
     parameters: dict[str, Any] = {
@@ -262,6 +308,8 @@ def retrain(
         "force": options["force"],
         "gateway_url": options["gateway_url"],
         "token": os.environ.get("SKEWGUARD_API_TOKEN") or None,
+        **_live_parameters(options),
+        "log_url": GatewaySettings.from_env().prediction_log_url,
     }
     if schedule:
         from prefect import serve as serve_deployments
@@ -274,6 +322,30 @@ def retrain(
     click.echo(f"decision: {decision['decision']}")
     for reason in decision.get("reasons", []):
         click.echo(f"  - {reason}")
+
+
+def _live_parameters(options: dict[str, Any]) -> dict[str, Any]:
+    """The flow's live-period parameters from the retrain options (none without a period)."""
+    if options["shadow_for"] and options["canary_for"]:
+        raise click.UsageError("Give --shadow-for or --canary-for, not both.")
+    if not (options["shadow_for"] or options["canary_for"]):
+        return {}
+    mode = "shadow" if options["shadow_for"] else "canary"
+    rules = (
+        "min_agreement",
+        "min_gain",
+        "min_labeled",
+        "max_new_flag_rate",
+        "max_p99_ratio",
+        "max_error_rate",
+    )
+    return {
+        "live_for": options["shadow_for"] or options["canary_for"],
+        "live_mode": mode,
+        "live_fraction": options["shadow_fraction"] if mode == "shadow" else options["canary_share"],
+        "gate": {rule: options[rule] for rule in rules},
+        "labels": str(options["labels"]) if options["labels"] else None,
+    }
 
 
 @click.command("demo-traffic")
