@@ -16,7 +16,9 @@ concurrency:
     router and specialist in onnxruntime, prediction log (SQLite); measured twice, each in
     its own gateway process: image requests on the ``returns`` cascade, and tabular+text
     requests (the same orders without the image) on ``returns-text``, whose graphs have no
-    image input — the target is worded for the latter;
+    image input — the target is worded for the latter; and once more with image requests
+    and a shadow attached at fraction 1.0 (a second version of ``returns``), so that the
+    champion's p99 with and without a shadow come from the same run;
 (2) the gateway remote: the same, SKEWGUARD_REMOTE_MODELS naming three ``bentoml serve`` Bentos;
 (3) the same ONNX graphs composed the BentoML way (``bench/gateway_bentoml.py``);
 (4) the naive way: Starlette, Feast and ``predict_proba`` (``bench/gateway_naive.py``).
@@ -58,6 +60,7 @@ from bench.gateway_report import (
 )
 from bench.gateway_servers import Server, sampling_rss, stop, tree_unique
 from bench.gateway_variants import (
+    CASCADE,
     GATEWAY_KEYS,
     TEXT_CASCADE,
     TEXT_KEYS,
@@ -68,6 +71,7 @@ from bench.gateway_variants import (
     log_stats,
     served_cascade,
     settle,
+    shadow_stats,
     to_cell,
 )
 
@@ -154,6 +158,7 @@ def prepare(home: Path, n_orders: int) -> Setup:
     source = _run(
         [*naive, "--storage", str(home / "prefect" / "storage"), "--training", str(training)], env, log
     )
+    shadow = shadow_version(env, log)
     bodies, images = request_bodies(project / "data" / "orders.parquet", N_BODIES)
     texts = without_image(bodies)
     path, text_path = home / "bodies.jsonl", home / "bodies-text.jsonl"
@@ -170,7 +175,20 @@ def prepare(home: Path, n_orders: int) -> Setup:
         text_bodies=text_path,
         text_body_bytes=sum(map(len, texts)) / len(texts),
         image=ImageCost(sum(map(len, images)) / len(images), time_image_decode(images)),
+        shadow=shadow,
     )
+
+
+def shadow_version(env: dict[str, str], log: Path) -> str:
+    """A second version of the image cascade over its champion's graphs (threshold 0.4): ``1s``'s shadow."""
+    skewguard = str(BIN / "skewguard")
+    champion = json.loads(_run([skewguard, "cascade", "show", CASCADE], env, log))
+    router = champion["router"]
+    command = [skewguard, "cascade", "compose", CASCADE, "--router", router["tag"], "--rule", "0.4"]
+    command += ["--positive-class", str(router["positive_class"] or sorted(router["routes"])[-1])]
+    command += [f"--route={cls}={branch}" for cls, branch in router["routes"].items()]
+    command += [f"--branch={branch}={tag}" for branch, tag in champion["branches"].items()]
+    return _run(command, env, log).split()[0]
 
 
 def request_bodies(orders_file: Path, n: int) -> tuple[list[str], list[str]]:
@@ -223,8 +241,17 @@ def load(url: str, bodies: Path, concurrency: int, seconds: int, tool: str) -> d
 def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
     """Start, check, warm up, measure at each concurrency, stop."""
     outcome, servers, bodies = Outcome(), list[Server](), bodies_of(key, setup)
-    prefix = {"1t": "(1) tabular+text", "1w": "(1) tabular+text, 2 workers"}.get(key, LABELS[key][:3])
+    prefix = {"1t": "(1) tabular+text", "1w": "(1) tabular+text, 2 workers", "1s": "(1) shadow"}.get(
+        key, LABELS[key][:3]
+    )
+    skewguard = str(BIN / "skewguard")
     try:
+        if key == "1s" and setup.shadow is not None:
+            _run(
+                [skewguard, "cascade", "shadow", CASCADE, setup.shadow, "--fraction", "1"],
+                setup.env,
+                setup.home / "setup.log",
+            )
         url = launch(key, setup, servers)
         outcome.p1, failed = check_answers(url, bodies)
         if failed:
@@ -243,10 +270,14 @@ def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
             outcome.tools.add(result["tool"])
         if key in GATEWAY_KEYS:
             outcome.notes.append(f"{prefix} prediction log after the load: {log_stats(url)}")
+        if key == "1s":
+            outcome.notes.append(f"{prefix} copies during warm-up and the cells: {shadow_stats(url)}")
     except (RuntimeError, OSError, KeyError, ValueError) as exc:
         outcome.failure = f"{type(exc).__name__}: {exc}"
     finally:
         stop(servers)
+        if key == "1s":
+            _run([skewguard, "cascade", "detach", CASCADE], setup.env, setup.home / "setup.log")
     return outcome
 
 
@@ -304,6 +335,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, help="seconds per cell, whole (10; --quick 1)")
     parser.add_argument("--concurrency", default="16,64", help="comma-separated (16,64)")
     parser.add_argument("--variants", help="comma-separated of 1,2,3,4 (all; --quick 1,4)")
+    parser.add_argument("--no-shadow", action="store_true", help="leave out (1) with a shadow attached")
     parser.add_argument("--orders", type=int, help="demo orders (20,000; --quick 2,000)")
     parser.add_argument(
         "--loadgen", choices=("auto", "wrk", "httpx"), default="auto", help="auto: wrk if found"
@@ -324,8 +356,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.seconds < 1 or not set(args.variants) <= {"1", "2", "3", "4"} or min(args.concurrency) < 1:
         parser.error("--seconds must be ≥ 1, --variants among 1,2,3,4 and each concurrency ≥ 1.")
     # (1) is measured with image requests and, on the no-image cascade, with tabular+text ones,
-    # by one gateway process and by two workers.
-    args.variants = [key for v in args.variants for key in (("1", "1t", "1w") if v == "1" else (v,))]
+    # by one gateway process and by two workers; and with image requests and a shadow attached.
+    ones = ("1", "1t", "1w") if args.no_shadow else ("1", "1t", "1w", "1s")
+    args.variants = [key for v in args.variants for key in (ones if v == "1" else (v,))]
     return args
 
 

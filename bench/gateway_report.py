@@ -15,6 +15,7 @@ LABELS = {
     "1": "(1) co-located, image requests",
     "1t": "(1) co-located, tabular+text requests",
     "1w": "(1) tabular+text, 2 gateway workers",
+    "1s": "(1) image requests, shadow at 1.0",
     "2": "(2) gateway remote, 3 bentoml serve",
     "3": "(3) BentoML composed, bentoml.depends",
     "4": "(4) naive: Starlette + sklearn + Feast",
@@ -26,6 +27,8 @@ LEGEND = {
     "--no-image: no image input to decode, hash or summarise for the log)",
     "1w": "  (1) tabular+text, 2 workers: the same, SKEWGUARD_WORKERS=2 (gunicorn, preloaded app, a "
     "SO_REUSEPORT socket per worker); RSS sums the master and both workers, which share pages",
+    "1s": "  (1) image requests with a shadow attached at fraction 1.0: a second version of `returns` over "
+    "the same three graphs (its own sessions) runs a copy of every request off the response path",
     "2": "  (2) as (1), the ONNX runs as HTTP calls (httpx) to 3 `bentoml serve` Bentos, 1 worker "
     "each; BentoML access logs off in (2) and (3)",
     "3": "  (3) 4 BentoML services, 1 worker each; one Feast call per request; validation in the model "
@@ -35,6 +38,8 @@ LEGEND = {
 }
 TARGET_RPS, TARGET_P99_MS, TARGET_REMOTE_RATIO, TARGET_RSS_MB = 5_000, 10.0, 1.5, 300
 TARGET_READY_S = 3.0
+TARGET_SHADOW_P99_RATIO = 1.25
+"""The champion's p99 at c=16 with a shadow at fraction 1.0, at most this × the p99 without."""
 PACKAGES = ("starlette", "uvicorn", "onnxruntime", "bentoml", "feast", "scikit-learn", "httpx")
 
 
@@ -147,6 +152,13 @@ def targets(cells: Sequence[Cell], image: ImageCost, ready_s: Mapping[str, float
             f"p99 {workers.p99_ms:.2f} ms; RSS {workers.rss_front_mb:.0f} MB summed over 3 processes, "
             f"{_mb(workers.unique_front_mb)} MB of distinct pages)"
         )
+    if (shadowed := by.get(("1s", 16))) is not None and (alone := by.get(("1", 16))) is not None:
+        ratio = shadowed.p99_ms / alone.p99_ms if alone.p99_ms else float("inf")
+        lines.append(
+            f"  (1) at c=16 with a shadow at 1.0, champion p99 ≤ {TARGET_SHADOW_P99_RATIO}× without: "
+            f"{_verdict(ratio <= TARGET_SHADOW_P99_RATIO)} (p99 {shadowed.p99_ms:.2f} ms vs "
+            f"{alone.p99_ms:.2f} ms, {ratio:.2f}×; {shadowed.ok_rps:,.0f} vs {alone.ok_rps:,.0f} req/s)"
+        )
     if (one := by.get(("1", 16))) is not None:
         met = one.ok_rps >= TARGET_RPS and one.p99_ms <= TARGET_P99_MS
         lines += [
@@ -208,7 +220,7 @@ def agreement(p1: Mapping[str, Sequence[float]]) -> str:
     parts = [
         f"({key}) {max(abs(a - b) for a, b in zip(base, values, strict=True)):.2g}"
         for key, values in p1.items()
-        if key not in ("1", "1t", "1w") and values
+        if key not in ("1", "1t", "1w", "1s") and values
     ]
     return f"answers vs (1), max |Δ P(returned)| over {len(base)} rows: " + (", ".join(parts) or "-")
 

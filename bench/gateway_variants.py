@@ -2,8 +2,9 @@
 
 Variant (1) is measured twice, each time in its own gateway process serving one cascade of
 three models: ``1`` with image requests on the demo cascade, ``1t`` with tabular+text
-requests (the same orders without the photo) on a cascade trained with ``--no-image``; and
-``1w`` is ``1t`` served by two gateway workers (``SKEWGUARD_WORKERS=2``).
+requests (the same orders without the photo) on a cascade trained with ``--no-image``;
+``1w`` is ``1t`` served by two gateway workers (``SKEWGUARD_WORKERS=2``); and ``1s`` is ``1``
+with a shadow attached at fraction 1.0 (``skewguard cascade shadow``), detached afterwards.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ N_CHECKED = 16
 WORKERS = 2
 """Gateway processes of ``1w`` (two: one per CPU of a 2-vCPU machine)."""
 TEXT_KEYS = ("1t", "1w")
-GATEWAY_KEYS = ("1", *TEXT_KEYS, "2")
+GATEWAY_KEYS = ("1", *TEXT_KEYS, "1s", "2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class Setup:
     text_bodies: Path
     text_body_bytes: float
     image: ImageCost
+    shadow: str | None = None
+    """A second version of the image cascade, the shadow of ``1s``."""
 
 
 def bodies_of(key: str, setup: Setup) -> Path:
@@ -155,6 +158,18 @@ def log_stats(url: str) -> str:
         ", ".join(f"{name.removesuffix('_total')} {float(value):,.0f}" for name, value, *_ in samples)
         or "n/a"
     )
+
+
+def shadow_stats(url: str) -> str:
+    """How many shadow copies ran and were dropped during the load, from /metrics."""
+    text = get_text(url.split("/v1/")[0] + "/metrics")
+    totals = {"ran": 0.0, "failed": 0.0, "dropped": 0.0}
+    for line in text.splitlines():
+        if line.startswith("skewguard_shadow_runs_total{"):
+            totals["ran" if 'outcome="ok"' in line else "failed"] += float(line.split()[-1])
+        elif line.startswith("skewguard_shadow_dropped_total{"):
+            totals["dropped"] += float(line.split()[-1])
+    return ", ".join(f"{name} {value:,.0f}" for name, value in totals.items())
 
 
 def served_cascade(url: str) -> str:

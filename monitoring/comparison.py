@@ -98,6 +98,27 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        """The comparison ``to_dict`` (and ``skewguard compare --json``) wrote."""
+
+        def estimate(value: Mapping[str, Any] | None) -> Estimate | None:
+            return None if value is None else Estimate(**value)
+
+        def figures(value: Mapping[str, Any]) -> VariantFigures:
+            return VariantFigures(**{**value, "metric": estimate(value.get("metric"))})
+
+        window = data.get("window")
+        return cls(
+            **{
+                **data,
+                "window": None if window is None else (float(window[0]), float(window[1])),
+                "champion": figures(data["champion"]),
+                "candidate": figures(data["candidate"]),
+                "gain": estimate(data.get("gain")),
+            }
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _Answer:

@@ -14,10 +14,10 @@ candidate that passes offline is not promoted yet: it is attached beside the cha
 (``skewguard.bentos.variants``) and the run records ``shadowing`` or ``canary``. A later run
 with the same period — the next scheduled one — finds it attached and judges it instead of
 training another: until the period is over, or while too few labels have arrived, it records
-``waiting``; then the live comparison of the log since it was attached
-(``skewguard.monitoring.live``) goes through the live gate (``skewguard.pipeline.gate``): a
-pass promotes it (the promotion also detaches it, in one atomic change of the alias), a
-failure detaches it and keeps the champion.
+``waiting``; then the live comparison of the log since it was attached — ``skewguard compare``
+in its own process, reading the log as the monitor does — goes through the live gate
+(``skewguard.pipeline.gate``): a pass promotes it (the promotion also detaches it, in one
+atomic change of the alias), a failure detaches it and keeps the champion.
 
 The monitor runs as ``skewguard monitor`` in a child process: Evidently's memory stays out
 of the flow, and the flow reads the served window the way an operator's job would, through
@@ -55,15 +55,11 @@ from skewguard.bentos.variants import attach_variant, detach_variant, variant_of
 from skewguard.errors import ConfigError, SkewguardError
 from skewguard.monitoring.comparison import Comparison
 from skewguard.monitoring.job import load_reference
-from skewguard.monitoring.labels import label_columns, read_labels
-from skewguard.monitoring.live import compare_served
 from skewguard.monitoring.replay import replay_cascade
 from skewguard.pipeline import cascade
-from skewguard.pipeline.cascade_file import labeled_data
 from skewguard.pipeline.flows import train_cascade
 from skewguard.pipeline.gate import GateRules, LivePeriod, judge, parse_period
 from skewguard.pipeline.training_set import split_by_time
-from skewguard.predictionlog.records import read_records
 from skewguard.settings import Settings
 
 __all__ = ["DECISIONS_FILE", "read_decisions", "retrain_if_drifted"]
@@ -215,7 +211,6 @@ def retrain_if_drifted(
     live_fraction: float | None = None,
     gate: dict[str, Any] | None = None,
     labels: str | None = None,
-    log_url: str | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Retrain cascade ``name`` when served traffic drifted; promote the candidate only if it is better.
@@ -223,14 +218,12 @@ def retrain_if_drifted(
     The candidate is trained from ``file``, else from the cascade file the champion was trained from.
     With ``live_for`` it must then also pass a live period as ``live_mode`` (at ``live_fraction``)
     and the live gate (``gate``: ``GateRules`` fields), scored on ``labels`` (default: the cascade
-    file's data) joined to the prediction log at ``log_url``.
+    file's data) joined to the prediction log.
     """
     settings = settings or Settings.from_env()
     decision = _begin(name, margin)
     period, rules = (parse_period(live_for) if live_for else None), GateRules(**(gate or {}))
-    if period is not None and log_url is None:
-        raise ConfigError("A live period reads the prediction log: give its URL (log_url).", field="log_url")
-    live = {"period": period, "rules": rules, "labels": labels, "log_url": log_url, "metric": metric}
+    live = {"period": period, "rules": rules, "labels": labels, "metric": metric}
     if period is not None and (attached := variant_of(name)) is not None:
         return judge_attached(name, attached, decision, settings, live, gateway_url, token)
     source = _source_file(name, file, decision["champion"])
@@ -310,21 +303,15 @@ def start_live(
 
 
 @task(cache_policy=NO_CACHE)
-def compare_live_traffic(
-    name: str, candidate: str, since: float, log_url: str, labels: str | None, metric: str
-) -> Comparison:
-    """The champion vs ``candidate`` on the log since ``since``, scored on the labels where they join."""
-    records = read_records(log_url, since=since)
-    return compare_served(name, records, labels=_labels(name, labels), candidate=candidate, metric=metric)
-
-
-def _labels(name: str, path: str | None) -> pd.DataFrame | None:
-    """The labels file given, else the data of the champion's cascade file (its labeled history)."""
-    manifest = load_manifest(str(champion_tag(name)))
-    found = Path(path) if path else labeled_data(manifest.source_file)
-    if found is None:
-        return None
-    return read_labels(found, label_columns(manifest.target, manifest.entity_key, manifest.event_time_field))
+def compare_live_traffic(name: str, candidate: str, labels: str | None, metric: str) -> Comparison:
+    """``skewguard compare`` in its own process: the log since the candidate was attached, as figures."""
+    command = [sys.executable, "-m", "skewguard", "compare", name, "--candidate", candidate, "--json"]
+    command += ["--metric", metric, *(["--labels", labels] if labels else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MONITOR_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
+        raise ConfigError(re.sub(r"^error \([a-z_]+\): ", "", lines[-1]), field="candidate")
+    return Comparison.from_dict(json.loads(done.stdout))
 
 
 def judge_attached(
@@ -349,10 +336,8 @@ def judge_attached(
     }
     decision |= {"candidate": attached.tag, "live": figures}
     try:
-        found = compare_live_traffic(
-            name, attached.tag, since, live["log_url"], live["labels"], live["metric"]
-        )
-    except ConfigError as exc:  # nothing of the candidate logged yet
+        found = compare_live_traffic(name, attached.tag, live["labels"], live["metric"])
+    except ConfigError as exc:  # nothing of the candidate logged yet, or labels that cannot be read
         return _record(settings, decision | {"decision": "waiting", "reasons": [exc.message]})
     figures |= {"requests": found.candidate.requests, "comparison": found.to_dict()}
     if not period.is_complete(found.candidate.requests, elapsed):

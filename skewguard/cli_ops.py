@@ -293,7 +293,6 @@ def retrain(
     With --shadow-for or --canary-for the candidate first serves beside the champion; the next run
     with the same option promotes it only if the live comparison passes the live gate.
     """
-    from skewguard.gateway.settings import GatewaySettings
     from skewguard.pipeline.retrain import retrain_if_drifted, scheduled_deployment
 
     parameters: dict[str, Any] = {
@@ -309,7 +308,6 @@ def retrain(
         "gateway_url": options["gateway_url"],
         "token": os.environ.get("SKEWGUARD_API_TOKEN") or None,
         **_live_parameters(options),
-        "log_url": GatewaySettings.from_env().prediction_log_url,
     }
     if schedule:
         from prefect import serve as serve_deployments

@@ -14,7 +14,7 @@ from returns_models import (
     ONLINE,
 )
 
-from skewguard.bentos.manifest import compose_manifest, promote, save_manifest
+from skewguard.bentos.manifest import compose_manifest, load_manifest, promote, save_manifest
 from skewguard.gateway.app import Gateway, create_app
 from skewguard.gateway.features import StaticFeatureSource
 from skewguard.gateway.server import build_gateway
@@ -22,6 +22,8 @@ from skewguard.gateway.settings import GatewaySettings
 from tests.conftest import RETURNS_FEATURES, RETURNS_ROUTES, package_cascade_models
 
 CASCADE = "gwtest"
+VARIANT_CASCADE = "gwvariant"
+"""The session's champion models under a name of their own, for the tests that attach variants."""
 FEAST_PROJECT = "skewguard_gwtest"
 """The Feast project the session's gateway cascade reads (tests that run Feast apply it)."""
 
@@ -48,6 +50,46 @@ def champion_tag(demo: DemoData) -> str:
     tag = save_manifest(manifest)
     promote(tag)
     return tag
+
+
+def compose_variant_version(router: str, branches: dict[str, str], threshold: float = 0.5) -> str:
+    """A stored version of ``gwvariant`` over the given models (the returns routes, its features)."""
+    manifest = compose_manifest(
+        VARIANT_CASCADE,
+        router_tag=router,
+        routes=RETURNS_ROUTES,
+        threshold=threshold,
+        positive_class="1",
+        branches=branches,
+        feature_project=FEAST_PROJECT,
+        **RETURNS_FEATURES,
+    )
+    return save_manifest(manifest)
+
+
+@pytest.fixture(scope="session")
+def variant_champion(champion_tag: str) -> str:
+    """``gwvariant``'s champion: the session champion's models."""
+    models = load_manifest(champion_tag)
+    assert models.router is not None
+    tag = compose_variant_version(models.router.tag, models.branches)
+    promote(tag)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def twin_candidate(variant_champion: str) -> str:
+    """A candidate over the champion's own models, routing at 0.35 instead of 0.5."""
+    models = load_manifest(variant_champion)
+    assert models.router is not None
+    return compose_variant_version(models.router.tag, models.branches, threshold=0.35)
+
+
+@pytest.fixture(scope="session")
+def retrained_candidate(variant_champion: str) -> str:
+    """A candidate of other models, fitted on other demo data."""
+    tags = package_cascade_models(generate_demo_data(n_orders=2_000, n_customers=200, seed=12), "gwcand")
+    return compose_variant_version(tags["router"], {"reseller": tags["reseller"], "retail": tags["retail"]})
 
 
 @pytest.fixture(scope="session")

@@ -18,19 +18,18 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from returns_data import DemoData, generate_demo_data
+from returns_data import DemoData
 
-from skewguard.bentos.manifest import compose_manifest, load_manifest, promote, save_manifest
+from skewguard.bentos.manifest import load_manifest, promote, save_manifest
 from skewguard.bentos.variants import detach_variant
 from skewguard.gateway.app import Gateway, create_app
 from skewguard.gateway.features import StaticFeatureSource
 from skewguard.gateway.predict import predict
-from tests.conftest import RETURNS_FEATURES, RETURNS_ROUTES, package_cascade_models
-from tests.gateway.conftest import FEAST_PROJECT, make_gateway, request_row
+from tests.gateway.conftest import VARIANT_CASCADE, make_gateway, request_row
 
 pytestmark = pytest.mark.anyio
 
-NAME = "gwvariant"
+NAME = VARIANT_CASCADE
 PREDICT = f"/v1/cascades/{NAME}/predict"
 VARIANT = f"/v1/admin/cascades/{NAME}/variant"
 TOKEN = "variant-test-token-7c1d"
@@ -38,40 +37,19 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 UNREACHABLE = "http://127.0.0.1:9"
 
 
-def _compose(router: str, branches: dict[str, str], threshold: float = 0.5) -> str:
-    manifest = compose_manifest(
-        NAME,
-        router_tag=router,
-        routes=RETURNS_ROUTES,
-        threshold=threshold,
-        positive_class="1",
-        branches=branches,
-        feature_project=FEAST_PROJECT,
-        **RETURNS_FEATURES,
-    )
-    return save_manifest(manifest)
+@pytest.fixture
+def champion(variant_champion: str) -> str:
+    return variant_champion
 
 
-@pytest.fixture(scope="module")
-def champion(champion_tag: str) -> str:
-    models = load_manifest(champion_tag)
-    assert models.router is not None
-    tag = _compose(models.router.tag, models.branches)
-    promote(tag)
-    return tag
+@pytest.fixture
+def twin(twin_candidate: str) -> str:
+    return twin_candidate
 
 
-@pytest.fixture(scope="module")
-def twin(champion: str) -> str:
-    models = load_manifest(champion)
-    assert models.router is not None
-    return _compose(models.router.tag, models.branches, threshold=0.35)
-
-
-@pytest.fixture(scope="module")
-def retrained(champion: str) -> str:
-    tags = package_cascade_models(generate_demo_data(n_orders=2_000, n_customers=200, seed=12), "gwcand")
-    return _compose(tags["router"], {"reseller": tags["reseller"], "retail": tags["retail"]})
+@pytest.fixture
+def retrained(retrained_candidate: str) -> str:
+    return retrained_candidate
 
 
 @pytest.fixture

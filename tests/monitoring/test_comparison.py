@@ -196,3 +196,13 @@ def test_only_the_cascades_own_records_and_the_named_candidate_count() -> None:
     assert found.paired_rows == 300
     with pytest.raises(ConfigError):
         compare_live(records, cascade="c", task="classification", candidate="cascade-c:someone-else")
+
+
+def test_the_figures_round_trip_through_json() -> None:
+    import json
+
+    from skewguard.monitoring.comparison import Comparison
+
+    records, labels = _shadowed(300)
+    found = compare_live(records, cascade="c", task="classification", labels=labels, resamples=50)
+    assert Comparison.from_dict(json.loads(json.dumps(found.to_dict()))) == found
