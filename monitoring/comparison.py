@@ -14,7 +14,9 @@ copies shed under load), and — for rows whose label has arrived (``skewguard.m
 distributions (Jensen–Shannon between predicted labels, 1-Wasserstein between P(positive)
 or between regression answers) and the metric's gain, candidate minus champion oriented so
 that positive is better, with its interval: a paired bootstrap (the same resampled rows for
-both) for a shadow, two independent resamples for a canary.
+both) for a shadow, two independent resamples for a canary. The bootstrap is seeded and
+resamples the rows in an order of their content, so the same rows give the same figures
+however their concurrent requests happened to be logged.
 
 Pure: records and labels in, a ``Comparison`` out; no I/O. The gate that reads it is
 ``skewguard.pipeline.gate``.
@@ -23,6 +25,7 @@ Pure: records and labels in, a ``Comparison`` out; no I/O. The gate that reads i
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -354,19 +357,29 @@ def _estimates(
     rng = np.random.default_rng(seed)
     if mode == "shadow":  # the same rows: resample them once for both
         pairs = [(a, b) for a, b in zip(champion, candidate, strict=True) if a.key in labels]
+        pairs.sort(key=lambda pair: _content(labels[pair[0].key], *pair))
         y = [labels[a.key] for a, _ in pairs]
         mine, theirs = _Scorer(name, y, [a for a, _ in pairs]), _Scorer(name, y, [b for _, b in pairs])
         draws = [rng.integers(0, len(y), len(y)) for _ in range(resamples)] if y else []
         champ, cand, gain = _bootstrap(mine, theirs, draws, draws)
         return champ, cand, len(y), gain
-    a_rows = [a for a in champion if a.key in labels]
-    b_rows = [b for b in candidate if b.key in labels]
+    a_rows = sorted((a for a in champion if a.key in labels), key=lambda a: _content(labels[a.key], a))
+    b_rows = sorted((b for b in candidate if b.key in labels), key=lambda b: _content(labels[b.key], b))
     mine = _Scorer(name, [labels[a.key] for a in a_rows], a_rows)
     theirs = _Scorer(name, [labels[b.key] for b in b_rows], b_rows)
     a_draws = [rng.integers(0, len(a_rows), len(a_rows)) for _ in range(resamples)] if a_rows else []
     b_draws = [rng.integers(0, len(b_rows), len(b_rows)) for _ in range(resamples)] if b_rows else []
     champ, cand, gain = _bootstrap(mine, theirs, a_draws, b_draws)
     return champ, cand, len(a_rows) + len(b_rows), gain
+
+
+def _content(label: Any, *answers: _Answer) -> tuple[str, ...]:
+    """A row's label and answers as text: resampling rows in this order makes the intervals depend on
+    what was served, not on the order concurrent requests happened to be logged in."""
+    shown = (
+        json.dumps([a.prediction, a.probabilities, a.route], sort_keys=True, default=str) for a in answers
+    )
+    return (_label(label), *shown)
 
 
 def _bootstrap(

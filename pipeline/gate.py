@@ -167,7 +167,7 @@ def _flags(found: Comparison, rules: GateRules) -> Check:
     excess = {kind: rate - champion.get(kind, 0.0) for kind, rate in candidate.items()}
     worst = max(excess, key=excess.__getitem__, default=None)
     if worst is None or excess[worst] <= rules.max_new_flag_rate:
-        shown = f"{worst} +{excess[worst]:.1%}" if worst is not None else "none raised"
+        shown = f"most: {worst} {excess[worst]:+.1%}" if worst is not None else "none raised"
         detail = (
             f"skew flags: none raised by more than {rules.max_new_flag_rate:.1%} above the champion ({shown})"
         )

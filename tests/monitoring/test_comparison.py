@@ -206,3 +206,12 @@ def test_the_figures_round_trip_through_json() -> None:
     records, labels = _shadowed(300)
     found = compare_live(records, cascade="c", task="classification", labels=labels, resamples=50)
     assert Comparison.from_dict(json.loads(json.dumps(found.to_dict()))) == found
+
+
+def test_the_same_rows_give_the_same_intervals_in_any_logged_order() -> None:
+    records, labels = _shadowed(600)
+    shuffled = [records[i] for i in np.random.default_rng(5).permutation(len(records))]
+    first = compare_live(records, cascade="c", task="classification", labels=labels, resamples=200)
+    again = compare_live(shuffled, cascade="c", task="classification", labels=labels, resamples=200)
+    assert again.gain == first.gain
+    assert again.candidate.metric == first.candidate.metric
