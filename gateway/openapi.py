@@ -41,6 +41,11 @@ PREDICTION = {
             "type": "array",
             "items": {"type": "object", "additionalProperties": {"type": "string"}},
         },
+        "variant": {
+            "type": "string",
+            "enum": ["champion", "canary"],
+            "description": "Who answered the row: the champion, or the candidate attached as a canary.",
+        },
     },
 }
 SWAGGER_PAGE = """<!doctype html>
@@ -143,9 +148,13 @@ def _predict_operation(name: str, body: dict[str, Any]) -> dict[str, Any]:
     error = _json({"$ref": "#/components/schemas/Error"})
     result = {
         "type": "object",
-        "required": ["cascade", "predictions"],
+        "required": ["cascade", "request_id", "predictions"],
         "properties": {
             "cascade": {"type": "string"},
+            "request_id": {
+                "type": "string",
+                "description": "The id the prediction log keeps the answer under.",
+            },
             "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
         },
     }

@@ -179,6 +179,60 @@ def test_cascades_are_composed_listed_promoted_and_rolled_back(tmp_path: Path) -
     assert "--branch 'oops': expected KEY=VALUE" in (bad.output + str(bad.exception))
 
 
+def test_a_version_is_attached_as_shadow_or_canary_listed_and_detached(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skewguard.bentos.manifest import CascadeManifest, RouterRef, promote, save_manifest
+    from skewguard.bentos.spec import FieldSpec, InputSpec
+
+    spec = InputSpec(fields=(FieldSpec("price", "numeric"),), entity_key="customer_id")
+    first, second = (
+        save_manifest(
+            CascadeManifest(
+                name="clivariant",
+                router=RouterRef(tag="r:v1", routes={"1": "a", "0": "b"}, threshold=t, positive_class="1"),
+                branches={"a": "a:v1", "b": "b:v1"},
+                entity_key="customer_id",
+                input_spec=spec.to_dict(),
+            )
+        )
+        for t in (0.4, 0.6)
+    )
+    promote(first)
+    shadow = CliRunner().invoke(cli, ["cascade", "shadow", "clivariant", second, "--fraction", "0.5"])
+    assert shadow.exit_code == 0, shadow.output
+    assert f"{second} shadows {first} on 50% of the requests" in shadow.output
+    listed = CliRunner().invoke(cli, ["cascade", "list"]).output
+    assert f"shadow {second} at 0.5" in listed
+    canary = CliRunner().invoke(cli, ["cascade", "canary", "clivariant", second, "--share", "0.1"])
+    assert "answers 10% of the entities of clivariant" in canary.output
+    detached = CliRunner().invoke(cli, ["cascade", "detach", "clivariant"])
+    assert f"canary {second} detached from clivariant" in detached.output
+    monkeypatch.setattr("sys.argv", ["skewguard", "cascade", "canary", "clivariant", second, "--share", "1"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert "a canary of every key is a promotion" in capsys.readouterr().err
+
+
+def test_compare_without_a_variant_in_the_log_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skewguard.bentos.manifest import CascadeManifest, promote, save_manifest
+    from skewguard.bentos.spec import FieldSpec, InputSpec
+
+    spec = InputSpec(fields=(FieldSpec("price", "numeric"),))
+    promote(
+        save_manifest(CascadeManifest(name="clicompare", branches={"m": "m:v1"}, input_spec=spec.to_dict()))
+    )
+    monkeypatch.setenv("SKEWGUARD_LOG_URL", f"sqlite:///{tmp_path / 'log.db'}")
+    monkeypatch.setattr("sys.argv", ["skewguard", "compare", "clicompare", "--no-labels"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert "attach one (`skewguard cascade shadow|canary`)" in capsys.readouterr().err
+
+
 def test_log_prune_deletes_what_is_older_than_the_age_given(tmp_path: Path) -> None:
     import asyncio
     import dataclasses
