@@ -490,7 +490,7 @@ def describe_comparison(found: Comparison) -> list[str]:
     lines = [
         f"{found.cascade}: champion {a.version} vs {found.mode} {b.version}"
         + (f" on {found.paired_rows} paired rows" if found.mode == "shadow" else ""),
-        f"{'':<26}{'champion':>18}{'candidate':>18}",
+        f"{'':<26}{'champion':>26}{'candidate':>26}",
         _pair("rows (requests)", f"{a.rows} ({a.requests})", f"{b.rows} ({b.requests})"),
         _pair("latency p50 / p99 ms", _ms(a), _ms(b)),
         _pair("errors / shed", f"{a.errors} / {a.dropped}", f"{b.errors} / {b.dropped}"),
@@ -522,7 +522,7 @@ def describe_comparison(found: Comparison) -> list[str]:
 
 
 def _pair(label: str, left: str, right: str) -> str:
-    return f"{label:<26}{left:>18}{right:>18}"
+    return f"{label:<26}{left:>26}{right:>26}"
 
 
 def _ms(figures: VariantFigures) -> str:
