@@ -70,7 +70,8 @@ class GatewayMetrics:
         )
         self.shadow_dropped = Counter(
             "skewguard_shadow_dropped_total",
-            "Shadow copies dropped before they ran, by reason: queue_full, waited_too_long, shutdown.",
+            "Shadow copies dropped before they ran, by reason: busy (no spare capacity), queue_full, "
+            "waited_too_long, shutdown.",
             ["cascade", "reason"],
             registry=self.registry,
         )

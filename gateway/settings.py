@@ -55,6 +55,13 @@ class GatewaySettings(Settings):
     shadow_concurrency: int = Field(
         default=2, gt=0, le=64, description="Shadow copies run at once per gateway process."
     )
+    shadow_max_load: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="A shadow copy runs only while the event loop's thread is busy less than this share "
+        "of the time (1: always).",
+    )
     watch_seconds: float = Field(default=2.0, ge=0, description="Champion alias poll interval; 0 = off.")
     workers: int = Field(
         default=1,

@@ -8,11 +8,15 @@ under the request budget. The champion's prediction-log records are then written
 candidate's answer, latency and skew flags beside each row (same request id), or with the
 candidate's error: a shadow that fails never reaches a client.
 
-Under overload the shadow gives way first: a copy that finds the queue full, or that waited
-longer than ``max_wait_s`` before a worker took it, is dropped and counted
-(``skewguard_shadow_dropped_total``), and the champion's records are written at once with the
-candidate marked ``dropped``. Each worker yields to the event loop between copies, so
-champion requests already waiting run before the next shadow run starts. On shutdown
+Under overload the shadow gives way first: it runs on spare capacity only. The event loop's
+thread is what a gateway process saturates first, so its load — the thread's CPU time over
+wall time, measured over the last quarter second (``LoopLoad``) — says how much is spare:
+above ``max_load`` (0.8 by default) a copy is dropped rather than run, before it takes any
+of the champion's time. A copy that finds the queue full, or that waited longer than
+``max_wait_s``, is dropped too. Every drop is counted
+(``skewguard_shadow_dropped_total{reason}``), and the champion's records are written at once
+with the candidate marked ``dropped``. Each worker also yields to the event loop before
+each copy, so champion requests that are ready run first. On shutdown
 (``drain``) the runs in flight finish; copies still queued are dropped the same way, so every
 answered request is logged exactly once.
 """
@@ -52,6 +56,28 @@ class ShadowJob:
     """``time.monotonic()`` when it was queued (set by ``submit``)."""
 
 
+class LoopLoad:
+    """How busy the calling thread (the event loop's) is: its CPU time over wall time, per window.
+
+    Read from the loop's thread only. The figure is the last complete window's (``window_s``),
+    so a burst shows within a window and a single slow request does not.
+    """
+
+    def __init__(self, window_s: float = 0.25) -> None:
+        self.window_s = window_s
+        self._mark: tuple[float, float] | None = None
+        self._load = 0.0
+
+    def now(self) -> float:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if self._mark is None:
+            self._mark = (wall, cpu)
+        elif wall - self._mark[0] >= self.window_s:
+            self._load = (cpu - self._mark[1]) / (wall - self._mark[0])
+            self._mark = (wall, cpu)
+        return self._load
+
+
 class ShadowQueue:
     """The gateway's bounded shadow work (see the module doc). Use from the event loop's thread."""
 
@@ -64,11 +90,12 @@ class ShadowQueue:
         max_queue: int = 256,
         concurrency: int = 2,
         max_wait_s: float = 1.0,
+        max_load: float = 0.8,
     ) -> None:
-        if max_queue < 1 or concurrency < 1 or not max_wait_s > 0:
+        if max_queue < 1 or concurrency < 1 or not max_wait_s > 0 or not 0 < max_load <= 1:
             raise ConfigError(
-                f"The shadow queue needs max_queue >= 1, concurrency >= 1 and max_wait_s > 0; got "
-                f"{max_queue}, {concurrency} and {max_wait_s}.",
+                f"The shadow queue needs max_queue >= 1, concurrency >= 1, max_wait_s > 0 and "
+                f"0 < max_load <= 1; got {max_queue}, {concurrency}, {max_wait_s} and {max_load}.",
                 field="shadow",
             )
         self.log = log
@@ -77,6 +104,8 @@ class ShadowQueue:
         self.max_queue = max_queue
         self.concurrency = concurrency
         self.max_wait_s = max_wait_s
+        self.max_load = max_load
+        self.load = LoopLoad()
         self._queue: deque[ShadowJob] = deque()
         self._workers: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -87,8 +116,9 @@ class ShadowQueue:
 
     def submit(self, job: ShadowJob) -> bool:
         """Queue the copy (True), or drop it and log the champion's records at once (False)."""
-        if self._closing or len(self._queue) >= self.max_queue:
-            self._drop(job, "shutdown" if self._closing else "queue_full")
+        reason = self._refusal()
+        if reason is not None:
+            self._drop(job, reason)
             return False
         self._queue.append(ShadowJob(job.candidate, job.body, job.records, job.fetched, time.monotonic()))
         if len(self._workers) < self.concurrency:
@@ -96,6 +126,16 @@ class ShadowQueue:
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
         return True
+
+    def _refusal(self) -> str | None:
+        if self._closing:
+            return "shutdown"
+        if len(self._queue) >= self.max_queue:
+            return "queue_full"
+        return "busy" if self._is_busy() else None
+
+    def _is_busy(self) -> bool:
+        return self.max_load < 1 and self.load.now() > self.max_load
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Let the runs in flight finish (at most ``timeout``); drop, and log, what is still queued."""
@@ -111,16 +151,20 @@ class ShadowQueue:
 
     async def _work(self) -> None:
         while self._queue:
+            await asyncio.sleep(0)  # champion requests that are ready run first
+            if not self._queue:
+                return
             job = self._queue.popleft()
-            if time.monotonic() - job.queued_at > self.max_wait_s:
+            if self._is_busy():  # the load rose while it waited
+                self._drop(job, "busy")
+            elif time.monotonic() - job.queued_at > self.max_wait_s:
                 self._drop(job, "waited_too_long")
-                continue
-            try:
-                await self._run(job)
-            except asyncio.CancelledError:  # drain gave up on it: still log the champion's answer
-                self._drop(job, "shutdown")
-                raise
-            await asyncio.sleep(0)  # champion requests that arrived meanwhile go first
+            else:
+                try:
+                    await self._run(job)
+                except asyncio.CancelledError:  # drain gave up on it: still log the champion's answer
+                    self._drop(job, "shutdown")
+                    raise
 
     async def _run(self, job: ShadowJob) -> None:
         candidate, name = job.candidate, job.candidate.name

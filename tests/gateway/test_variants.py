@@ -72,8 +72,15 @@ async def _client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _gateway(tmp_path: Path, online_rows: dict[int, dict[str, float | None]], **env: str) -> Gateway:
+    """A gateway of ``gwvariant`` whose shadow runs every copy it can queue, however busy the loop
+    (in process, the test's own client keeps the loop busy): a test checks each copy's answer."""
+    values = {"SKEWGUARD_SHADOW_MAX_LOAD": "1", **env}
     return make_gateway(
-        tmp_path, StaticFeatureSource(online_rows), SKEWGUARD_CASCADES=NAME, SKEWGUARD_API_TOKEN=TOKEN, **env
+        tmp_path,
+        StaticFeatureSource(online_rows),
+        SKEWGUARD_CASCADES=NAME,
+        SKEWGUARD_API_TOKEN=TOKEN,
+        **values,
     )
 
 
@@ -202,6 +209,27 @@ async def test_under_overload_the_shadow_is_dropped_and_counted_and_every_champi
         dropped = await _metric(client, "skewguard_shadow_dropped_total")
         assert sum(dropped.values()) == outcomes["dropped"]
         assert {dict(labels)["reason"] for labels in dropped} <= {"queue_full", "waited_too_long"}
+
+
+async def test_without_spare_capacity_the_shadow_gives_way(
+    tmp_path: Path,
+    detached: None,
+    online_rows: dict[int, dict[str, float | None]],
+    demo: DemoData,
+    retrained: str,
+) -> None:
+    """A loop busier than the shadow's limit drops the copies instead of running them."""
+    gateway = _gateway(tmp_path, online_rows, SKEWGUARD_SHADOW_MAX_LOAD="0.01")
+    async for client in _client(gateway):
+        await _attach(client, mode="shadow", version=retrained)
+        answers = await _send(client, _rows(demo, 300), concurrency=16)
+        assert all(a["predictions"][0]["variant"] == "champion" for a in answers)
+        records = await _logged(client, 300)
+        assert all(r["candidate"] is not None for r in records)  # each one logged once, with or without
+        dropped = await _metric(client, "skewguard_shadow_dropped_total")
+        busy = dropped.get((("cascade", NAME), ("reason", "busy")), 0)
+        assert busy > 0, dropped
+        assert sum(1 for r in records if r["candidate"].get("dropped")) == sum(dropped.values())
 
 
 async def test_a_failing_shadow_never_reaches_a_client_and_its_error_is_logged(
