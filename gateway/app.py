@@ -469,6 +469,22 @@ def _predict_target(scope: Scope) -> str | None:
     return name if name and "/" not in name else None
 
 
+def _routes() -> list[Route | Mount]:
+    """The route table (predict is served by ``PredictFastPath`` first; its route answers 404/405)."""
+    return [
+        Route("/v1/cascades/{name}/predict", predict_route, methods=["POST"]),
+        Route("/v1/cascades", list_route, methods=["GET"]),
+        Route("/v1/admin/reload", reload_route, methods=["POST"]),
+        Route("/v1/admin/cascades/{name}/variant", variant_route, methods=["PUT", "DELETE"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
+        Route("/openapi.json", openapi_route, methods=["GET"]),
+        Route("/docs", docs_route, methods=["GET"]),
+        Mount("/docs/assets", StaticFiles(directory=swagger_assets()), name="swagger"),
+    ]
+
+
 def create_app(gateway: Gateway) -> PredictFastPath:
     """The ASGI app around a ``Gateway`` (whose parts the caller built)."""
 
@@ -504,20 +520,8 @@ def create_app(gateway: Gateway) -> PredictFastPath:
             await gateway.features.close()
             await gateway.upstream.aclose()
 
-    routes = [
-        Route("/v1/cascades/{name}/predict", predict_route, methods=["POST"]),
-        Route("/v1/cascades", list_route, methods=["GET"]),
-        Route("/v1/admin/reload", reload_route, methods=["POST"]),
-        Route("/v1/admin/cascades/{name}/variant", variant_route, methods=["PUT", "DELETE"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_route, methods=["GET"]),
-        Route("/openapi.json", openapi_route, methods=["GET"]),
-        Route("/docs", docs_route, methods=["GET"]),
-        Mount("/docs/assets", StaticFiles(directory=swagger_assets()), name="swagger"),
-    ]
     app = Starlette(
-        routes=routes,
+        routes=_routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: unexpected_error},
     )

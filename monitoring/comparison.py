@@ -18,7 +18,8 @@ both) for a shadow, two independent resamples for a canary. The bootstrap is see
 resamples the rows in an order of their content, so the same rows give the same figures
 however their concurrent requests happened to be logged.
 
-Pure: records and labels in, a ``Comparison`` out; no I/O. The gate that reads it is
+Pure: records and labels in, a ``Comparison`` out; no I/O. The scoring is
+``skewguard.monitoring.scoring``; the gate that reads it is
 ``skewguard.pipeline.gate``.
 """
 
@@ -26,34 +27,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import NDArray
 
 from skewguard.errors import ConfigError
 from skewguard.monitoring.labels import RowKey
+from skewguard.monitoring.scoring import RESAMPLES, Estimate, Scorer, bootstrap, label_key
 
 Mode = Literal["shadow", "canary"]
 Task = Literal["classification", "regression"]
 METRICS = ("auto", "roc_auc", "log_loss", "accuracy", "mae", "rmse", "r2")
-LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
-RESAMPLES = 1_000
-LEVEL = 0.95
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """A figure on the labeled rows and its bootstrap interval (None where undefined)."""
-
-    value: float | None
-    low: float | None
-    high: float | None
-    rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,18 +346,22 @@ def _estimates(
         pairs = [(a, b) for a, b in zip(champion, candidate, strict=True) if a.key in labels]
         pairs.sort(key=lambda pair: _content(labels[pair[0].key], *pair))
         y = [labels[a.key] for a, _ in pairs]
-        mine, theirs = _Scorer(name, y, [a for a, _ in pairs]), _Scorer(name, y, [b for _, b in pairs])
+        mine, theirs = _scorer(name, y, [a for a, _ in pairs]), _scorer(name, y, [b for _, b in pairs])
         draws = [rng.integers(0, len(y), len(y)) for _ in range(resamples)] if y else []
-        champ, cand, gain = _bootstrap(mine, theirs, draws, draws)
+        champ, cand, gain = bootstrap(mine, theirs, draws, draws)
         return champ, cand, len(y), gain
     a_rows = sorted((a for a in champion if a.key in labels), key=lambda a: _content(labels[a.key], a))
     b_rows = sorted((b for b in candidate if b.key in labels), key=lambda b: _content(labels[b.key], b))
-    mine = _Scorer(name, [labels[a.key] for a in a_rows], a_rows)
-    theirs = _Scorer(name, [labels[b.key] for b in b_rows], b_rows)
+    mine = _scorer(name, [labels[a.key] for a in a_rows], a_rows)
+    theirs = _scorer(name, [labels[b.key] for b in b_rows], b_rows)
     a_draws = [rng.integers(0, len(a_rows), len(a_rows)) for _ in range(resamples)] if a_rows else []
     b_draws = [rng.integers(0, len(b_rows), len(b_rows)) for _ in range(resamples)] if b_rows else []
-    champ, cand, gain = _bootstrap(mine, theirs, a_draws, b_draws)
+    champ, cand, gain = bootstrap(mine, theirs, a_draws, b_draws)
     return champ, cand, len(a_rows) + len(b_rows), gain
+
+
+def _scorer(name: str, y: Sequence[Any], answers: Sequence[_Answer]) -> Scorer:
+    return Scorer(name, y, [a.prediction for a in answers], [a.probabilities for a in answers])
 
 
 def _content(label: Any, *answers: _Answer) -> tuple[str, ...]:
@@ -379,104 +370,7 @@ def _content(label: Any, *answers: _Answer) -> tuple[str, ...]:
     shown = (
         json.dumps([a.prediction, a.probabilities, a.route], sort_keys=True, default=str) for a in answers
     )
-    return (_label(label), *shown)
-
-
-def _bootstrap(
-    mine: _Scorer, theirs: _Scorer, a_draws: Sequence[NDArray[np.intp]], b_draws: Sequence[NDArray[np.intp]]
-) -> tuple[Estimate, Estimate, Estimate]:
-    """Both metrics and the gain on all rows, and their percentile intervals over the resamples."""
-    a_values, b_values, gains = [], [], []
-    for a_idx, b_idx in zip(a_draws, b_draws, strict=True):
-        a, b = mine.score(a_idx), theirs.score(b_idx)
-        a_values.append(a)
-        b_values.append(b)
-        gains.append(_gain(mine.name, a, b))
-    a_all, b_all = mine.score(), theirs.score()
-    return (
-        _estimate(a_all, a_values, mine.n),
-        _estimate(b_all, b_values, theirs.n),
-        _estimate(_gain(mine.name, a_all, b_all), gains, min(mine.n, theirs.n)),
-    )
-
-
-def _gain(name: str, champion: float | None, candidate: float | None) -> float | None:
-    """Candidate minus champion, positive when the candidate is better."""
-    if champion is None or candidate is None:
-        return None
-    return champion - candidate if name in LOWER_IS_BETTER else candidate - champion
-
-
-def _estimate(value: float | None, samples: Sequence[float | None], rows: int) -> Estimate:
-    kept = [s for s in samples if s is not None and math.isfinite(s)]
-    if value is None or not kept:
-        return Estimate(value, None, None, rows)
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = (float(v) for v in np.percentile(kept, [tail, 100 - tail]))
-    return Estimate(value, low, high, rows)
-
-
-class _Scorer:
-    """One variant's answers to labeled rows, scored on all of them or on a resample."""
-
-    def __init__(self, name: str, y: Sequence[Any], answers: Sequence[_Answer]) -> None:
-        self.name = name
-        self.n = len(y)
-        if name in {"mae", "rmse", "r2"}:
-            self.y_num = np.array([float(v) for v in y], dtype=np.float64)
-            self.p_num = np.array([float(a.prediction) for a in answers], dtype=np.float64)
-            return
-        self.y = np.array([_label(v) for v in y], dtype=object)
-        self.predicted = np.array([_label(a.prediction) for a in answers], dtype=object)
-        self.classes = sorted({k for a in answers for k in (a.probabilities or {})})
-        self.proba = np.array(
-            [[float((a.probabilities or {}).get(c, 0.0)) for c in self.classes] for a in answers],
-            dtype=np.float64,
-        ).reshape(len(answers), len(self.classes))
-
-    def score(self, idx: NDArray[np.intp] | None = None) -> float | None:
-        if self.n == 0:
-            return None
-        pick = slice(None) if idx is None else idx
-        if self.name in {"mae", "rmse", "r2"}:
-            return _regression_score(self.name, self.y_num[pick], self.p_num[pick])
-        y = self.y[pick]
-        if self.name == "accuracy":
-            return float(np.mean(y == self.predicted[pick]))
-        return _probability_score(self.name, y, self.proba[pick], self.classes)
-
-
-def _regression_score(name: str, y: NDArray[np.float64], predicted: NDArray[np.float64]) -> float | None:
-    if name == "mae":
-        return float(np.mean(np.abs(y - predicted)))
-    if name == "rmse":
-        return float(math.sqrt(np.mean((y - predicted) ** 2)))
-    total = float(np.sum((y - y.mean()) ** 2))
-    return None if total == 0 else 1.0 - float(np.sum((y - predicted) ** 2)) / total
-
-
-def _probability_score(
-    name: str, y: NDArray[Any], proba: NDArray[np.float64], classes: list[str]
-) -> float | None:
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    present = set(y.tolist())
-    if name == "roc_auc":
-        if len(classes) != 2 or len(present) != 2 or not present <= set(classes):
-            return None
-        return float(roc_auc_score(y == classes[1], proba[:, 1]))
-    if not present <= set(classes):
-        return None
-    return float(log_loss(y, np.clip(proba, 1e-15, 1.0), labels=classes))
-
-
-def _label(value: Any) -> str:
-    """A class label as the answers' probabilities name it: ``1`` and ``1.0`` alike are ``"1"``."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, bool):
-        return str(int(value))
-    return str(value)
+    return (label_key(label), *shown)
 
 
 def _window(records: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:

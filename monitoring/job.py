@@ -91,11 +91,7 @@ def check_drift(
     gauges, a table in the report, and skew reasons in the verdict.
     """
     spec = manifest.spec()
-    served = [
-        r
-        for r in records
-        if r.get("cascade", manifest.name) == manifest.name and r.get("variant", "champion") == "champion"
-    ]
+    served = _champions_rows(records, manifest.name)
     reference_set = manifest.reference
     time_field = (
         reference_set.time_column
@@ -123,6 +119,13 @@ def check_drift(
         metrics=write_metrics(summary, out_dir / METRICS_FILE, found),
         skew=found,
     )
+
+
+def _champions_rows(records: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    """The rows of cascade ``name`` its champion answered (not a canary)."""
+    return [
+        r for r in records if r.get("cascade", name) == name and r.get("variant", "champion") == "champion"
+    ]
 
 
 def run_monitor(

@@ -20,8 +20,9 @@ import pandas as pd
 
 from skewguard.bentos.manifest import champion
 from skewguard.errors import ConfigError
-from skewguard.monitoring.comparison import RESAMPLES, Comparison, compare_live, describe_comparison
+from skewguard.monitoring.comparison import Comparison, compare_live, describe_comparison
 from skewguard.monitoring.labels import join_labels
+from skewguard.monitoring.scoring import RESAMPLES
 
 SECTION_ID = "live-comparison"
 

@@ -230,12 +230,7 @@ def retrain_if_drifted(
     out_dir = settings.home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     summary = monitor_served(name, str(out_dir), last, min_rows, list(watch), list(monitor_options))
     verdict = summary["verdict"]
-    decision["drift"] = {
-        "verdict": verdict["drift"],
-        "reasons": verdict["reasons"],
-        "drifted_columns": _drifted_columns(summary),
-        "report": str(out_dir),
-    }
+    decision["drift"] = _drift_figures(summary, out_dir)
     if not force and (why := no_retrain_reason(verdict)):
         return _record(settings, decision | {"decision": "no retrain", "reasons": [why]})
     try:
@@ -257,6 +252,16 @@ def retrain_if_drifted(
     promote(candidate)
     reloaded = reload_gateway(gateway_url, token, name, candidate)
     return _record(settings, decision | {"decision": "promoted", "reasons": [why, reloaded]})
+
+
+def _drift_figures(summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    verdict = summary["verdict"]
+    return {
+        "verdict": verdict["drift"],
+        "reasons": verdict["reasons"],
+        "drifted_columns": _drifted_columns(summary),
+        "report": str(out_dir),
+    }
 
 
 def _begin(name: str, margin: float) -> dict[str, Any]:

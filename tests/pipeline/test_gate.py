@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from skewguard.errors import ConfigError
-from skewguard.monitoring.comparison import Comparison, Estimate, VariantFigures
+from skewguard.monitoring.comparison import Comparison, VariantFigures
+from skewguard.monitoring.scoring import Estimate
 from skewguard.pipeline.gate import GateRules, LivePeriod, judge, parse_period
 
 
