@@ -204,13 +204,14 @@ async def _predict(gateway: Gateway, request: Request, name: str) -> Response:
         authorize(gateway, request)
         served = gateway.registry.served(name)  # champion and variant, fixed for this request
         body = await read_json(request, gateway.settings.max_body_bytes)
-        answered = await answer(
-            served,
-            body,
-            gateway.options,
-            request_id=request_id,
-            routing_header=request.headers.get(ROUTING_HEADER),
-        )
+        gateway.shadow.inflight += 1  # the shadow runs only while few champion requests are in flight
+        try:
+            header = request.headers.get(ROUTING_HEADER)
+            answered = await answer(
+                served, body, gateway.options, request_id=request_id, routing_header=header
+            )
+        finally:
+            gateway.shadow.inflight -= 1
     except ClientDisconnectedError as exc:  # nobody to answer: one counted line, no traceback
         logger.info("predict %s: %s", name, exc.message)
         return error_response(exc, gateway)

@@ -64,6 +64,7 @@ def build_gateway(
             concurrency=settings.shadow_concurrency,
             max_wait_s=settings.request_budget_ms / 1000,
             max_load=settings.shadow_max_load,
+            max_inflight=settings.shadow_max_inflight,
         ),
         peers=None if metrics_dir is None else Peers(metrics_dir, settings.workers),
         on_ready=on_ready,

@@ -55,6 +55,12 @@ class GatewaySettings(Settings):
     shadow_concurrency: int = Field(
         default=2, gt=0, le=64, description="Shadow copies run at once per gateway process."
     )
+    shadow_max_inflight: int = Field(
+        default=8,
+        ge=0,
+        description="A shadow copy runs only while at most this many champion requests are in flight in "
+        "the process (0: any number).",
+    )
     shadow_max_load: float = Field(
         default=0.8,
         gt=0,

@@ -8,15 +8,20 @@ under the request budget. The champion's prediction-log records are then written
 candidate's answer, latency and skew flags beside each row (same request id), or with the
 candidate's error: a shadow that fails never reaches a client.
 
-Under overload the shadow gives way first: it runs on spare capacity only. The event loop's
-thread is what a gateway process saturates first, so its load — the thread's CPU time over
-wall time, measured over the last quarter second (``LoopLoad``) — says how much is spare:
-above ``max_load`` (0.8 by default) a copy is dropped rather than run, before it takes any
-of the champion's time. A copy that finds the queue full, or that waited longer than
-``max_wait_s``, is dropped too. Every drop is counted
-(``skewguard_shadow_dropped_total{reason}``), and the champion's records are written at once
-with the candidate marked ``dropped``. Each worker also yields to the event loop before
-each copy, so champion requests that are ready run first. On shutdown
+Under overload the shadow gives way first: it runs on spare capacity only, and a copy is
+dropped (reason ``busy``) rather than run, before it takes any of the champion's time, when
+
+- more than ``max_inflight`` champion requests are in flight in this process (``inflight``,
+  counted by the app): requests are queueing for the event loop, which is what a gateway
+  process saturates first — a sign that holds when the CPUs are shared with other processes,
+  and the loop's own CPU time says little; or
+- the event loop's thread was busy more than ``max_load`` of the last quarter second
+  (``LoopLoad``: its CPU time over wall time), as with a few large requests.
+
+A copy that finds the queue full, or that waited longer than ``max_wait_s``, is dropped too.
+Every drop is counted (``skewguard_shadow_dropped_total{reason}``), and the champion's records
+are written at once with the candidate marked ``dropped``. Each worker also yields to the
+event loop before each copy, so champion requests that are ready run first. On shutdown
 (``drain``) the runs in flight finish; copies still queued are dropped the same way, so every
 answered request is logged exactly once.
 """
@@ -91,6 +96,7 @@ class ShadowQueue:
         concurrency: int = 2,
         max_wait_s: float = 1.0,
         max_load: float = 0.8,
+        max_inflight: int = 8,
     ) -> None:
         if max_queue < 1 or concurrency < 1 or not max_wait_s > 0 or not 0 < max_load <= 1:
             raise ConfigError(
@@ -105,6 +111,10 @@ class ShadowQueue:
         self.concurrency = concurrency
         self.max_wait_s = max_wait_s
         self.max_load = max_load
+        self.max_inflight = max_inflight
+        """At most this many champion requests in flight for a copy to run; 0: any number."""
+        self.inflight = 0
+        """Champion requests being answered in this process now (the app counts them)."""
         self.load = LoopLoad()
         self._queue: deque[ShadowJob] = deque()
         self._workers: set[asyncio.Task[None]] = set()
@@ -135,6 +145,8 @@ class ShadowQueue:
         return "busy" if self._is_busy() else None
 
     def _is_busy(self) -> bool:
+        if 0 < self.max_inflight < self.inflight:
+            return True
         return self.max_load < 1 and self.load.now() > self.max_load
 
     async def drain(self, timeout: float = 5.0) -> None:

@@ -72,9 +72,9 @@ async def _client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _gateway(tmp_path: Path, online_rows: dict[int, dict[str, float | None]], **env: str) -> Gateway:
-    """A gateway of ``gwvariant`` whose shadow runs every copy it can queue, however busy the loop
-    (in process, the test's own client keeps the loop busy): a test checks each copy's answer."""
-    values = {"SKEWGUARD_SHADOW_MAX_LOAD": "1", **env}
+    """A gateway of ``gwvariant`` whose shadow runs every copy it can queue, however busy the
+    gateway (in process, the test's own client keeps the loop busy): a test checks each copy."""
+    values = {"SKEWGUARD_SHADOW_MAX_LOAD": "1", "SKEWGUARD_SHADOW_MAX_INFLIGHT": "0", **env}
     return make_gateway(
         tmp_path,
         StaticFeatureSource(online_rows),
@@ -211,15 +211,23 @@ async def test_under_overload_the_shadow_is_dropped_and_counted_and_every_champi
         assert {dict(labels)["reason"] for labels in dropped} <= {"queue_full", "waited_too_long"}
 
 
+@pytest.mark.parametrize(
+    "limit",
+    [
+        {"SKEWGUARD_SHADOW_MAX_LOAD": "0.01"},  # the event loop's thread busier than 1 % of the time
+        {"SKEWGUARD_SHADOW_MAX_INFLIGHT": "1"},  # more than one champion request in flight
+    ],
+)
 async def test_without_spare_capacity_the_shadow_gives_way(
     tmp_path: Path,
     detached: None,
     online_rows: dict[int, dict[str, float | None]],
     demo: DemoData,
     retrained: str,
+    limit: dict[str, str],
 ) -> None:
-    """A loop busier than the shadow's limit drops the copies instead of running them."""
-    gateway = _gateway(tmp_path, online_rows, SKEWGUARD_SHADOW_MAX_LOAD="0.01")
+    """A gateway busier than the shadow's limit drops the copies instead of running them."""
+    gateway = _gateway(tmp_path, online_rows, **limit)
     async for client in _client(gateway):
         await _attach(client, mode="shadow", version=retrained)
         answers = await _send(client, _rows(demo, 300), concurrency=16)

@@ -92,7 +92,7 @@ def test_a_shadow_and_a_canary_reach_every_worker(
     home: Path, tmp_path: Path, demo: DemoData, detached: None, variant_champion: str, twin_candidate: str
 ) -> None:
     env = {"SKEWGUARD_CASCADES": VARIANT_CASCADE, "SKEWGUARD_API_TOKEN": TOKEN, "SKEWGUARD_WORKERS": "2"}
-    env["SKEWGUARD_SHADOW_MAX_LOAD"] = "1"  # every copy runs, however busy: each one is checked below
+    env |= {"SKEWGUARD_SHADOW_MAX_LOAD": "1", "SKEWGUARD_SHADOW_MAX_INFLIGHT": "0"}  # each copy runs: checked
     server = gateway(home, tmp_path, **env)
     rows = [request_row(demo, -1 - i) for i in range(40)]
     with running(server):

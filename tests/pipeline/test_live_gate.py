@@ -58,6 +58,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("SKEWGUARD_WATCH_SECONDS", "0.5")
         patch.setenv("SKEWGUARD_API_TOKEN", TOKEN)
         patch.setenv("SKEWGUARD_SHADOW_MAX_LOAD", "1")  # the shadow runs every copy, even on a busy machine
+        patch.setenv("SKEWGUARD_SHADOW_MAX_INFLIGHT", "0")
         yield folder
 
 
