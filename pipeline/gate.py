@@ -166,14 +166,15 @@ def _flags(found: Comparison, rules: GateRules) -> Check:
     champion, candidate = found.champion.flag_rates, found.candidate.flag_rates
     excess = {kind: rate - champion.get(kind, 0.0) for kind, rate in candidate.items()}
     worst = max(excess, key=excess.__getitem__, default=None)
-    if worst is None or excess[worst] <= rules.max_new_flag_rate:
-        shown = f"most: {worst} {excess[worst]:+.1%}" if worst is not None else "none raised"
+    if worst is None or excess[worst] <= 0:
+        detail = "skew flags: the candidate raises no kind more often than the champion"
+        return Check("skew_flags", "pass", detail, 0.0, rules.max_new_flag_rate)
+    if excess[worst] <= rules.max_new_flag_rate:
         detail = (
-            f"skew flags: none raised by more than {rules.max_new_flag_rate:.1%} above the champion ({shown})"
+            f"skew flags: {worst} {excess[worst]:+.1%} of the rows above the champion at most, within "
+            f"{rules.max_new_flag_rate:.1%}"
         )
-        return Check(
-            "skew_flags", "pass", detail, excess.get(worst, 0.0) if worst else 0.0, rules.max_new_flag_rate
-        )
+        return Check("skew_flags", "pass", detail, excess[worst], rules.max_new_flag_rate)
     detail = (
         f"skew flags: the candidate raises {worst} on {candidate[worst]:.1%} of its rows against the "
         f"champion's {champion.get(worst, 0.0):.1%}, more than {rules.max_new_flag_rate:.1%} above"
