@@ -34,7 +34,9 @@ def _ready_message(settings: Any, names: list[str]) -> str:
     """What `serve` prints once it answers: where, and a curl per cascade with a request to try."""
     base = f"http://{settings.display_host}:{settings.port}"
     lines = [f"gateway ready on {base}, serving {', '.join(names) or 'no cascade'}  (docs: {base}/docs)"]
-    auth = " -H 'authorization: Bearer $SKEWGUARD_API_TOKEN'" if settings.api_token else ""
+    auth = (
+        ' -H "authorization: Bearer $SKEWGUARD_API_TOKEN"' if settings.api_token else ""
+    )  # the shell expands it
     for name in names:
         example = settings.home / REQUESTS_DIR / f"{name}.json"
         if example.exists():
