@@ -115,21 +115,46 @@ def _run(command: Sequence[str], env: dict[str, str], log: Path) -> str:
     return done.stdout.decode()
 
 
-def prepare(home: Path, n_orders: int, n_customers: int) -> Setup:
+def train_examples(home: Path, n_orders: int, env: dict[str, str], log: Path, *, text: bool = True) -> Path:
+    """The returns example copied into ``home/project`` with ``n_orders`` orders, its cascade (and the
+    tabular+text one) trained from their files, their features materialized; reused when present."""
+    skewguard, project = str(BIN / "skewguard"), home / "project"
+    if not (project / "cascade.yaml").exists():
+        _run([skewguard, "examples", "copy", "returns", str(project), "--rows", str(n_orders)], env, log)
+    files = [project / "cascade.yaml", *([text_cascade_file(project)] if text else [])]
+    for file in files:
+        _run([skewguard, "train", "-f", str(file), "--if-missing"], env, log)
+        _run([skewguard, "features", "apply", "-f", str(file)], env, log)
+        _run([skewguard, "features", "materialize", "-f", str(file)], env, log)
+    return project
+
+
+def text_cascade_file(project: Path) -> Path:
+    """The returns cascade without the photo: its models read tabular and text fields only."""
+    import yaml
+
+    spec = yaml.safe_load((project / "cascade.yaml").read_text())
+    spec["name"] = TEXT_CASCADE
+    spec["data"]["columns"] = [c for c in spec["data"]["columns"] if c != "image"]
+    spec["router"]["pipeline"] = "returns_models:make_text_router"
+    spec["branches"] = {b: {"pipeline": "returns_models:make_text_specialist"} for b in spec["branches"]}
+    path = project / "cascade-text.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def prepare(home: Path, n_orders: int) -> Setup:
     """Demo data, the trained cascades, Bentos, the fitted pipelines and the request bodies."""
     env, log = environment(home), home / "setup.log"
-    skewguard, orders = str(BIN / "skewguard"), ["--orders", str(n_orders)]
-    _run([skewguard, "demo-data", *orders, "--customers", str(n_customers), "--if-missing"], env, log)
-    _run([skewguard, "train", *orders, "--if-missing"], env, log)
-    _run([skewguard, "train", "--name", TEXT_CASCADE, "--no-image", *orders, "--if-missing"], env, log)
+    project = train_examples(home, n_orders, env, log)
     build = json.loads(_run([sys.executable, str(BENCH / "gateway_bentoml.py"), "build"], env, log))
-    training = max((home / "training").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    training = max((home / "training" / "returns").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
     pipelines = home / "bench-pipelines.pkl"
     naive = [sys.executable, str(BENCH / "gateway_naive.py"), "extract", "--out", str(pipelines)]
     source = _run(
         [*naive, "--storage", str(home / "prefect" / "storage"), "--training", str(training)], env, log
     )
-    bodies, images = request_bodies(home / "data" / "orders.parquet", N_BODIES)
+    bodies, images = request_bodies(project / "data" / "orders.parquet", N_BODIES)
     texts = without_image(bodies)
     path, text_path = home / "bodies.jsonl", home / "bodies-text.jsonl"
     path.write_text("".join(line + "\n" for line in bodies))
@@ -231,7 +256,7 @@ def run(options: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="skewguard-gwbench-") as scratch:
         home = Path(options.home or scratch).resolve()
         home.mkdir(parents=True, exist_ok=True)
-        setup = prepare(home, options.orders, options.customers)
+        setup = prepare(home, options.orders)
         setup_s = time.perf_counter() - started
         load_before = os.getloadavg()[0]
         outcomes = {key: run_variant(key, setup, options) for key in options.variants}
@@ -253,7 +278,7 @@ def run(options: argparse.Namespace) -> list[str]:
         f"(image {setup.image.base64_bytes / 1e3:.1f} kB base64, a 32×32 PNG); {options.seconds} s per cell "
         f"after a {options.warmup} s warm-up at c={max(options.concurrency)}",
         f"tabular+text requests ((1) tabular+text only): the same orders without the image field, body "
-        f"{setup.text_body_bytes / 1e3:.2f} kB, on the cascade {TEXT_CASCADE} (trained with --no-image)",
+        f"{setup.text_body_bytes / 1e3:.2f} kB, on the cascade {TEXT_CASCADE} (its models read no image)",
         "RSS: peak during the cell of the front server's process tree (RSS MB) and of all the variant's "
         "servers (RSS all); the front tree's distinct physical pages after the load (uniq MB: a page "
         "its processes share counted once; needs root), from /proc",
@@ -294,7 +319,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (1 if quick else 10)
     args.variants = (args.variants or ("1,4" if quick else "1,2,3,4")).split(",")
     args.orders = args.orders or (2_000 if quick else 20_000)
-    args.customers = 200 if args.orders < 10_000 else 2_000
     args.warmup = 1 if quick else 3
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if args.seconds < 1 or not set(args.variants) <= {"1", "2", "3", "4"} or min(args.concurrency) < 1:

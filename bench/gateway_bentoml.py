@@ -28,10 +28,11 @@ from typing import Any
 
 import bentoml
 
-from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
 from skewguard.bentos.manifest import champion
 from skewguard.bentos.runner import OnnxRunner
 from skewguard.bentos.store import load_model
+from skewguard.featurestore.connection import FeastConfig
+from skewguard.featurestore.online import OnlineFeatureReader
 from skewguard.settings import Settings
 
 CASCADE_ENV = "SKEWGUARD_BENCH_CASCADE"
@@ -79,28 +80,27 @@ class CascadeService:
 
     def __init__(self) -> None:
         manifest = champion(os.environ.get(CASCADE_ENV, "returns"))
-        if manifest is None:
-            raise RuntimeError("no champion cascade in the model store; run `skewguard train` first")
-        self.threshold = manifest.router.threshold
-        self.positive, self.negative = manifest.router.positive_branch, manifest.router.negative_branch
-        if {self.positive, self.negative} != {"reseller", "retail"}:
+        if manifest is None or manifest.router is None or manifest.feature_project is None:
             raise RuntimeError(
-                f"expected the branches reseller and retail, got {self.positive}, {self.negative}"
+                "no champion returns cascade in the model store; run `skewguard train -f` first"
             )
+        if set(manifest.branches) != {"reseller", "retail"}:
+            raise RuntimeError(f"expected the branches reseller and retail, got {sorted(manifest.branches)}")
+        self.rule = manifest.router
         self.entity_key = manifest.entity_key or "customer_id"
-        self.reader = OnlineFeatureReader(FeastConfig.from_settings(Settings.from_env()))
+        config = FeastConfig.for_project(Settings.from_env(), manifest.feature_project)
+        self.reader = OnlineFeatureReader(config, entity_key=self.entity_key, refs=manifest.feature_refs)
         self.feast = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast")
 
     @bentoml.api  # type: ignore[untyped-decorator]
     async def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         ids = [row[self.entity_key] for row in rows]
         online = await asyncio.get_running_loop().run_in_executor(self.feast, self.reader.read, ids)
-        merged = [{**row, **(features or {})} for row, features in zip(rows, online, strict=True)]
+        merged = [{**row, **(found.values if found else {})} for row, found in zip(rows, online, strict=True)]
         routed = await self.router.predict(rows=merged)
         answers: list[dict[str, Any]] = []
         for row, verdict in zip(merged, routed, strict=True):
-            p_router = float(verdict["probabilities"]["1"])
-            branch = self.positive if p_router >= self.threshold else self.negative
+            branch, p_router = self.rule.choose(verdict["probabilities"])
             (answer,) = await getattr(self, branch).predict(rows=[row])
             answers.append(
                 {
@@ -118,8 +118,8 @@ def build(cascade: str) -> dict[str, Any]:
     from skewguard.bentos.bento import build_bento
 
     manifest = champion(cascade)
-    if manifest is None:
-        raise SystemExit(f"no champion cascade {cascade!r} in the model store; run `skewguard train`")
+    if manifest is None or manifest.router is None:
+        raise SystemExit(f"no champion cascade {cascade!r} with a router; run `skewguard train -f`")
     models = {}
     for role, tag in manifest.model_tags().items():
         stored = load_model(tag)
@@ -127,7 +127,7 @@ def build(cascade: str) -> dict[str, Any]:
     return {
         "cascade": str(manifest.tag),
         "threshold": manifest.router.threshold,
-        "branches": [manifest.router.positive_branch, manifest.router.negative_branch],
+        "branches": list(manifest.router.branches),
         "models": models,
     }
 

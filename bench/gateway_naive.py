@@ -4,11 +4,12 @@
     python bench/gateway_naive.py serve --pipelines FILE --port PORT [--cascade returns]
 
 ``extract`` recovers the fitted pipelines that ``skewguard train`` converted — the router
-with its threshold and the two specialists — from that run's Prefect result store, so
-both sides serve the very same models (those that read the image: a ``--no-image`` run's
-results in the same store are another cascade's). Without those results it refits them on
-the same training set the way ``skewguard.pipeline.flows`` does (out-of-fold routing, same heads and seed).
-They are written as a pickle of this run's own making, read back only by ``serve``.
+and the two specialists — from that run's Prefect result store, so both sides serve the very
+same models (those that read the image: the tabular+text cascade's results in the same store
+are another cascade's); the routing rule comes from the champion's manifest. Without those
+results it refits them on the same training set the way ``skewguard.pipeline.flows`` does
+(out-of-fold routing, same pipelines). They are written as a pickle of this run's own
+making, read back only by ``serve``.
 
 ``serve`` answers ``POST /v1/cascades/{name}/predict`` with the gateway's body and answer
 shape, the way a first version would: per request one Feast SDK call in the event loop, a
@@ -17,6 +18,13 @@ specialist. No validation beyond what pandas and scikit-learn do, no skew guard,
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if not __package__:  # run as `python bench/gateway_naive.py`: bench (and the example) from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import bench  # noqa: F401 - puts the returns example's modules on the path
 
 import argparse
 import math
@@ -38,74 +46,73 @@ from returns_models import (
     split_by_time,
 )
 
-from skewguard.bentos.feature_store import FeastConfig, OnlineFeatureReader
 from skewguard.bentos.images import decode_base64_image, decode_image
-from skewguard.pipeline.cascade import (
-    NEGATIVE_BRANCH,
-    POSITIVE_BRANCH,
-    ROUTER_TARGET,
-    TARGET,
-    Threshold,
-    fit_router,
-    fit_specialists,
-    out_of_fold_proba,
-    route,
-)
+from skewguard.bentos.manifest import RouterRef, champion
+from skewguard.featurestore.connection import FeastConfig
+from skewguard.featurestore.online import OnlineFeatureReader
+from skewguard.pipeline.cascade import RoutingRule, fit_branches, out_of_fold_proba
 from skewguard.settings import Settings
 
 Models = dict[str, Any]
+BRANCHES = ("reseller", "retail")
 
 
-def extract(storage: Path, training: Path) -> Models:
+def extract(storage: Path, training: Path, cascade: str) -> Models:
     """The train run's own fitted pipelines when its results hold exactly one set, else a refit."""
+    manifest = champion(cascade)
+    if manifest is None or manifest.router is None:
+        raise SystemExit(f"no champion cascade {cascade!r} with a router; run `skewguard train -f` first")
     found = _from_prefect_results(storage)
-    return found if found is not None else _refit(training)
+    models = found if found is not None else _refit(training, manifest.router)
+    return models | {"rule": manifest.router.model_dump(), "feature_project": manifest.feature_project}
 
 
 def _from_prefect_results(storage: Path) -> Models | None:
     from prefect.results import ResultRecord  # type: ignore[attr-defined]  # re-exported, not in __all__
 
-    routers: list[tuple[Any, Threshold]] = []
+    routers: list[Any] = []
     specialists: list[dict[str, Any]] = []
     for path in sorted(storage.iterdir()) if storage.is_dir() else []:
         try:
             value: Any = ResultRecord.deserialize(path.read_bytes()).result
         except (ValueError, TypeError, pickle.UnpicklingError):
             continue
-        is_router = isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Threshold)
-        is_branches = isinstance(value, dict) and set(value) == {POSITIVE_BRANCH, NEGATIVE_BRANCH}
-        if is_router and _reads_image(value[0]):
+        if hasattr(value, "predict_proba") and _reads_image(value) and _learned(value) == {0, 1}:
             routers.append(value)
-        elif is_branches and all(_reads_image(model) for model in value.values()):
+        elif (
+            isinstance(value, dict) and set(value) == set(BRANCHES) and all(map(_reads_image, value.values()))
+        ):
             specialists.append(value)
-    if len(routers) != 1 or len(specialists) != 1:
+    if len(routers) != 1 or len(specialists) != 1:  # the router and the monolithic baseline look alike
         return None
-    (router, threshold), (branches,) = routers[0], specialists
     return {
-        "router": router,
-        "threshold": threshold.value,
-        "specialists": branches,
+        "router": routers[0],
+        "specialists": specialists[0],
         "source": "the fitted pipelines of the `skewguard train` run (its Prefect results)",
     }
 
 
+def _learned(model: Any) -> set[Any]:
+    return {c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", ())}
+
+
 def _reads_image(model: Any) -> bool:
-    """Whether a fitted pipeline was fitted with the image column (not a ``--no-image`` one)."""
+    """Whether a fitted pipeline was fitted with the image column (not a tabular+text one)."""
     return IMAGE in getattr(model, "feature_names_in_", ())
 
 
-def _refit(training: Path) -> Models:
+def _refit(training: Path, rule: RouterRef) -> Models:
     frame = pd.read_parquet(training)
     frame[IMAGE] = [decode_image(png) for png in frame[IMAGE]]
     train, _ = split_by_time(frame)
     X = train[feature_columns()]
     factory = partial(make_pipeline, "hgb", seed=0)
-    oof = out_of_fold_proba(factory, X, train[ROUTER_TARGET], 5)
-    router, chosen = fit_router(X, train[ROUTER_TARGET], factory=factory, oof_proba=oof)
-    branches = fit_specialists(X, train[TARGET], route(oof, chosen.value), factory=factory)
+    oof = out_of_fold_proba(factory, X, train["is_reseller"], train[TIMESTAMP], 5)
+    routed = RoutingRule(rule.routes, rule.threshold, rule.positive_class).assign(*oof)
+    targets = dict.fromkeys(BRANCHES, train["returned"])
+    branches = fit_branches(X, targets, routed, dict.fromkeys(BRANCHES, factory), "classification")
     return {
-        "router": router,
-        "threshold": chosen.value,
+        "router": factory().fit(X, train["is_reseller"]),
         "specialists": dict(branches),
         "source": "refitted on the run's training set as skewguard.pipeline.flows does",
     }
@@ -137,16 +144,24 @@ def create_app(models: Models, cascade: str) -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    reader = OnlineFeatureReader(FeastConfig.from_settings(Settings.from_env()))
-    router, threshold, specialists = models["router"], models["threshold"], models["specialists"]
+    refs = {name: f"customer_stats:{name}" for name in ONLINE}
+    config = FeastConfig.for_project(Settings.from_env(), models["feature_project"])
+    reader = OnlineFeatureReader(config, entity_key=ENTITY_KEY, refs=refs)
+    rule = RouterRef.model_validate(models["rule"])
+    router, specialists = models["router"], models["specialists"]
 
     async def predict(request: Request) -> JSONResponse:
         rows = (await request.json())["rows"]
-        X = frame_of(rows, reader.read([row[ENTITY_KEY] for row in rows]))  # blocks the event loop
-        p_router = router.predict_proba(X)[:, 1]
-        routed = p_router >= threshold
+        online = reader.read([row[ENTITY_KEY] for row in rows])  # blocks the event loop
+        X = frame_of(rows, [None if found is None else found.values for found in online])
+        proba = router.predict_proba(X)
+        chosen = [
+            rule.choose({str(c): float(p) for c, p in zip(router.classes_, row, strict=True)})
+            for row in proba
+        ]
         answers: list[dict[str, Any]] = [{} for _ in rows]
-        for branch, mask in ((POSITIVE_BRANCH, routed), (NEGATIVE_BRANCH, ~routed)):
+        for branch in BRANCHES:
+            mask = np.array([route == branch for route, _ in chosen])
             if not mask.any():
                 continue
             model = specialists[branch]
@@ -156,7 +171,7 @@ def create_app(models: Models, cascade: str) -> Any:
                     "prediction": model.classes_[int(p.argmax())].item(),
                     "probabilities": {str(c): float(v) for c, v in zip(model.classes_, p, strict=True)},
                     "route": branch,
-                    "router_probability": float(p_router[i]),
+                    "router_probability": chosen[i][1],
                 }
         return JSONResponse({"cascade": request.path_params["name"], "predictions": answers})
 
@@ -179,13 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pull.add_argument("--storage", type=Path, required=True, help="PREFECT_HOME/storage of the train run")
     pull.add_argument("--training", type=Path, required=True, help="the run's training-set parquet")
     pull.add_argument("--out", type=Path, required=True)
+    pull.add_argument("--cascade", default="returns")
     serve = commands.add_parser("serve", help="serve the pipelines with uvicorn")
     serve.add_argument("--pipelines", type=Path, required=True)
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--cascade", default="returns")
     args = parser.parse_args(argv)
     if args.command == "extract":
-        models = extract(args.storage, args.training)
+        models = extract(args.storage, args.training, args.cascade)
         args.out.write_bytes(pickle.dumps(models))
         print(models["source"])
         return 0

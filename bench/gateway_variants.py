@@ -23,7 +23,7 @@ from bench.gateway_servers import Server, free_port, get_text, post_json, start,
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 CASCADE = "returns"
-TEXT_CASCADE = "returns-text"  # `skewguard train --name returns-text --no-image`
+TEXT_CASCADE = "returns-text"  # bench.gateway.text_cascade_file: the returns cascade without the photo
 N_CHECKED = 16
 WORKERS = 2
 """Gateway processes of ``1w`` (two: one per CPU of a 2-vCPU machine)."""

@@ -16,6 +16,13 @@ absolute figures depend on the machine, which is printed with them.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # run as `python bench/inference.py`: bench (and the example) from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import bench  # noqa: F401 - puts the returns example's modules on the path
+
 import argparse
 import base64
 import json

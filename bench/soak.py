@@ -306,14 +306,11 @@ def report(result: SoakResult, load_before: float) -> list[str]:
 
 def prepare(home: Path, orders: int) -> tuple[dict[str, str], list[bytes]]:
     """Demo data and the trained cascade in ``home`` (reused when present); the request bodies."""
-    from bench.gateway import _run
+    from bench.gateway import train_examples
 
     env, log = environment(home), home / "setup.log"
-    skewguard, count = str(BIN / "skewguard"), ["--orders", str(orders)]
-    customers = ["--customers", str(200 if orders < 10_000 else 2_000)]
-    _run([skewguard, "demo-data", *count, *customers, "--if-missing"], env, log)
-    _run([skewguard, "train", *count, "--if-missing"], env, log)
-    bodies, _ = request_bodies(home / "data" / "orders.parquet", N_BODIES)
+    project = train_examples(home, orders, env, log, text=False)
+    bodies, _ = request_bodies(project / "data" / "orders.parquet", N_BODIES)
     return env, [body.encode() for body in bodies]
 
 

@@ -9,6 +9,7 @@ seconds, UTC); a missing string becomes ``""``; images are decoded by ``skewguar
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from skewguard.bentos.images import IMAGE_SIZE, IMAGE_VALUES, decode_base64_image, decode_image
+from skewguard.bentos.images import (
+    IMAGE_SIZE,
+    IMAGE_VALUES,
+    MAX_REQUEST_PIXELS,
+    OpenedImage,
+    PixelBudget,
+    base64_bytes,
+    open_image,
+)
 from skewguard.bentos.spec import FieldSpec, InputSpec
 from skewguard.errors import InputError, PayloadTooLargeError
 
@@ -70,9 +79,50 @@ class Batch:
 
 
 def encode_rows(
-    spec: InputSpec, rows: Sequence[Mapping[str, Any]], *, allowed_extra: Sequence[str] = ()
+    spec: InputSpec,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    allowed_extra: Sequence[str] = (),
+    max_pixels: int = MAX_REQUEST_PIXELS,
 ) -> Batch:
-    """Validate JSON-like rows against ``spec``; raise ``InputError`` naming the field."""
+    """Validate JSON-like rows against ``spec``; raise ``InputError`` naming the field.
+
+    Images are decoded within ``max_pixels`` for all rows together (``PixelBudget``).
+    """
+    return prepare_rows(spec, rows, allowed_extra=allowed_extra, max_pixels=max_pixels).finish()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """Rows validated, every column encoded but the images, whose headers are read and checked.
+
+    ``pixels`` is what decoding them will cost; ``finish()`` decodes them (Pillow releases the
+    GIL while it does, so a server may call it in a worker thread).
+    """
+
+    spec: InputSpec
+    columns: Mapping[str, NDArray[Any]]
+    images: Mapping[str, list[OpenedImage | NDArray[Any]]]
+    pixels: int
+
+    def finish(self) -> Batch:
+        """The batch, with every image decoded."""
+        columns = {**self.columns, **{name: _image_column(opened) for name, opened in self.images.items()}}
+        return Batch(self.spec, {f.name: columns[f.name] for f in self.spec})
+
+
+def prepare_rows(
+    spec: InputSpec,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    allowed_extra: Sequence[str] = (),
+    max_pixels: int = MAX_REQUEST_PIXELS,
+) -> PreparedRows:
+    """Everything ``encode_rows`` checks, and the image headers against one ``PixelBudget``.
+
+    What is refused here costs no decoding: a request whose images add up to more than
+    ``max_pixels`` is a ``PayloadTooLargeError`` naming the image field.
+    """
     if not rows:
         raise InputError("Expected at least one row, got none.", field="rows")
     known = set(spec.names) | set(allowed_extra)
@@ -87,8 +137,32 @@ def encode_rows(
                 f"Row {i}: unexpected field {extra[0]!r}; expected only {', '.join(sorted(known))}.",
                 field=str(extra[0]),
             )
-    columns = {f.name: _encode_column(f, [_value(row, f, i) for i, row in enumerate(rows)]) for f in spec}
-    return Batch(spec, columns)
+    budget = PixelBudget(max_pixels)
+    columns, images = {}, {}
+    for f in spec:
+        values = [_value(row, f, i) for i, row in enumerate(rows)]
+        if f.kind == "image":
+            images[f.name] = _open_images(f, values, budget)
+        else:
+            columns[f.name] = _encode_column(f, values)
+    return PreparedRows(spec, columns, images, budget.spent)
+
+
+def _open_images(spec: FieldSpec, values: list[Any], budget: PixelBudget) -> list[OpenedImage | NDArray[Any]]:
+    _check_nulls(spec, values)
+    opened = []
+    for i, value in enumerate(values):
+        image = _open_image(spec, value)
+        if isinstance(image, OpenedImage):
+            budget.charge(image.pixels, field=spec.name, row=i)
+        opened.append(image)
+    return opened
+
+
+def _image_column(images: Sequence[OpenedImage | NDArray[Any]]) -> NDArray[np.float32]:
+    """One row of ``IMAGE_VALUES`` floats per image, each decoded now if it was not."""
+    decoded = [image.decode() if isinstance(image, OpenedImage) else image for image in images]
+    return np.stack([np.asarray(p, dtype=np.uint8).reshape(IMAGE_VALUES) for p in decoded]).astype(np.float32)
 
 
 def encode_frame(spec: InputSpec, X: pd.DataFrame) -> Batch:
@@ -129,7 +203,7 @@ def _value(row: Mapping[str, Any], spec: FieldSpec, i: int) -> Any:
     return row[spec.name]
 
 
-def _encode_column(spec: FieldSpec, values: list[Any]) -> NDArray[Any]:
+def _check_nulls(spec: FieldSpec, values: list[Any]) -> None:
     if not spec.nullable:
         for i, value in enumerate(values):
             if value is None:
@@ -137,10 +211,14 @@ def _encode_column(spec: FieldSpec, values: list[Any]) -> NDArray[Any]:
                     f"Row {i}: the field {spec.name!r} may not be null; send a {spec.kind} value.",
                     field=spec.name,
                 )
+
+
+def _encode_column(spec: FieldSpec, values: list[Any]) -> NDArray[Any]:
+    _check_nulls(spec, values)
+    if spec.kind == "image":  # a training frame: no request, so no pixel budget
+        return _image_column([_open_image(spec, v) for v in values])
     encoder = _ENCODERS[spec.kind]
     encoded = [encoder(spec, v) for v in values]
-    if spec.kind == "image":
-        return np.stack(encoded).astype(np.float32)
     if spec.kind in ("numeric", "datetime"):
         return np.asarray(encoded, dtype=np.float64).reshape(-1, 1)
     return np.array(encoded, dtype=object)[:, None]  # ~0.4 µs less than .reshape(-1, 1) on object arrays
@@ -154,7 +232,14 @@ def _number(spec: FieldSpec, value: Any) -> float:
             f"Field {spec.name!r}: expected a number, got {type(value).__name__} {_short(value)}.",
             field=spec.name,
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:  # an integer past float64: a parser other than the gateway's let it in
+        raise InputError(
+            f"Field {spec.name!r}: the integer {_short(value)} is out of range; numbers must fit a "
+            "float64 (within ±1.8e308).",
+            field=spec.name,
+        ) from exc
     if not math.isfinite(number):
         raise InputError(
             f"Field {spec.name!r}: expected a finite number or null, got {number}.", field=spec.name
@@ -247,23 +332,33 @@ def _out_of_range(spec: FieldSpec, moment: datetime) -> InputError:
     )
 
 
-def _image(spec: FieldSpec, value: Any) -> NDArray[np.uint8]:
+def _open_image(spec: FieldSpec, value: Any) -> OpenedImage | NDArray[Any]:
     if isinstance(value, str):
-        pixels = decode_base64_image(value, field=spec.name)
-    elif isinstance(value, bytes | bytearray):
-        pixels = decode_image(bytes(value), field=spec.name)
-    elif isinstance(value, np.ndarray) and value.size == IMAGE_VALUES:
-        pixels = value
-    else:
-        raise InputError(
-            f"Field {spec.name!r}: expected a base64-encoded image, got {type(value).__name__}.",
-            field=spec.name,
-        )
-    return np.asarray(pixels, dtype=np.uint8).reshape(IMAGE_VALUES)
+        return open_image(base64_bytes(value, field=spec.name), field=spec.name)
+    if isinstance(value, bytes | bytearray):
+        return open_image(bytes(value), field=spec.name)
+    if isinstance(value, np.ndarray) and value.size == IMAGE_VALUES:
+        return value
+    raise InputError(
+        f"Field {spec.name!r}: expected a base64-encoded image, got {type(value).__name__}.",
+        field=spec.name,
+    )
+
+
+def _bounded_repr() -> reprlib.Repr:
+    """``repr`` bounded in depth and length: a value nested a thousand levels deep, or a 400-digit
+    integer, is not written out whole (nor recursed into past Python's limit)."""
+    bounded = reprlib.Repr()
+    bounded.maxlevel, bounded.maxlist, bounded.maxdict = 2, 4, 4
+    bounded.maxstring = bounded.maxother = bounded.maxlong = 40
+    return bounded
+
+
+_REPR = _bounded_repr()
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -272,5 +367,4 @@ _ENCODERS: dict[str, Callable[[FieldSpec, Any], Any]] = {
     "categorical": _string,
     "text": _string,
     "datetime": _timestamp,
-    "image": _image,
 }

@@ -2,11 +2,14 @@
 
 A manifest is a BentoML model ``cascade-{name}`` holding one ``manifest.json`` whose sha256
 is recorded in the model's metadata; loading recomputes it and refuses a changed file.
-The champion alias lives in ``cascade_aliases.json`` in the BentoML home, because BentoML
-1.4 has no API to change a stored model's labels (and rewriting ``model.yaml`` in place
-would expose half-written files to readers). The alias file is replaced atomically with
-``os.replace`` under an exclusive lock, so a gateway polling ``champion_tag`` always reads
-either the old or the new champion, never a torn file.
+The champion alias lives outside the models, because BentoML 1.4 has no API to change a
+stored model's labels (and rewriting ``model.yaml`` in place would expose half-written
+files to readers): in ``cascade_aliases.json`` in the BentoML home by default, or in Redis
+or PostgreSQL when replicas run on several machines (``skewguard.bentos.aliases``). It
+is replaced atomically, so a gateway polling ``champion_tag`` always reads either the old
+or the new champion. With a model export configured, a promotion first exports the
+champion's manifest and models (``skewguard.bentos.exports``), and ``champion`` imports
+what the local store lacks, checked against the sha256 the alias records.
 
 Status is derived, not stored: ``champion`` is the alias's tag, ``retired`` a former
 champion, ``candidate`` any other manifest. The label ``status`` is the status at saving.
@@ -14,28 +17,24 @@ champion, ``candidate`` any other manifest. The label ``status`` is the status a
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import bentoml
-from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml.exceptions import NotFound
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from skewguard.bentos.aliases import ALIASES_FILE as ALIASES_FILE
+from skewguard.bentos.aliases import Alias, sharing
+from skewguard.bentos.exports import export_models, import_missing
 from skewguard.bentos.spec import FieldSpec, InputSpec, OnlineFeature
-from skewguard.bentos.store import StoredModel, load_model, model_store
+from skewguard.bentos.store import StoredModel, load_model, make_readable, model_store
 from skewguard.errors import ArtifactError, ConfigError, ModelNotFoundError
 
 MANIFEST_FILE = "manifest.json"
-ALIASES_FILE = "cascade_aliases.json"
 MODULE = "skewguard.cascade"
 NAME_PATTERN = r"^[a-z0-9]([-._a-z0-9]{0,53}[a-z0-9])?$"  # so that cascade-{name} is a valid tag
 ModelTag = Annotated[str, Field(pattern=r"^[^:\s]+:[^:\s]+$")]
@@ -193,21 +192,6 @@ class CascadeManifest(BaseModel):
         return tuple(self.feature_refs)
 
 
-class _Alias(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    champion: str
-    promoted_at: AwareDatetime
-    retired: list[str] = Field(default_factory=list)
-
-
-class _AliasBook(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: Literal[1] = 1
-    cascades: dict[str, _Alias] = Field(default_factory=dict)
-
-
 def union_specs(specs: Sequence[InputSpec]) -> InputSpec:
     """One spec that satisfies every model: fields merged by name, nullable only if all allow it.
 
@@ -341,6 +325,7 @@ def save_manifest(manifest: CascadeManifest) -> str:
         metadata={"sha256": {MANIFEST_FILE: digest}, "cascade": manifest.name},
     ) as model:
         Path(model.path_of(MANIFEST_FILE)).write_bytes(data)
+    make_readable(str(model.tag))
     tag = str(model.tag)
     if manifest.status == "champion":
         promote(tag)
@@ -386,103 +371,69 @@ def list_manifests(name: str | None = None) -> list[str]:
 
 
 def promote(tag: str) -> CascadeManifest:
-    """Make the (verified) manifest its cascade's champion; the previous champion becomes retired."""
+    """Make the (verified) manifest its cascade's champion; the previous champion becomes retired.
+
+    With a model export configured, the manifest and its models are exported first and the
+    alias records each archive's sha256, so no replica sees an alias whose models it cannot get.
+    """
     manifest = load_manifest(tag)
     full_tag = str(manifest.tag)
-    with _locked():
-        book = _read_aliases()
-        previous = book.cascades.get(manifest.name)
+    shared = sharing()
+    archives = {}
+    if shared.export is not None:
+        archives = export_models(shared.export, [full_tag, *manifest.model_tags().values()])
+
+    def succeed(previous: Alias | None) -> Alias:
         retired = [t for t in (previous.retired if previous else []) if t != full_tag]
         if previous is not None and previous.champion != full_tag:
             retired.append(previous.champion)
-        alias = _Alias(champion=full_tag, promoted_at=datetime.now(UTC), retired=retired)
-        _write_aliases(_AliasBook(cascades={**book.cascades, manifest.name: alias}))
+        return Alias(champion=full_tag, promoted_at=datetime.now(UTC), retired=retired, archives=archives)
+
+    shared.aliases.update(manifest.name, succeed)
     return manifest.model_copy(update={"status": "champion"})
 
 
 def champion_names() -> list[str]:
     """The names of the cascades that have a champion, sorted."""
-    return sorted(_read_aliases().cascades)
+    return sorted(sharing().aliases.names())
 
 
 def champion_tag(name: str) -> str | None:
-    """The champion's tag, cheap enough to poll: one small file read, no manifest load."""
-    alias = _read_aliases().cascades.get(name)
+    """The champion's tag, cheap enough to poll: one read of the alias, no manifest load."""
+    alias = sharing().aliases.get(name)
     return alias.champion if alias else None
 
 
 def previous_champion(name: str) -> str | None:
     """The tag of the champion before the current one (the last retired), for a rollback."""
-    alias = _read_aliases().cascades.get(name)
+    alias = sharing().aliases.get(name)
     return alias.retired[-1] if alias is not None and alias.retired else None
 
 
 def champion(name: str) -> CascadeManifest | None:
-    """The champion manifest of cascade ``name``, verified; None when none was promoted."""
-    tag = champion_tag(name)
-    if tag is None:
+    """The champion manifest of cascade ``name``, verified; None when none was promoted.
+
+    Models the local store lacks are imported from the model export first, each archive
+    checked against the sha256 the alias records.
+    """
+    shared = sharing()
+    alias = shared.aliases.get(name)
+    if alias is None:
         return None
+    import_missing(shared.export, alias.archives)
     try:
-        return load_manifest(tag)
+        return load_manifest(alias.champion)
     except ModelNotFoundError as exc:
         raise ArtifactError(
-            f"The champion alias of cascade {name!r} points at {tag!r}, which is not in the model "
-            "store; promote another manifest."
+            f"The champion alias of cascade {name!r} points at {alias.champion!r}, which is not in the "
+            "model store; promote another manifest, or set SKEWGUARD_MODEL_EXPORT where it was exported."
         ) from exc
 
 
 def _status(name: str, tag: str) -> Status:
-    alias = _read_aliases().cascades.get(name)
+    alias = sharing().aliases.get(name)
     if alias is not None and alias.champion == tag:
         return "champion"
     if alias is not None and tag in alias.retired:
         return "retired"
     return "candidate"
-
-
-def _aliases_path() -> Path:
-    return Path(BentoMLContainer.bentoml_home.get()) / ALIASES_FILE
-
-
-def _read_aliases() -> _AliasBook:
-    path = _aliases_path()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return _AliasBook()
-    try:
-        return _AliasBook.model_validate_json(data)
-    except ValidationError as exc:
-        raise ArtifactError(f"The cascade alias file {path} is malformed: {exc}") from exc
-
-
-def _write_aliases(book: _AliasBook) -> None:
-    """Write to a temporary file beside the target, fsync, then rename over it (atomic on POSIX)."""
-    path = _aliases_path()
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{ALIASES_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(json.dumps(book.model_dump(mode="json"), indent=1, sort_keys=True).encode())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
-
-
-@contextmanager
-def _locked() -> Iterator[None]:
-    """Serialise promotions (read-modify-write of the alias file) across processes."""
-    lock = _aliases_path().with_suffix(".lock")
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -87,7 +87,17 @@ def save_model(
     ) as model:
         for file, data in files.items():
             Path(model.path_of(file)).write_bytes(data)
+    make_readable(str(model.tag))
     return str(model.tag)
+
+
+def make_readable(tag: str) -> None:
+    """Open a stored model's folder to every reader, as its files already are (0644).
+
+    BentoML builds a model in a private temporary folder (0700) and moves it into the store
+    as it is, so a gateway running as another user — a container's — could not read it.
+    """
+    Path(model_store().get(tag).path).chmod(0o755)
 
 
 def load_model(tag: str) -> StoredModel:

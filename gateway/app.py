@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +30,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from skewguard.bentos.manifest import champion_names
-from skewguard.errors import InputError, PayloadTooLargeError, SkewguardError, UnauthorizedError
+from skewguard.errors import (
+    AdminDisabledError,
+    ClientDisconnectedError,
+    SkewguardError,
+    UnauthorizedError,
+)
+from skewguard.gateway.body import parse_body, read_body
 from skewguard.gateway.cascades import CascadeRegistry, describe, load_cascade
 from skewguard.gateway.features import FeatureSources
 from skewguard.gateway.guard import GuardConfig
@@ -64,6 +69,8 @@ class Gateway:
     """The pooled client of the remote model runners (``SKEWGUARD_REMOTE_MODELS``)."""
     peers: Peers | None = None
     """With several workers: their readiness and reload announcements (``skewguard.gateway.peers``)."""
+    behind: str | None = None
+    """Why this replica may serve an older champion than the alias names (None: it follows)."""
     on_ready: Callable[[list[str]], None] | None = None
     """Called once the app has loaded its cascades and answers (``skewguard serve`` says so)."""
 
@@ -136,36 +143,30 @@ def error_response(exc: SkewguardError, gateway: Gateway | None = None) -> Respo
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(
-            f"The body is {declared} bytes; at most {limit} are accepted.", field="body"
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The body exceeds {limit} bytes.", field="body")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # NaN and Infinity are not JSON; parse them anyway so the field check can name the field
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"The body is not valid UTF-8 JSON: {exc}.", field="body") from exc
+    """The body as JSON: at most ``limit`` bytes, bounded in depth and numbers (``gateway.body``)."""
+    return parse_body(await read_body(request.stream(), request.headers.get("content-length"), limit))
 
 
 def authorize(gateway: Gateway, request: Request, *, admin: bool = False) -> None:
+    """Let the request through, or raise: a wrong or missing token (401), admin closed (403).
+
+    With ``SKEWGUARD_API_TOKEN`` set, predict, the cascade list and admin need the header
+    ``Authorization: Bearer <token>``, compared in constant time and exactly (scheme and case
+    too). Whitespace around a header's value is not part of it in HTTP, and the server drops a
+    trailing space before the app sees it, so it is dropped here too: the same answer in-process
+    and behind uvicorn. Without a token, the admin endpoints answer 403.
+    """
     token = gateway.settings.api_token
     if token is None:
+        if admin:
+            raise AdminDisabledError(
+                "Admin endpoints are disabled on this gateway: set SKEWGUARD_API_TOKEN to enable them, "
+                "and send 'Authorization: Bearer <token>'."
+            )
         return
-    sent = request.headers.get("authorization", "")
+    sent = request.headers.get("authorization", "").strip(" \t")
     expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not hmac.compare_digest(sent.encode("latin-1"), expected.encode("latin-1")):
         what = "admin endpoints need" if admin else "this gateway needs"
         raise UnauthorizedError(f"Missing or wrong bearer token: {what} 'Authorization: Bearer <token>'.")
 
@@ -181,6 +182,9 @@ async def _predict(gateway: Gateway, request: Request, name: str) -> Response:
         cascade = gateway.registry.get(name)
         body = await read_json(request, gateway.settings.max_body_bytes)
         outcome = await predict(cascade, body, gateway.options)
+    except ClientDisconnectedError as exc:  # nobody to answer: one counted line, no traceback
+        logger.info("predict %s: %s", name, exc.message)
+        return error_response(exc, gateway)
     except SkewguardError as exc:
         return error_response(exc, gateway)
     _observe(gateway, name, outcome, time.perf_counter() - started)
@@ -244,7 +248,10 @@ async def readyz(request: Request) -> Response:
     if waiting:
         problems.append(f"{waiting} of {gateway.settings.workers} workers not ready yet")
     status = 503 if problems else 200
-    return json_response({"ready": not problems, "problems": problems}, status)
+    body: dict[str, Any] = {"ready": not problems, "problems": problems}
+    if gateway.behind is not None:  # still serving what it has: ready, but says why it may be stale
+        body["behind"] = gateway.behind
+    return json_response(body, status)
 
 
 async def metrics_route(request: Request) -> Response:
@@ -268,22 +275,50 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    """A bug's answer: a JSON 500, counted in ``skewguard_errors_total`` and logged with its traceback."""
+    return internal_error(request.app.state.gateway, request, exc)
+
+
+def internal_error(gateway: Gateway, request: Request, exc: Exception) -> Response:
+    gateway.metrics.errors.labels("internal_error", "500").inc()
+    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return json_response(
         {"code": "internal_error", "message": "An unexpected error; see the gateway log."}, 500
     )
 
 
 async def _watch(gateway: Gateway) -> None:
-    """Reload when a champion alias moves (a promotion) or another worker announced a reload."""
+    """Reload when a champion alias moves (a promotion) or another worker announced a reload.
+
+    The alias may live in Redis or PostgreSQL: it is read in a thread, so a slow store never
+    stalls requests. A store or export that fails leaves the served champion in place, and
+    ``gateway.behind`` says so on ``/readyz`` and ``/metrics`` until a check succeeds.
+    """
     while True:
         await asyncio.sleep(gateway.settings.watch_seconds)
         try:
             announced = gateway.peers is not None and gateway.peers.reload_announced()
-            if announced or any(gateway.registry.is_stale(n) for n in gateway.cascade_names()):
+            if announced or await asyncio.to_thread(_any_stale, gateway):
                 await gateway.reload()
-        except Exception:  # a failed reload must not end the watcher; logged with its traceback
+            _follows(gateway, None)
+        except SkewguardError as exc:
+            _follows(gateway, exc.message)
+            logger.warning("still serving the previous champion: %s", exc.message)
+        except Exception as exc:  # a failed reload must not end the watcher; logged with its traceback
+            _follows(gateway, f"reloading failed: {exc!r}")
             logger.exception("reload after a promotion failed; still serving the previous version")
+
+
+def _any_stale(gateway: Gateway) -> bool:
+    return any(gateway.registry.is_stale(n) for n in gateway.cascade_names())
+
+
+def _follows(gateway: Gateway, behind: str | None) -> None:
+    """Record whether this replica follows the alias (``behind`` None) or why it may not."""
+    if behind is not None:
+        gateway.metrics.champion_follow_failures.inc()
+    gateway.behind = behind
+    gateway.metrics.champion_behind.set(0 if behind is None else 1)
 
 
 async def _publish_log_stats(gateway: Gateway) -> None:
@@ -316,7 +351,7 @@ class PredictFastPath:
         try:
             response = await _predict(self.gateway, request, name)
         except Exception as exc:  # noqa: BLE001 - the same JSON 500 as every other route's
-            response = await unexpected_error(request, exc)
+            response = internal_error(self.gateway, request, exc)
         await response(scope, receive, send)
 
 

@@ -56,6 +56,18 @@ class GatewayMetrics:
             ["cascade", "kind"],
             registry=self.registry,
         )
+        self.champion_behind = Gauge(
+            "skewguard_champion_behind",
+            "1 while this replica may serve an older champion than the alias names: the alias "
+            "store or the model export could not be read, or the new champion did not load.",
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+        self.champion_follow_failures = Counter(
+            "skewguard_champion_follow_failures_total",
+            "Failed attempts to read the champion alias or to import and load a promoted champion.",
+            registry=self.registry,
+        )
         self._log_stats: Callable[[], dict[str, int]] = lambda: dict.fromkeys([*_LOG_COUNTERS, "queued"], 0)
         if multiprocess_dir is None:
             self.registry.register(self)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skewguard.bentos.inputs import Batch, encode_rows, epoch_seconds
+from skewguard.bentos.images import MAX_REQUEST_PIXELS
+from skewguard.bentos.inputs import Batch, epoch_seconds
 from skewguard.bentos.routing import RowResult
 from skewguard.errors import FeatureStoreUnavailable, InputError
 from skewguard.featurestore.online import EntityId, OnlineRow
 from skewguard.gateway.cascades import LoadedCascade
+from skewguard.gateway.decoding import encode_request
 from skewguard.gateway.features import FeatureSource
 from skewguard.gateway.guard import SkewFlag
 
@@ -33,6 +35,7 @@ class PredictOptions:
     max_rows: int = DEFAULT_MAX_ROWS
     degrade_on_feature_store_error: bool = True
     budget_seconds: float = 1.0
+    max_request_pixels: int = MAX_REQUEST_PIXELS
 
 
 @dataclass(slots=True)
@@ -45,8 +48,16 @@ class Outcome:
     flags: list[list[SkewFlag]] = field(default_factory=list)
 
 
-def parse_rows(body: Any, max_rows: int) -> list[dict[str, Any]]:
-    """``{"rows": [...]}`` or one row object → a list of row objects."""
+def parse_rows(
+    body: Any, max_rows: int, *, accepted: Collection[str] | None = None, fetched: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """``{"rows": [...]}`` or one row object → a list of row objects.
+
+    With ``accepted`` (the fields a client sends), any other key is a 422 naming it and listing
+    only those fields; the names in ``fetched`` (online features) are left for the caller to
+    refuse with a message of their own. A key JSON can hold but Unicode cannot (a lone
+    surrogate, ``"\\ud800"``) is named as it was escaped.
+    """
     if isinstance(body, Mapping) and "rows" in body:
         extra = sorted(set(body) - {"rows"})
         if extra:
@@ -62,22 +73,39 @@ def parse_rows(body: Any, max_rows: int) -> list[dict[str, Any]]:
         raise InputError("Expected a JSON object: one row, or {'rows': [...]}.", field="body")
     if len(rows) > max_rows:
         raise InputError(f"{len(rows)} rows in one request; at most {max_rows} are accepted.", field="rows")
+    known = None if accepted is None else {*accepted, *fetched}
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise InputError(
                 f"Row {i}: expected an object of fields, got {type(row).__name__}.", field="rows"
             )
+        if known is not None and not known.issuperset(row):
+            _refuse_unexpected(i, sorted(set(row) - known), accepted or ())
     return [dict(row) for row in rows]
+
+
+def _refuse_unexpected(i: int, extra: list[str], accepted: Collection[str]) -> None:
+    raise InputError(
+        f"Row {i}: unexpected field {extra[0]!r}; send only {', '.join(sorted(accepted))}.", field=extra[0]
+    )
 
 
 async def predict(cascade: LoadedCascade, body: Any, options: PredictOptions) -> Outcome:
     """Run the cascade over the request's rows."""
     deadline = time.monotonic() + options.budget_seconds
-    rows = parse_rows(body, options.max_rows)
+    key = cascade.manifest.entity_key
+    sent = cascade.request_fields if key is None else (*cascade.request_fields, key)
+    rows = parse_rows(body, options.max_rows, accepted=sent, fetched=cascade.manifest.feature_refs)
     keys = _entity_keys(cascade, rows)
     values, store_down = await _fetch(cascade.features, keys, options)
     merged, missing, stale = _merge(cascade, rows, values)
-    batch = encode_rows(cascade.spec, merged, allowed_extra=(cascade.manifest.entity_key or "",))
+    batch = await encode_request(
+        cascade.spec,
+        merged,
+        allowed_extra=(key or "",),
+        max_pixels=options.max_request_pixels,
+        deadline=deadline,
+    )
     flags = cascade.guard.check(batch, missing_online=missing)
     if store_down:
         flags = [
@@ -92,7 +120,7 @@ async def predict(cascade: LoadedCascade, body: Any, options: PredictOptions) ->
             raise InputError(f"Rejected by the skew guard: {rejected.detail}", field=rejected.field)
     results = await cascade.runner.run(batch, merged, deadline)
     answers = [
-        _answer(cascade, row, merged[i], bool(missing[i]) or store_down, flags[i])
+        _answer(cascade, row, merged[i], bool(missing[i] or stale[i]) or store_down, flags[i])
         for i, row in enumerate(results)
     ]
     return Outcome(rows=answers, raw_rows=merged, batch=batch, flags=flags)
@@ -211,7 +239,7 @@ def _merge(
             else dict(defaults)
         )
         merged.append({**row, **filled})
-        missing.append(absent)
+        missing.append([n for n in absent if n not in old])  # a stale one is flagged as stale, not missing
         stale.append(
             [
                 SkewFlag(

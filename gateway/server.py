@@ -17,6 +17,7 @@ from skewguard.gateway.metrics import GatewayMetrics
 from skewguard.gateway.peers import Peers
 from skewguard.gateway.predict import PredictOptions
 from skewguard.gateway.predlog import PredictionLog
+from skewguard.gateway.protocol import http_protocol
 from skewguard.gateway.settings import GatewaySettings
 
 
@@ -46,6 +47,7 @@ def build_gateway(
             max_rows=settings.max_rows,
             degrade_on_feature_store_error=settings.on_feature_store_error == "degrade",
             budget_seconds=settings.request_budget_ms / 1000,
+            max_request_pixels=settings.max_request_pixels,
         ),
         guard_config=GuardConfig.from_strings(
             reject=settings.guard_reject, range_quantiles=settings.guard_range_quantiles
@@ -58,9 +60,9 @@ def build_gateway(
 def serve(settings: GatewaySettings, *, announce: Callable[[list[str]], None] | None = None) -> None:
     """Run the gateway until SIGTERM/SIGINT (then drain the prediction log).
 
-    One worker: uvicorn in this process. Several: gunicorn's master here, forking them.
-    ``announce`` is called with the served cascades once the gateway answers (one process),
-    or with those the master preloaded (several workers; each says in its log when it is up).
+    One worker: uvicorn in this process. Several: gunicorn's master here, forking them. Either way
+    the HTTP protocol limits each request's head in size and time (``gateway.protocol``).
+    ``announce`` is called with the served cascades once the gateway answers (one process).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call otherwise
@@ -82,6 +84,7 @@ def serve(settings: GatewaySettings, *, announce: Callable[[list[str]], None] | 
         # uvicorn's middleware for them sat under every request.
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        http=http_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
     )
 
 

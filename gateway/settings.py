@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from skewguard.bentos.images import MAX_REQUEST_PIXELS
+from skewguard.errors import ConfigError
 from skewguard.settings import Settings
+
+_SENDABLE = re.compile(r"[\x21-\x7e]+")
 
 
 class GatewaySettings(Settings):
@@ -20,9 +25,19 @@ class GatewaySettings(Settings):
         description="Comma-separated cascade names to serve; empty: every cascade with a champion.",
     )
     api_token: SecretStr | None = Field(
-        default=None, description="Bearer token; admin always needs it if set."
+        default=None,
+        description="Bearer token predict, list and admin then need; without it admin is closed (403).",
     )
     max_body_bytes: int = Field(default=2_000_000, gt=0, description="Larger request bodies: 413.")
+    max_request_pixels: int = Field(
+        default=MAX_REQUEST_PIXELS, gt=0, description="Decoded image pixels one request may add up to (413)."
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=1_024, description="Request line and headers of one request, in bytes (431)."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A request's line and headers must arrive within this, else closed."
+    )
     max_rows: int = Field(default=1_000, gt=0, description="Rows in one request at most; more: 422.")
     request_budget_ms: float = Field(
         default=1_000.0, gt=0, description="Time a request may take; a model slower than that: 504."
@@ -63,6 +78,26 @@ class GatewaySettings(Settings):
         le=64,
         description="Gateway processes on the one port (gunicorn's pre-fork master over uvicorn workers).",
     )
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes ${SKEWGUARD_API_TOKEN:-}: empty is unset
+
+    @field_validator("api_token")
+    @classmethod
+    def _sendable(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token a client can send as it is: visible ASCII, no spaces (HTTP trims a header's ends).
+
+        ``ConfigError``, not ``ValueError``: pydantic's error would quote the token.
+        """
+        if value is not None and not _SENDABLE.fullmatch(value.get_secret_value()):
+            raise ConfigError(
+                "Setting SKEWGUARD_API_TOKEN: expected visible ASCII characters without spaces "
+                "(such as the output of `openssl rand -hex 32`); the value set has others.",
+                field="SKEWGUARD_API_TOKEN",
+            )
+        return value
 
     @field_validator("remote_models")
     @classmethod

@@ -36,13 +36,18 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess, values
 from uvicorn_worker import UvicornWorker
 
+from skewguard.gateway.protocol import http_protocol
 from skewguard.gateway.settings import GatewaySettings
 
 GRACEFUL_SECONDS = 10
 
 
 class GatewayWorker(UvicornWorker):  # type: ignore[misc]
-    """uvicorn under gunicorn, with the lifespan on and a bounded graceful shutdown."""
+    """uvicorn under gunicorn, with the lifespan on and a bounded graceful shutdown.
+
+    ``gateway_worker(settings)`` adds the HTTP protocol with the settings' limits on a request's
+    head (``gateway.protocol``), as one process has them.
+    """
 
     CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 - the base class's contract
         "loop": "auto",
@@ -51,6 +56,13 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
         "proxy_headers": False,  # as in one process (gateway.server.serve)
     }
+
+
+def gateway_worker(settings: GatewaySettings) -> type[GatewayWorker]:
+    """The worker class whose HTTP protocol has the settings' limits on a request's head."""
+    protocol = http_protocol(settings.max_header_bytes, settings.header_timeout_seconds)
+    kwargs = {**GatewayWorker.CONFIG_KWARGS, "http": protocol}
+    return type("ConfiguredGatewayWorker", (GatewayWorker,), {"CONFIG_KWARGS": kwargs})
 
 
 def enable_multiprocess_metrics() -> Path:
@@ -87,7 +99,7 @@ class GatewayProcesses(BaseApplication):  # type: ignore[misc]
         for key, value in {
             "bind": [f"{settings.host}:{settings.port}"],
             "workers": settings.workers,
-            "worker_class": GatewayWorker,
+            "worker_class": gateway_worker(settings),
             "preload_app": True,
             "reuse_port": True,  # a socket per worker: the kernel spreads new connections over them
             "graceful_timeout": GRACEFUL_SECONDS + 5,

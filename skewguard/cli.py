@@ -46,6 +46,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
         quiet_third_parties()
     settings = Settings.from_env()
     settings.export_environment()
+    from skewguard.bentos.aliases import configure
+
+    configure(settings.alias_url, settings.model_export)  # where the champion alias and exports live
     ctx.obj = settings
 
 
@@ -292,9 +295,11 @@ def _feast_config(settings: Settings, file: Path) -> Any:
 def _register_commands() -> None:
     from skewguard.cli_cascades import cascade
     from skewguard.cli_examples import demo_data, examples
-    from skewguard.cli_ops import demo_traffic, log, monitor, reports, retrain, serve
+    from skewguard.cli_ops import demo_traffic, import_champion, log, monitor, reports, retrain, serve
 
     for command in (cascade, demo_data, examples, serve, monitor, retrain, demo_traffic, reports, log):
+        cli.add_command(command)
+    for command in (import_champion,):
         cli.add_command(command)
 
 

@@ -1,8 +1,8 @@
-"""Operator commands: serve, monitor, retrain, demo traffic, the reports index, the log's retention."""
+"""Operator commands: serve, monitor, retrain, demo traffic, the reports index, the log's retention,
+the champion's import from the model export."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -14,18 +14,18 @@ import click
 
 from skewguard.cli_examples import REQUESTS_DIR
 from skewguard.cli_options import OPTIONAL_CASCADE_FILE
-from skewguard.settings import Settings
+from skewguard.errors import ConfigError
+from skewguard.gateway.settings import GatewaySettings
 
 
 @click.command("serve")
 @click.option("--host", default=None, help="Default: SKEWGUARD_HOST or 127.0.0.1.")
 @click.option("--port", type=int, default=None, help="Default: SKEWGUARD_PORT or 8000.")
-def serve(host: str | None, port: int | None) -> None:
+@click.pass_obj
+def serve(settings: GatewaySettings, host: str | None, port: int | None) -> None:
     """Serve the champion cascades through the gateway (POST /v1/cascades/{name}/predict)."""
     from skewguard.gateway.server import serve as run_gateway
-    from skewguard.gateway.settings import GatewaySettings
 
-    settings = GatewaySettings.from_env()
     settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
     run_gateway(settings, announce=lambda names: click.echo(_ready_message(settings, names)))
 
@@ -34,15 +34,15 @@ def _ready_message(settings: Any, names: list[str]) -> str:
     """What `serve` prints once it answers: where, and a curl per cascade with a request to try."""
     base = f"http://{settings.display_host}:{settings.port}"
     lines = [f"gateway ready on {base}, serving {', '.join(names) or 'no cascade'}  (docs: {base}/docs)"]
-    auth = (
-        ' -H "authorization: Bearer $SKEWGUARD_API_TOKEN"' if settings.api_token else ""
-    )  # the shell expands it
+    # In double quotes, so that the shell expands the variable.
+    auth = ' -H "authorization: Bearer $SKEWGUARD_API_TOKEN"' if settings.api_token else ""
     for name in names:
         example = settings.home / REQUESTS_DIR / f"{name}.json"
         if example.exists():
+            where, body = _body_path(example, settings.home)
             lines.append(
-                f"try:  curl -s {base}/v1/cascades/{name}/predict -H 'content-type: application/json'"
-                f"{auth} -d @{example.resolve()}"
+                f"try{where}:  curl -s {base}/v1/cascades/{name}/predict -H 'content-type: application/json'"
+                f"{auth} -d @{body}"
             )
     return "\n".join(lines)
 
@@ -69,7 +69,9 @@ def _ready_message(settings: Any, names: list[str]) -> str:
 @click.option(
     "--skew-at", default=None, help="Request field with the time to compare at [the event time field]."
 )
+@click.pass_obj
 def monitor(
+    settings: GatewaySettings,
     name: str | None,
     file: Path | None,
     since: float | None,
@@ -82,11 +84,9 @@ def monitor(
     skew_at: str | None,
 ) -> None:
     """Compare served traffic with the champion's training data (Evidently); exit 1 on drift or skew."""
-    from skewguard.gateway.settings import GatewaySettings
     from skewguard.monitoring.job import run_monitor
     from skewguard.predictionlog.records import read_records
 
-    settings = GatewaySettings.from_env()
     cascade = cascade_name(name, file)
     records = read_records(settings.prediction_log_url, since=since)
     if last is not None:
@@ -130,6 +130,18 @@ def new_run_folder(home: Path) -> Path:
     return home / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def _body_path(example: Path, home: Path) -> tuple[str, Path]:
+    """How to name the example body: relative to where serve started, else to the home folder.
+
+    In a container the home is a path inside it (the operator mounted their own folder
+    there), which means nothing on the operator's side: name the file from the home instead.
+    """
+    try:
+        return "", example.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return " (from your skewguard home folder)", example.relative_to(home)
+
+
 @click.command("retrain")
 @click.argument("name", required=False)
 @OPTIONAL_CASCADE_FILE
@@ -150,7 +162,7 @@ def new_run_folder(home: Path) -> Path:
 @click.option("--schedule", default=None, help="A cron line: serve the flow as a Prefect deployment on it.")
 @click.pass_obj
 def retrain(
-    settings: Settings, /, name: str | None, file: Path | None, schedule: str | None, **options: Any
+    settings: GatewaySettings, /, name: str | None, file: Path | None, schedule: str | None, **options: Any
 ) -> None:
     """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate."""
     from skewguard.pipeline.retrain import retrain_if_drifted, scheduled_deployment
@@ -166,7 +178,7 @@ def retrain(
         "metric": options["metric"],
         "force": options["force"],
         "gateway_url": options["gateway_url"],
-        "token": os.environ.get("SKEWGUARD_API_TOKEN") or None,
+        "token": settings.api_token.get_secret_value() if settings.api_token else None,
     }
     if schedule:
         from prefect import serve as serve_deployments
@@ -199,8 +211,17 @@ def retrain(
 @click.option("--vocabulary-shift", default=0.0, show_default=True, help="Share of words never seen.")
 @click.option("--send/--no-send", default=True, show_default=True, help="Send the orders to the gateway.")
 @click.option("--label", is_flag=True, help="Then add the orders with their labels to the labeled data.")
+@click.pass_obj
 def demo_traffic(
-    name: str, folder: Path | None, n_orders: int, seed: int, send: bool, label: bool, **knobs: Any
+    settings: GatewaySettings,
+    /,
+    name: str,
+    folder: Path | None,
+    n_orders: int,
+    seed: int,
+    send: bool,
+    label: bool,
+    **knobs: Any,
 ) -> None:
     """Send the returns example's orders from after its training data to a gateway (optionally drifted)."""
     from skewguard.cli_examples import example_dir
@@ -218,7 +239,10 @@ def demo_traffic(
     )
     if send:
         sent = traffic.send_orders(
-            knobs["url"], name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN")
+            knobs["url"],
+            name,
+            batch.orders,
+            token=settings.api_token.get_secret_value() if settings.api_token else None,
         )
         click.echo(
             f"sent {n_orders} orders to {knobs['url']}: "
@@ -241,7 +265,7 @@ def reports() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="No authentication: keep it local.")
 @click.option("--port", default=8001, show_default=True)
 @click.pass_obj
-def reports_serve(settings: Settings, folder: Path | None, host: str, port: int) -> None:
+def reports_serve(settings: GatewaySettings, folder: Path | None, host: str, port: int) -> None:
     """Serve the index of drift reports (newest first) and the report files over HTTP."""
     from skewguard.monitoring.reports_server import serve_reports
 
@@ -275,12 +299,11 @@ def log() -> None:
     default=None,
     help="An age: 30d, 12h or 90m. Default: SKEWGUARD_LOG_RETENTION_DAYS.",
 )
-def log_prune(older_than: float | None) -> None:
+@click.pass_obj
+def log_prune(settings: GatewaySettings, older_than: float | None) -> None:
     """Delete the logged rows served longer ago than an age (a running gateway keeps writing)."""
-    from skewguard.gateway.settings import GatewaySettings
     from skewguard.predictionlog.store import open_store
 
-    settings = GatewaySettings.from_env()
     age = older_than or settings.log_retention_seconds
     if age is None:
         raise click.UsageError("Give --older-than (such as 30d), or set SKEWGUARD_LOG_RETENTION_DAYS.")
@@ -294,3 +317,15 @@ def log_prune(older_than: float | None) -> None:
     moment = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
     noun = "record" if deleted == 1 else "records"
     click.echo(f"deleted {deleted} {noun} served before {moment} from {store.description}; {left} remain")
+
+
+@click.command("import-champion")
+@click.argument("name")
+def import_champion(name: str) -> None:
+    """Import cascade NAME's champion and its models from SKEWGUARD_MODEL_EXPORT (sha256 checked)."""
+    from skewguard.bentos.manifest import champion
+
+    manifest = champion(name)
+    if manifest is None:
+        raise ConfigError(f"No champion cascade named {name!r} was promoted.", field="name")
+    click.echo(f"{manifest.tag} in the model store, with " + ", ".join(manifest.model_tags().values()))

@@ -9,13 +9,18 @@ the Bento services answer with. Only those HTTP layers turn errors into JSON.
     │   └── PayloadTooLargeError    payload_too_large           413
     ├── ConfigError                 invalid_config              500
     ├── ConversionError             conversion_failed           500
+    ├── ModelOutputError            model_output_invalid        500
     ├── ParityError                 parity_failed               500   (carries the report)
     ├── ArtifactError               artifact_invalid            500
     │   └── ModelNotFoundError      model_not_found             404
     ├── FeatureStoreUnavailable     feature_store_unavailable   503   (down, failing or too slow)
+    ├── SharedStateUnavailable      shared_state_unavailable    503   (alias store or model export)
     ├── PredictionLogError          prediction_log_failed       503   (``transient`` or not)
     ├── DriftReportError            drift_report_failed         500
     ├── UnauthorizedError           unauthorized                401
+    ├── AdminDisabledError          admin_disabled              403   (no SKEWGUARD_API_TOKEN set)
+    ├── BudgetExceededError         request_budget_exceeded     503   (the gateway's own work ran out)
+    ├── ClientDisconnectedError     client_disconnected         499   (never sent: the client left)
     └── UpstreamError               upstream_error              502
         ├── UpstreamUnavailableError  upstream_unavailable      503   (a remote model is down)
         └── UpstreamTimeoutError      upstream_timeout          504   (the request budget ran out)
@@ -39,10 +44,20 @@ class SkewguardError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON body an HTTP layer answers with."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        body: dict[str, Any] = {"code": self.code, "message": as_utf8(self.message)}
         if self.field is not None:
-            body["field"] = self.field
+            body["field"] = as_utf8(self.field)
         return body
+
+
+def as_utf8(text: str) -> str:
+    """``text`` as valid UTF-8: a lone surrogate (JSON's ``\\ud800`` escape parses to one) as that escape.
+
+    A field named after a client's key or value may hold one, and no JSON encoder writes it.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class InputError(SkewguardError):
@@ -113,11 +128,42 @@ class FeatureStoreUnavailable(SkewguardError):  # noqa: N818  # the name the gat
     status_code = 503
 
 
+class SharedStateUnavailable(SkewguardError):  # noqa: N818  # like FeatureStoreUnavailable
+    """The champion alias store (Redis, PostgreSQL) or the model export cannot be reached now."""
+
+    code = "shared_state_unavailable"
+    status_code = 503
+
+
 class UnauthorizedError(SkewguardError):
     """The request lacks the bearer token this gateway requires."""
 
     code = "unauthorized"
     status_code = 401
+
+
+class AdminDisabledError(SkewguardError):
+    """An admin endpoint was called on a gateway without ``SKEWGUARD_API_TOKEN``: admin is closed."""
+
+    code = "admin_disabled"
+    status_code = 403
+
+
+class BudgetExceededError(SkewguardError):
+    """The request's time budget ran out in the gateway's own work (decoding), before any model ran."""
+
+    code = "request_budget_exceeded"
+    status_code = 503
+
+
+class ClientDisconnectedError(SkewguardError):
+    """The client closed the connection before sending the whole body; nobody is left to answer.
+
+    499 is the status proxies log for this case; it is counted, never sent.
+    """
+
+    code = "client_disconnected"
+    status_code = 499
 
 
 class UpstreamError(SkewguardError):

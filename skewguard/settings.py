@@ -41,6 +41,16 @@ class Settings(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$",
         description="Prefix of the Feast projects: a cascade's features live in <prefix>_<cascade name>.",
     )
+    alias_url: str | None = Field(
+        default=None,
+        description="Where the champion alias lives: unset = a file in the model store; "
+        "redis://host:port/db or postgresql://... for replicas on several machines.",
+    )
+    model_export: str | None = Field(
+        default=None,
+        description="Folder or fsspec URL a promotion exports the champion's models to, "
+        "and replicas import the models they lack from.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

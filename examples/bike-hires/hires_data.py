@@ -108,8 +108,18 @@ class HireData:
     station_stats: pd.DataFrame
 
 
-def generate_hires(n_hires: int = 20_000, n_stations: int = 36, n_days: int = 84, seed: int = 0) -> HireData:
-    """``n_hires`` hires over ``n_days`` days from ``START`` at ``n_stations`` stations."""
+def generate_hires(
+    n_hires: int = 20_000,
+    n_stations: int = 36,
+    n_days: int = 84,
+    seed: int = 0,
+    start: pd.Timestamp = START,
+    warmer: float = 0.0,
+) -> HireData:
+    """``n_hires`` hires over ``n_days`` days from ``start`` at ``n_stations`` stations.
+
+    ``warmer`` adds degrees to every day's temperature: a drift the monitor should see.
+    """
     rng = np.random.default_rng(seed)
     zones = rng.integers(0, len(ZONES), n_stations)
     station = rng.integers(0, n_stations, n_hires)
@@ -121,8 +131,11 @@ def generate_hires(n_hires: int = 20_000, n_stations: int = 36, n_days: int = 84
         rng.choice(24, n_hires, p=_COMMUTE_HOURS / _COMMUTE_HOURS.sum()),
         rng.choice(24, n_hires, p=_LEISURE_HOURS / _LEISURE_HOURS.sum()),
     )
-    seconds = START.timestamp() + day * _DAY + hour * 3_600 + rng.integers(0, 3_600, n_hires)
-    temperature = 9 + 8 * np.sin(2 * np.pi * (day - 20) / 365) + rng.normal(0, 3, n_days)[day]
+    seconds = start.timestamp() + day * _DAY + hour * 3_600 + rng.integers(0, 3_600, n_hires)
+    offset = (start - START).days
+    temperature = (
+        warmer + 9 + 8 * np.sin(2 * np.pi * (day + offset - 20) / 365) + rng.normal(0, 3, n_days)[day]
+    )
     casual = rng.random(n_hires) < np.where(commute, 0.12, 0.55)
     minutes = _durations(rng, ZONE_MINUTES[zones[station]], casual, weekday, hour, temperature)
     hires = pd.DataFrame(
@@ -137,7 +150,7 @@ def generate_hires(n_hires: int = 20_000, n_stations: int = 36, n_days: int = 84
             "is_long": (minutes > LONG_MINUTES).astype(np.int64),
         }
     )
-    return HireData(hires, _station_stats(hires, n_stations, n_days))
+    return HireData(hires, _station_stats(hires, n_stations, n_days, start))
 
 
 def _durations(
@@ -154,9 +167,9 @@ def _durations(
     return np.asarray(np.clip(scale * rng.lognormal(0.0, 0.45, len(base)), 2.0, 240.0))
 
 
-def _station_stats(hires: pd.DataFrame, n_stations: int, n_days: int) -> pd.DataFrame:
+def _station_stats(hires: pd.DataFrame, n_stations: int, n_days: int, start: pd.Timestamp) -> pd.DataFrame:
     """A snapshot per station and day (at midnight) of its hires in the 7 days before."""
-    day = ((hires["start_time"] - START).dt.days).to_numpy()
+    day = ((hires["start_time"] - start).dt.days).to_numpy()
     rows = []
     for station_id in range(1_000, 1_000 + n_stations):
         mine = hires["station_id"].to_numpy() == station_id
@@ -166,7 +179,7 @@ def _station_stats(hires: pd.DataFrame, n_stations: int, n_days: int) -> pd.Data
             rows.append(
                 {
                     "station_id": station_id,
-                    "event_timestamp": START + pd.Timedelta(days=d),
+                    "event_timestamp": start + pd.Timedelta(days=d),
                     "hires_7d": int(window.sum()),
                     "mean_duration_7d": float(durations.mean()) if durations.size else 0.0,
                     "long_share_7d": float((durations > LONG_MINUTES).mean()) if durations.size else 0.0,
@@ -182,6 +195,31 @@ def write_hires(data: HireData, folder: Path) -> dict[str, Path]:
     data.hires.to_parquet(paths["hires"], index=False)
     data.station_stats.to_parquet(paths["station_stats"], index=False)
     return paths
+
+
+def load_hires(folder: Path) -> HireData:
+    """The files ``write_hires`` wrote."""
+    return HireData(
+        pd.read_parquet(folder / FILES["hires"]), pd.read_parquet(folder / FILES["station_stats"])
+    )
+
+
+def fresh_hires(folder: Path, *, n_hires: int, days: int, seed: int, warmer: float = 0.0) -> HireData:
+    """Hires (with their later durations) from the day after the newest one in ``folder``."""
+    known = load_hires(folder)
+    start = (known.hires["start_time"].max() + pd.Timedelta(days=1)).normalize()
+    batch = generate_hires(n_hires, n_days=days, seed=seed, start=start, warmer=warmer)
+    return HireData(batch.hires.assign(hire_id=f"s{seed}-" + batch.hires["hire_id"]), batch.station_stats)
+
+
+def append_hires(folder: Path, batch: HireData) -> int:
+    """Add hires whose durations are now known to the history (and their stations' snapshots); the count."""
+    known = load_hires(folder)
+    hires = pd.concat([known.hires, batch.hires], ignore_index=True).drop_duplicates("hire_id")
+    stats = pd.concat([known.station_stats, batch.station_stats], ignore_index=True)
+    stats = stats.drop_duplicates(["station_id", "event_timestamp"], keep="last")
+    write_hires(HireData(hires.sort_values("start_time", ignore_index=True), stats), folder)
+    return len(hires)
 
 
 def write_example_data(folder: Path, *, rows: int = 20_000, seed: int = 0) -> dict[str, Path]:

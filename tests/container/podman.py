@@ -21,6 +21,17 @@ from urllib.parse import urlparse
 PROJECT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_SCRIPT = PROJECT / ".ci" / "base-image"
+PACKAGES = (
+    "skewguard",
+    "bentos",
+    "featurestore",
+    "predictionlog",
+    "gateway",
+    "monitoring",
+    "pipeline",
+    "examples",
+)
+"""The folders the Dockerfile copies (``skewguard/`` links to the others)."""
 ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
 """Explicit, because podman's default limits exceed what some sandboxes (CI's) let runc set."""
 
@@ -117,7 +128,7 @@ def baked_context(folder: Path, state: Path) -> Path:
     for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
         context.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / name, context / name)
-    for package in ("feature_repo", "skewguard", "bentos", "gateway", "monitoring", "pipeline"):
+    for package in PACKAGES:
         shutil.copytree(PROJECT / package, context / package, ignore=skip)
     shutil.copytree(state, context / ".skewguard")
     return context

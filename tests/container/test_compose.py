@@ -120,3 +120,14 @@ def test_the_gateway_calls_each_model_service_on_its_port(stack: dict[str, Any])
         assert service["environment"]["SKEWGUARD_MODEL"] == f"{model}:latest"
         command = service["command"]
         assert command[command.index("--port") + 1] == str(parts.port)
+
+
+def test_setup_trains_in_the_trainer_image_and_the_rest_serve_from_the_serving_image(
+    stack: dict[str, Any],
+) -> None:
+    services = stack["services"]
+    assert services[ONE_SHOT]["build"]["target"] == "trainer"
+    assert services[ONE_SHOT]["image"] == "localhost/skewguard:trainer"
+    for name in {"gateway", *MODEL_SERVICES}:
+        assert services[name]["build"]["target"] == "gateway", name
+        assert services[name]["image"] == "localhost/skewguard:serve", name

@@ -4,8 +4,11 @@ The image is built from the project's Dockerfile on the local ``python:3.11-slim
 (``.ci/base-image``), with podman's layer cache: a rerun with unchanged dependencies
 rebuilds only the source layers. The state it serves — the session's packaged ``gwtest``
 cascade and a Feast SQLite store applied and materialized for the demo data — is prepared
-on the host and mounted at ``/var/lib/skewguard``, as an operator would mount theirs. The
-container runs on the host network (``--network=host``), as this machine requires.
+on the host; the container gets only what serving reads, read-only (the model store and the
+Feast state), and a volume of its own for the prediction log, as docs/deployment.md tells an
+operator to run it. The container runs on the host network (``--network=host``), as this
+machine requires. The training image (``--target trainer``) is built too: it has what the
+serving image leaves out.
 
 Build time and start-to-ready time are printed (``-s`` shows them), never asserted.
 """
@@ -27,10 +30,9 @@ import httpx
 import pytest
 from returns_data import DemoData
 
-from skewguard.settings import Settings
-from tests.conftest import materialize_returns_features, returns_project
 from tests.container import podman
-from tests.gateway.conftest import CASCADE, FEAST_PROJECT, champion_tag, demo, request_row  # noqa: F401 - fixtures
+from tests.deploy.conftest import CASCADE, champion_tag  # noqa: F401 - a promoted champion
+from tests.gateway.conftest import demo, request_row  # noqa: F401 - fixtures
 
 pytestmark = [
     pytest.mark.container,
@@ -41,7 +43,9 @@ pytestmark = [
     ),
 ]
 
-IMAGE = "localhost/skewguard:test"
+IMAGE = "localhost/skewguard:serve"
+TRAINER = "localhost/skewguard:trainer"
+TRAINING = ("sklearn", "skl2onnx", "evidently", "prefect")
 PREDICT = f"/v1/cascades/{CASCADE}/predict"
 READY_TIMEOUT = 180.0
 CONTAINER_USER = "10001"
@@ -74,13 +78,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory, demo: DemoData, champion_tag: str) -> Path:  # noqa: F811
-    """A skewguard home holding the session's model store and a materialized Feast SQLite store."""
+    """A skewguard home holding the session's model store (its champion reads no online features)."""
     home = tmp_path_factory.mktemp("container-home")
     shutil.copytree(
         os.environ["BENTOML_HOME"], home / "bentoml", ignore=shutil.ignore_patterns("bentos", "tmp")
     )
-    project = returns_project(tmp_path_factory.mktemp("container-project"), demo)
-    materialize_returns_features(Settings(home=home), FEAST_PROJECT, project)
+    for folder in ("bentos", "envs", "tmp"):  # as BentoML leaves a home it used (empty: not copied)
+        (home / "bentoml" / folder).mkdir(exist_ok=True)
+    (home / "feast").mkdir()
+    (home / "data").mkdir()  # training data an operator's home holds, which no image may take in
+    demo.orders.head(20).to_parquet(home / "data" / "orders.parquet")
     return home
 
 
@@ -122,10 +129,19 @@ async def _in_process_answer(home: Path, folder: Path, rows: list[dict[str, Any]
 
 @pytest.fixture(scope="module")
 def container(image: str, state: Path, host_answer: dict[str, Any]) -> Iterator[Container]:
-    """The image running with ``state`` mounted (after the host answered from it)."""
-    with _running(image, "--volume", f"{state}:/var/lib/skewguard:U") as running:
-        print(f"\ncontainer start to ready: {running.ready_seconds:.1f} s")
-        yield running
+    """The image serving ``state``'s model store and Feast state, mounted read-only."""
+    log = f"skewguard-log-{uuid.uuid4().hex[:8]}"
+    mounts = (
+        "--volume", f"{state / 'bentoml'}:/var/lib/skewguard/bentoml:ro",
+        "--volume", f"{state / 'feast'}:/var/lib/skewguard/feast:ro",
+        "--volume", f"{log}:/var/lib/skewguard/log",
+    )  # fmt: skip
+    try:
+        with _running(image, *mounts) as running:
+            print(f"\ncontainer start to ready: {running.ready_seconds:.1f} s")
+            yield running
+    finally:
+        podman.run("volume", "rm", "--force", log, check=False)
 
 
 @contextlib.contextmanager
@@ -184,8 +200,8 @@ def _assert_same_answers(container: Container, host_answer: dict[str, Any], demo
         )
         assert mine["router_probability"] == pytest.approx(theirs["router_probability"], abs=1e-6)
         assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
-        assert mine["features"] == pytest.approx(theirs["features"], abs=1e-9)  # Feast read in the container
-        assert mine["defaults_used"] is False
+        assert mine["features"] == pytest.approx(theirs["features"], abs=1e-9)
+        assert mine["defaults_used"] == theirs["defaults_used"]
 
 
 def test_bad_input_to_the_container_is_a_4xx_naming_the_field(container: Container, demo: DemoData) -> None:  # noqa: F811
@@ -221,3 +237,27 @@ def test_the_baked_image_serves_its_own_state_and_only_that(
         assert listing.stdout.strip() == ""  # .dockerignore kept the demo data out
     finally:
         podman.run("rmi", baked, check=False)
+
+
+def test_the_state_is_served_read_only_and_keeps_its_owner(container: Container, state: Path) -> None:
+    denied = podman.run("exec", container.name, "touch", "/var/lib/skewguard/bentoml/x", check=False)
+    assert denied.returncode != 0
+    logged = podman.run("exec", container.name, "ls", "/var/lib/skewguard/log").stdout.split()
+    assert "predictions.db" in logged  # the log's own volume is the one place written
+    assert {p.stat().st_uid for p in (state / "bentoml").rglob("*")} == {os.getuid()}  # nothing re-owned
+
+
+def test_the_serving_image_has_no_training_stack_and_the_trainer_has_it(image: str, tmp_path: Path) -> None:
+    seconds = podman.build_image(TRAINER, tmp_path, target="trainer")
+    size = int(podman.run("image", "inspect", "--format", "{{.Size}}", TRAINER).stdout.strip())
+    print(f"\ntrainer image build {seconds:.1f} s; size {size / 1e9:.2f} GB")
+    probe = f"import importlib.util as u; print(*[m for m in {TRAINING!r} if u.find_spec(m)])"
+    found = {
+        tag: podman.run(
+            "run", "--rm", "--network", "host", *podman.ULIMITS, tag, "python", "-c", probe
+        ).stdout.split()
+        for tag in (image, TRAINER)
+    }
+    assert found == {image: [], TRAINER: list(TRAINING)}
+    serving = int(podman.run("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
+    assert serving < size

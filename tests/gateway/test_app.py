@@ -220,14 +220,17 @@ async def test_readyz_names_a_remote_model_that_is_down_and_a_reload_retires_its
         down_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     router = load_manifest(champion_tag).router.tag
     remote = json.dumps({router.partition(":")[0]: down_url})
-    gateway = make_gateway(tmp_path, StaticFeatureSource({}), SKEWGUARD_REMOTE_MODELS=remote)
+    gateway = make_gateway(
+        tmp_path, StaticFeatureSource({}), SKEWGUARD_REMOTE_MODELS=remote, SKEWGUARD_API_TOKEN="s3cret"
+    )
+    bearer = {"authorization": "Bearer s3cret"}  # admin is closed without a token
 
     def probes() -> list[asyncio.Task[Any]]:
         return [t for t in asyncio.all_tasks() if t.get_name() == f"probe {down_url}/readyz" and not t.done()]
 
     async with LifespanManager(create_app(gateway)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=bearer) as client:
             before_any_request = await client.get("/readyz")
             answer = await client.post(PREDICT, json=request_row(demo))
             [old_probe] = probes()
@@ -247,3 +250,35 @@ async def test_readyz_names_a_remote_model_that_is_down_and_a_reload_retires_its
     assert retired
     assert after_reload.status_code == 503
     assert still_probing == 1  # the new version's, not the replaced one's as well
+
+
+async def test_a_feature_older_than_its_ttl_is_served_as_training_sees_it_and_flagged(
+    tmp_path: Path, demo: Any, champion_tag: str, online_rows: dict[int, dict[str, float | None]]
+) -> None:
+    """Feast answers old values as fresh; the gateway dates them against the row's own event time."""
+    import pandas as pd
+    from asgi_lifespan import LifespanManager
+    from httpx import ASGITransport, AsyncClient
+
+    row = request_row(demo)
+    key = row["customer_id"]
+    ordered = pd.Timestamp(row["order_ts"]).timestamp()
+    old, recent = {key: ordered - 31 * 86_400}, {key: ordered - 29 * 86_400}  # the TTL is 30 days
+    answers = []
+    for stamps in (old, recent):
+        gateway = make_gateway(tmp_path, StaticFeatureSource(online_rows, event_times=stamps))
+        async with LifespanManager(create_app(gateway)) as manager:
+            client = AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://gw")
+            response = await client.post(PREDICT, json=row)
+            assert response.status_code == 200, response.text
+            answers.append(response.json()["predictions"][0])
+    stale, fresh = answers
+    flags = [f for f in stale["skew_flags"] if f["kind"] == "stale_feature"]
+    assert sorted(f["field"] for f in flags) == ["account_age_days", "orders_30d", "return_rate_90d"]
+    assert "31.0 days old" in flags[0]["detail"]
+    assert stale["defaults_used"] is True
+    assert not [f for f in stale["skew_flags"] if f["kind"] == "missing_online_feature"]  # one flag each
+    spec = gateway.registry.get(CASCADE).spec
+    assert stale["features"] == {f.name: f.default for f in spec.online_features}  # training's missing value
+    assert not [f for f in fresh["skew_flags"] if f["kind"] == "stale_feature"]
+    assert fresh["features"] == online_rows[key]

@@ -27,6 +27,7 @@ from skewguard.bentos.package import package_model
 from skewguard.bentos.store import load_model
 from skewguard.gateway.app import create_app
 from skewguard.gateway.features import StaticFeatureSource
+from tests.conftest import RETURNS_ROUTES
 from tests.gateway.conftest import CASCADE, make_gateway, request_row
 
 pytestmark = pytest.mark.anyio
@@ -56,7 +57,9 @@ def text_champion(demo: DemoData) -> str:
     manifest = compose_manifest(
         TEXT_CASCADE,
         router_tag=tags["router"],
+        routes=RETURNS_ROUTES,
         threshold=0.5,
+        positive_class="1",
         branches={"reseller": tags["reseller"], "retail": tags["retail"]},
     )
     tag = save_manifest(manifest)

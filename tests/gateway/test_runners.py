@@ -110,7 +110,7 @@ async def remote() -> AsyncIterator[Remote]:
 
 async def test_a_reachable_service_answers_with_only_the_model_fields_sent(remote: Remote) -> None:
     out = await remote.predict()
-    assert out == Predictions([1], [PROBABILITIES])
+    assert out == Predictions([{"label": 1, "probabilities": PROBABILITIES}])
     assert remote.service.sent == [{"price": 12.5}]
     assert not remote.runner.circuit.is_open
     assert remote.service.calls == Counter({"/predict": 1})
@@ -153,7 +153,7 @@ async def test_the_probe_keeps_it_open_on_a_503_and_closes_it_on_the_first_200(r
 
     remote.service.readyz_status = 200
     await _wait_until(lambda: not remote.runner.circuit.is_open, timeout=10 * PROBE_INTERVAL_S)
-    assert (await remote.predict()).labels == [1]
+    assert (await remote.predict()).answers == [ANSWER]
     assert remote.service.calls["/predict"] == 1
     polled = remote.service.calls["/readyz"]
     await asyncio.sleep(2 * PROBE_INTERVAL_S)
@@ -170,7 +170,7 @@ async def test_one_probe_at_a_time_however_many_requests_fail(remote: Remote) ->
 
 async def test_a_retry_after_a_refused_connection_keeps_the_circuit_closed(remote: Remote) -> None:
     remote.service.refuse_next = 1
-    assert (await remote.predict()).labels == [1]
+    assert (await remote.predict()).answers == [ANSWER]
     assert (remote.service.refused, remote.service.calls["/predict"]) == (1, 1)
     assert not remote.runner.circuit.is_open
     assert _probes() == []
@@ -197,7 +197,7 @@ async def test_a_timeout_is_a_504_and_leaves_the_circuit_closed(remote: Remote) 
     assert _probes() == []
 
     remote.service.predict_error = None  # the slow model is fast again: served at once
-    assert (await remote.predict()).labels == [1]
+    assert (await remote.predict()).answers == [ANSWER]
     assert remote.service.calls == Counter({"/predict": 2})
 
 

@@ -165,7 +165,7 @@ def test_serving_entry_points_unpickle_nothing(tmp_path: Path, champion_tag: str
 
 
 async def test_a_tampered_model_is_refused_at_reload_and_the_old_one_keeps_serving(
-    gateway_client: Any, demo: DemoData, champion_tag: str
+    tmp_path: Path, demo: DemoData, champion_tag: str
 ) -> None:
     manifest = champion(CASCADE)
     assert manifest is not None
@@ -173,16 +173,21 @@ async def test_a_tampered_model_is_refused_at_reload_and_the_old_one_keeps_servi
     original = graph.read_bytes()
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0x01
-    graph.write_bytes(bytes(tampered))
-    try:
-        with pytest.raises(ArtifactError, match="sha256"):
-            load_model(manifest.model_tags()["retail"])
-        reload = await gateway_client.post("/v1/admin/reload")
-        served = await gateway_client.post(
-            PREDICT, json={"rows": [request_row(demo, i) for i in range(-20, 0)]}
-        )
-    finally:
-        graph.write_bytes(original)
+    gateway = make_gateway(tmp_path, StaticFeatureSource({}), SKEWGUARD_API_TOKEN=TOKEN)
+    async with LifespanManager(create_app(gateway)) as manager:  # admin needs the token
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers=_bearer(TOKEN)
+        ) as client:
+            graph.write_bytes(bytes(tampered))
+            try:
+                with pytest.raises(ArtifactError, match="sha256"):
+                    load_model(manifest.model_tags()["retail"])
+                reload = await client.post("/v1/admin/reload")
+                rows = [request_row(demo, i) for i in range(-20, 0)]
+                served = await client.post(PREDICT, json={"rows": rows})
+            finally:
+                graph.write_bytes(original)
     assert reload.status_code == 500
     assert reload.json()["code"] == "artifact_invalid"
     assert MODEL_FILE in reload.json()["message"]

@@ -41,6 +41,7 @@ from tests.gateway.conftest import CASCADE, FEAST_PROJECT, request_row
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 PREDICT = f"/v1/cascades/{CASCADE}/predict"
+TOKEN = "gateway-test-token-3f9a"
 SKEWGUARD = Path(sys.executable).with_name("skewguard")
 PROJECT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
@@ -193,6 +194,7 @@ class Load:
     url: str
     rows: list[dict[str, Any]]
     clients: int = CLIENTS
+    headers: dict[str, str] = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -212,7 +214,7 @@ class Load:
         return any(_row(a)["versions"]["cascade"] == cascade_tag for a in self.ok())
 
     async def _client(self, i: int) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as client:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10.0, headers=self.headers) as client:
             n = i
             while not self._stop.is_set():
                 n += 1
@@ -245,8 +247,11 @@ async def _wait_for(condition: Callable[[], bool], timeout: float) -> float:
 def _save_candidate(champion_tag: str, threshold: float) -> str:
     """A second manifest over the champion's own models, differing only in its threshold."""
     current = load_manifest(champion_tag)
+    assert current.router is not None
+    rule = {"routes": current.router.routes, "threshold": threshold, "positive_class": "1"}
+    fields = current.model_dump(include={"feature_project", "feature_ttl_seconds", "event_time_field"})
     manifest = compose_manifest(
-        CASCADE, router_tag=current.router.tag, threshold=threshold, branches=current.branches
+        CASCADE, router_tag=current.router.tag, branches=current.branches, **rule, **fields
     )
     return save_manifest(manifest)
 
@@ -262,11 +267,15 @@ async def test_promotion_and_reload_swap_the_cascade_under_load_without_a_failed
     thresholds = {champion_tag: load_manifest(champion_tag).router.threshold}
     new_tag = _save_candidate(champion_tag, threshold=0.35)
     thresholds[new_tag] = 0.35
-    server = gateway(home, tmp_path)
+    server = gateway(home, tmp_path, SKEWGUARD_API_TOKEN=TOKEN)  # admin is closed without a token
     rows = [request_row(demo, i) for i in range(-64, 0)]
+    bearer = {"authorization": f"Bearer {TOKEN}"}
     try:
         with running(server):
-            async with Load(server.url, rows) as load, httpx.AsyncClient(base_url=server.url) as admin:
+            async with (
+                Load(server.url, rows, headers=bearer) as load,
+                httpx.AsyncClient(base_url=server.url, headers=bearer) as admin,
+            ):
                 await asyncio.sleep(1.0)
                 await asyncio.to_thread(promote, new_tag)
                 switch = await _wait_for(lambda: load.has_served(new_tag), timeout=5.0)
@@ -473,7 +482,8 @@ def test_the_serving_process_imports_no_training_stack(home: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     modules = {name.partition(".")[0] for name in loaded}
-    assert {"gateway", "onnxruntime", "feast"} <= modules
+    assert {"skewguard", "onnxruntime", "feast"} <= modules
+    assert "skewguard.gateway.app" in loaded  # the packages are installed under one namespace
     # the model store is read without bentoml.models, whose analytics import cost ~0.3 s of start
     assert {"bentoml", "bentoml._internal.models"} <= loaded
     assert "bentoml.models" not in loaded

@@ -50,6 +50,7 @@ SHIFTED = {"price", "category", "description"}
 # The knob "unseen category" brings drone photos too: their statistics may move with it.
 MAY_FOLLOW = {"image_brightness", "image_contrast"}
 SERVED = 1_500
+TOKEN = "scenario-token-5b1e9c"
 KNOBS = DriftKnobs(price_inflation=1.6, unseen_category_share=0.3, vocabulary_shift=0.5)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -68,7 +69,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("SKEWGUARD_HOME", str(folder))
         patch.setenv("SKEWGUARD_CASCADES", NAME)
         patch.setenv("SKEWGUARD_WATCH_SECONDS", "0.5")
-        patch.delenv("SKEWGUARD_API_TOKEN", raising=False)
+        patch.setenv("SKEWGUARD_API_TOKEN", TOKEN)  # the promotion's reload calls admin, closed without
         yield folder
 
 
@@ -122,18 +123,20 @@ def story(home: Path, project: Path, gateway: str) -> dict[str, Any]:
     chapters: dict[str, Any] = {"champion": champion_tag(NAME)}
 
     normal = fresh_orders(data, n_orders=SERVED, days=14, seed=1)
-    chapters["normal_sent"] = send_orders(gateway, NAME, normal.orders)
+    chapters["normal_sent"] = send_orders(gateway, NAME, normal.orders, token=TOKEN)
     chapters["normal"] = retrain_if_drifted(**monitor)
     append_labeled(data, normal)  # their labels arrive; the feature pipeline materializes the new stats
     materialize_returns_features(settings, f"skewguard_{NAME}", project)
 
     drifted = fresh_orders(data, n_orders=2 * SERVED, days=28, seed=2, knobs=KNOBS)
     first_half = drifted.orders.sort_values("order_ts").iloc[:SERVED]
-    chapters["drifted_sent"] = send_orders(gateway, NAME, first_half)
+    chapters["drifted_sent"] = send_orders(gateway, NAME, first_half, token=TOKEN)
     append_labeled(data, drifted)
     chapters["drifted"] = retrain_if_drifted(**monitor, gateway_url=gateway)
-    chapters["after"] = httpx.get(f"{gateway}/v1/cascades").json()
-    chapters["served_after"] = send_orders(gateway, NAME, first_half.iloc[:20])
+    chapters["after"] = httpx.get(
+        f"{gateway}/v1/cascades", headers={"authorization": f"Bearer {TOKEN}"}
+    ).json()
+    chapters["served_after"] = send_orders(gateway, NAME, first_half.iloc[:20], token=TOKEN)
 
     chapters["impossible"] = retrain_if_drifted(**monitor, force=True, margin=1.0, gateway_url=gateway)
     chapters["decisions"] = read_decisions(home)
