@@ -118,14 +118,19 @@ def test_accepted_graphs_match_on_unseen_rows(head: str, seed: int, scale: float
     assert np.array_equal(labels, pipeline.predict(fresh.to_frame()))
 
 
-def test_forest_with_native_missing_values_is_refused() -> None:
+def test_forest_with_native_missing_values_routes_them_as_fitted() -> None:
     rng = np.random.default_rng(1)
     X = make_frame(rng, 400, 1.0)
     X.loc[::7, "price"] = np.nan
     pipeline = make_pipeline("rf").fit(X, make_labels(X.fillna(1.0), rng))
-    with pytest.raises(ParityError, match="missing values in 'price'") as refused:
-        package_model(pipeline, X.iloc[:100], name="nan-forest")
-    assert refused.value.report["field"] == "price"
+    stored = load_model(package_model(pipeline, X.iloc[:100], name="nan-forest", tolerance=1e-6))
+    assert stored.spec.get("price").nullable
+    fresh = make_frame(rng, 200, 1.0)
+    fresh.loc[::3, "price"] = np.nan
+    batch = encode_frame(stored.spec, fresh)
+    labels, proba = run_onnx(make_session(stored.onnx), batch)
+    assert np.abs(proba - pipeline.predict_proba(batch.to_frame())).max() <= 1e-12
+    assert np.array_equal(labels, pipeline.predict(batch.to_frame()))
 
 
 def test_forest_inputs_are_not_nullable_but_hist_boosting_inputs_are() -> None:

@@ -1,0 +1,81 @@
+"""Steps that cannot convert exactly: refused before conversion, naming the step, why, and a remedy.
+
+Each rule looks at one fitted estimator of the pipeline (nested pipelines, column
+transformers and feature unions are walked) and returns the reason and a remedy that
+skewguard supports — an option of the same estimator, or a drop-in step — or None.
+``check_convertible`` raises ``UnsupportedStepError`` for the first step a rule refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sklearn.feature_extraction.text import CountVectorizer
+
+from skewguard.bentos.text import token_rule
+from skewguard.errors import UnsupportedStepError
+
+Refusal = tuple[str, str]
+"""(why, remedy)"""
+Rule = Callable[[Any], Refusal | None]
+
+
+def walk_steps(estimator: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every estimator inside ``estimator`` with its path (``columns/text``), outermost first."""
+    yield path or type(estimator).__name__, estimator
+    children: list[tuple[str, Any]] = list(getattr(estimator, "steps", []))
+    children += [(name, t) for name, t, *_ in getattr(estimator, "transformers_", [])]
+    children += list(getattr(estimator, "transformer_list", []))
+    for name, child in children:
+        if child in ("drop", "passthrough", None):
+            continue
+        yield from walk_steps(child, f"{path}/{name}" if path else str(name))
+
+
+def _no_probabilities(estimator: Any) -> Refusal | None:
+    if getattr(estimator, "_estimator_type", None) != "classifier" or hasattr(estimator, "predict_proba"):
+        return None
+    name = type(estimator).__name__
+    return (
+        f"{name} has no predict_proba, and a packaged classifier answers probabilities.",
+        f"wrap it as sklearn.calibration.CalibratedClassifierCV({name}(...)), which converts.",
+    )
+
+
+def _text_vectorizer(estimator: Any) -> Refusal | None:
+    if not isinstance(estimator, CountVectorizer):  # TfidfVectorizer is one too
+        return None
+    name = type(estimator).__name__
+    custom = [k for k in ("preprocessor", "tokenizer", "strip_accents") if getattr(estimator, k) is not None]
+    if estimator.analyzer != "word":
+        why = f"analyzer={estimator.analyzer!r} has no ONNX tokenizer that splits like scikit-learn."
+        return why, f"{name}(analyzer='word'), optionally with ngram_range, converts exactly."
+    if custom:
+        why = f"{', '.join(custom)} run Python code no ONNX graph can hold."
+        return why, f"{name} with {', '.join(f'{k}=None' for k in custom)} (the defaults) converts exactly."
+    if token_rule(estimator.token_pattern) is None:
+        why = f"token_pattern {estimator.token_pattern!r} is not a run of one character class."
+        remedy = (
+            "the default token_pattern, or one like r'(?u)\b\\w+\b' or r'[a-zA-Z0-9_]+', converts exactly."
+        )
+        return why, remedy
+    if estimator.stop_words is not None:
+        why = "stop words are removed before n-grams are formed, which the ONNX n-gram counter cannot do."
+        return (
+            why,
+            f"{name}(stop_words=None), optionally with max_df to drop frequent words, converts exactly.",
+        )
+    return None
+
+
+RULES: tuple[Rule, ...] = (_no_probabilities, _text_vectorizer)
+
+
+def check_convertible(pipeline: Any, rules: tuple[Rule, ...] = RULES) -> None:
+    """Raise ``UnsupportedStepError`` for the first step of ``pipeline`` a rule refuses."""
+    for path, estimator in walk_steps(pipeline):
+        for rule in rules:
+            refusal = rule(estimator)
+            if refusal is not None:
+                raise UnsupportedStepError(path, *refusal)
