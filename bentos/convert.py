@@ -32,11 +32,13 @@ from skl2onnx.common.data_types import (
 from sklearn.base import is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.pipeline import Pipeline
 
 from skewguard.bentos.classes import record_classes, record_task
 from skewguard.bentos.converters import register_converters
 from skewguard.bentos.exact import custom_converters
 from skewguard.bentos.images import IMAGE_VALUES
+from skewguard.bentos.preprocessing import NonFiniteGuard, rejects_non_finite
 from skewguard.bentos.refusals import check_convertible
 from skewguard.bentos.spec import InputSpec
 from skewguard.bentos.store import Task
@@ -73,14 +75,25 @@ def convert_pipeline(pipeline: Any, spec: InputSpec) -> bytes:
     """Serialized ONNX graph of ``pipeline``: (label, probabilities) or (predictions,)."""
     check_convertible(pipeline)
     task = task_of(pipeline)
-    model = _convert(
-        pipeline, spec, classifier=final_estimator(pipeline) if task == "classification" else None
-    )
+    classifier = final_estimator(pipeline) if task == "classification" else None
+    model = _convert(guarded(pipeline), spec, classifier=classifier)
     model.doc_string = "skewguard: transforms and model in one graph"
     record_task(model, task)
     if task == "classification":
         record_classes(model)
     return bytes(model.SerializeToString())
+
+
+def guarded(pipeline: Any) -> Any:
+    """The pipeline with a ``NonFiniteGuard`` before a final estimator that rejects NaN and infinity.
+
+    The steps are the user's own fitted objects; only the (new) Pipeline around them is
+    different, and it is converted, never compared.
+    """
+    steps = list(getattr(pipeline, "steps", [("model", pipeline)]))
+    if not rejects_non_finite(steps[-1][1]):
+        return pipeline
+    return Pipeline([*steps[:-1], ("skewguard_non_finite_guard", NonFiniteGuard()), steps[-1]])
 
 
 def convert_transform(transformers: Any, spec: InputSpec) -> bytes:

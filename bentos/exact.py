@@ -63,6 +63,9 @@ EXACT_CONVERTERS: dict[type, ExactConverter] = {
     PolynomialFeatures: ExactConverter(
         _P.polynomial_shape, _P.convert_polynomial_features, "float64 Mul, degree by degree"
     ),
+    _P.NonFiniteGuard: ExactConverter(
+        _P.guard_shape, _P.convert_guard, "rows with NaN or infinity answer NaN, as scikit-learn raises"
+    ),
     FunctionTransformer: ExactConverter(
         _P.function_shape, _P.convert_function_transformer, "float64 elementwise function"
     ),

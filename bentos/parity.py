@@ -51,6 +51,8 @@ class ParityReport:
     """Regression only: the allowed difference also scales with the prediction's magnitude."""
     steps: list[dict[str, Any]] = field(default_factory=list)
     """Per step of the pipeline: how it was converted and the largest difference measured."""
+    n_refused_by_both: int = 0
+    """Probes scikit-learn rejects and the graph answers with NaN (which serving refuses too)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,26 +106,36 @@ def check_parity(
     rel_tolerance: float = 0.0,
     task: str = "classification",
 ) -> ParityReport:
-    """Compare the user's pipeline and onnxruntime on held-out rows and probes."""
+    """Compare the user's pipeline and onnxruntime on held-out rows and probes.
+
+    A probe the pipeline itself rejects (scikit-learn raises) must make the graph answer
+    NaN, which serving refuses as well; such rows are left out of the comparison. A graph
+    that answers such a probe with a number would answer silently: that is a refusal.
+    """
     session = make_session(model)
     probe_batch, probe_list = probes
     kinds = ["held-out row"] * len(heldout) + [f"{p.kind} ({p.field})" for p in probe_list]
     frames = [heldout, probe_batch] if probe_list else [heldout]
-    sk_labels, sk_values, ox_labels, ox_values = [], [], [], []
+    sk_labels, sk_values, ox_labels, ox_values, rejected = [], [], [], [], []
     for batch in frames:
-        labels, values = _run_sklearn(pipeline, batch, probe_list if batch is probe_batch else [], task)
+        labels, values, refused = _run_sklearn(pipeline, batch, task)
         sk_labels.append(labels)
         sk_values.append(values)
+        rejected.append(refused)
         labels, values = run_graph(session, batch, task)
         ox_labels.append(labels)
         ox_values.append(values)
+        if batch is heldout and refused.any():
+            raise ConversionError("scikit-learn failed to predict some of the held-out rows.")
+        _require_refusal(values, refused, probe_list)
     expected, got = np.concatenate(sk_values), np.concatenate(ox_values)
     if expected.shape != got.shape:
         raise ConversionError(f"The graph gives outputs of shape {got.shape}, scikit-learn {expected.shape}.")
+    skipped = np.concatenate(rejected)
     diff = np.nan_to_num(np.abs(expected - got).max(axis=1), nan=np.inf)
-    diff[np.isnan(expected).any(axis=1) & np.isnan(got).any(axis=1)] = 0.0
+    diff[(np.isnan(expected).any(axis=1) & np.isnan(got).any(axis=1)) | skipped] = 0.0
     allowed = np.maximum(tolerance, rel_tolerance * np.nan_to_num(np.abs(expected).max(axis=1)))
-    mismatch = _labels_differ(np.concatenate(sk_labels), np.concatenate(ox_labels), len(diff))
+    mismatch = _labels_differ(np.concatenate(sk_labels), np.concatenate(ox_labels), len(diff)) & ~skipped
     over = diff > allowed
     bad = mismatch | over
     worst = np.argsort(-(diff / allowed + mismatch))[: min(MAX_WORST_ROWS, int(bad.sum()))]
@@ -141,30 +153,63 @@ def check_parity(
         ],
         task=task,
         rel_tolerance=rel_tolerance,
+        n_refused_by_both=int(skipped.sum()),
     )
 
 
 def _run_sklearn(
-    pipeline: Any, batch: Batch, probes: list[Probe], task: str
-) -> tuple[NDArray[Any], NDArray[np.float64]]:
-    """Labels and probabilities (or predictions) from scikit-learn; a probe it rejects is a refusal."""
+    pipeline: Any, batch: Batch, task: str
+) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[np.bool_]]:
+    """Labels and probabilities (or predictions) from scikit-learn, and the rows it rejects (NaN there)."""
     try:
-        frame = batch.to_frame()
-        predictions = np.asarray(pipeline.predict(frame)).ravel()
-        if task != "classification":
-            return np.empty(0), predictions.astype(np.float64)[:, None]
-        return predictions, np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
-    except ValueError as exc:
-        rows = (batch.take(np.array([i], dtype=np.intp)) for i in range(len(probes)))
-        culprit = next((p for p, row in zip(probes, rows, strict=True) if not accepts(pipeline, row)), None)
-        if culprit is None:
-            raise ConversionError(f"scikit-learn failed to predict the held-out rows: {exc}") from exc
-        raise ParityError(
-            f"The pipeline itself rejects the probe {culprit.kind!r} in field {culprit.field!r} "
-            f"({str(exc)[:200]}), but its graph would accept it silently. Make the pipeline "
-            "accept such values (e.g. OneHotEncoder(handle_unknown='ignore')).",
-            report={"passed": False, "field": culprit.field, "reason": culprit.kind},
-        ) from exc
+        return (*_predict(pipeline, batch.to_frame(), task), np.zeros(len(batch), dtype=bool))
+    except ValueError:
+        rejected = _rejected_rows(pipeline, batch, np.arange(len(batch), dtype=np.intp))
+    keep = np.flatnonzero(~rejected)
+    n_outputs = len(pipeline.classes_) if task == "classification" else 1
+    labels, values = np.empty(len(batch), dtype=object), np.full((len(batch), n_outputs), np.nan)
+    if keep.size:
+        kept_labels, values[keep] = _predict(pipeline, batch.take(keep).to_frame(), task)
+        labels = np.empty(0) if task != "classification" else labels
+        if task == "classification":
+            labels[keep] = kept_labels
+    return (labels if task == "classification" else np.empty(0)), values, rejected
+
+
+def _predict(pipeline: Any, frame: Any, task: str) -> tuple[NDArray[Any], NDArray[np.float64]]:
+    predictions = np.asarray(pipeline.predict(frame)).ravel()
+    if task != "classification":
+        return np.empty(0), predictions.astype(np.float64)[:, None]
+    return predictions, np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
+
+
+def _rejected_rows(pipeline: Any, batch: Batch, index: NDArray[np.intp]) -> NDArray[np.bool_]:
+    """Which rows of ``batch`` scikit-learn refuses to predict, found by halving (few calls)."""
+    rejected = np.zeros(len(batch), dtype=bool)
+    pending = [index]
+    while pending:
+        part = pending.pop()
+        if len(part) == 0 or accepts(pipeline, batch.take(part)):
+            continue
+        if len(part) == 1:
+            rejected[part[0]] = True
+            continue
+        pending += [part[: len(part) // 2], part[len(part) // 2 :]]
+    return rejected
+
+
+def _require_refusal(values: NDArray[np.float64], rejected: NDArray[np.bool_], probes: list[Probe]) -> None:
+    """Every row scikit-learn rejects must come out of the graph as NaN, never as a number."""
+    answered = rejected & np.isfinite(values).any(axis=1)
+    if not answered.any():
+        return
+    culprit = probes[int(np.flatnonzero(answered)[0])]
+    raise ParityError(
+        f"The pipeline itself rejects the probe {culprit.kind!r} in field {culprit.field!r} "
+        f"(value {_short(culprit.value)}: scikit-learn raises), but its graph would answer it "
+        "silently. Make the pipeline accept such values (e.g. OneHotEncoder(handle_unknown='ignore')).",
+        report={"passed": False, "field": culprit.field, "reason": culprit.kind},
+    )
 
 
 def accepts(pipeline: Any, batch: Batch) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 from skl2onnx.common.data_types import StringTensorType
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from skewguard.bentos.builder import GraphBuilder, set_double_output
 from skewguard.errors import ConversionError
@@ -192,12 +193,17 @@ def convert_polynomial_features(scope: Any, operator: Any, container: Any) -> No
 
 
 def _log1p(g: GraphBuilder, X: str) -> str:
-    """log1p with the classic correction for the rounding of 1 + x (Goldberg): log(u) - ((u-1)-x)/u."""
-    u = g.node("Add", X, g.constant("one", [1.0]))
-    correction = g.node("Div", g.node("Sub", g.node("Sub", u, g.constant("one_", [1.0])), X), u)
-    result = g.node("Sub", g.node("Log", u), correction)
-    exact_small = g.node("Equal", u, g.constant("one__", [1.0]))  # |x| below half an ulp of 1: log1p(x) = x
-    return g.node("Where", exact_small, X, result)
+    """log1p as ``x`` where ``1 + x`` rounds to 1, else ``log(u) * x / (u - 1)`` with ``u = 1 + x``.
+
+    The quotient cancels the rounding of ``1 + x`` (Goldberg's method), so small values keep
+    their precision, as numpy's log1p does; ``u = 0`` gives -inf and ``u < 0`` NaN, as there.
+    """
+    one = g.constant("one", [1.0])
+    u = g.node("Add", X, one)
+    log_u = g.node("Log", u)
+    corrected = g.node("Div", g.node("Mul", log_u, X), g.node("Sub", u, one))
+    exact = g.node("Where", g.node("IsInf", u), log_u, corrected)
+    return g.node("Where", g.node("Equal", u, one), X, exact)
 
 
 ELEMENTWISE: dict[Any, Callable[[GraphBuilder, str], str]] = {
@@ -236,3 +242,43 @@ def convert_function_transformer(scope: Any, operator: Any, container: Any) -> N
         return
     X = _double_input(g, operator)
     _finish(g, operator, X if model.func is None else ELEMENTWISE[model.func](g, X))
+
+
+# --- rows scikit-learn rejects ----------------------------------------------------------------
+
+
+class NonFiniteGuard(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Placed (in the converted copy only) before an estimator that rejects NaN and infinity.
+
+    In scikit-learn it passes X through; in the graph a row holding a non-finite feature
+    becomes all NaN, so the graph answers NaN where scikit-learn raises, and serving refuses
+    the row instead of answering a number scikit-learn would never have given.
+    """
+
+    def fit(self, X: Any, y: object = None) -> NonFiniteGuard:
+        return self
+
+    def transform(self, X: Any) -> Any:
+        return X
+
+
+def guard_shape(operator: Any) -> None:
+    same_width_shape(operator)
+
+
+def convert_guard(scope: Any, operator: Any, container: Any) -> None:
+    g = GraphBuilder(scope, container)
+    X = _double_input(g, operator)
+    bad = g.node("Or", g.node("IsNaN", X), g.node("IsInf", X))
+    axis = g.constant("axis", [1], TensorProto.INT64)
+    row_bad = g.node("ReduceMax", g.node("Cast", bad, to=TensorProto.DOUBLE), axis, keepdims=1)
+    is_bad = g.node("Cast", row_bad, to=TensorProto.BOOL)
+    _finish(g, operator, g.node("Where", is_bad, g.constant("nan", [np.nan]), X))
+
+
+def rejects_non_finite(estimator: Any) -> bool:
+    """Whether scikit-learn's ``estimator`` raises on NaN or infinity in its input."""
+    try:
+        return not estimator.__sklearn_tags__().input_tags.allow_nan
+    except AttributeError:
+        return False

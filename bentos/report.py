@@ -37,7 +37,11 @@ class StepReport:
     depth: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready: an infinite difference (a number against NaN) is written ``"inf"``."""
+        data = asdict(self)
+        if data["max_abs_diff"] is not None and not np.isfinite(data["max_abs_diff"]):
+            data["max_abs_diff"] = "inf"
+        return data
 
 
 def _children(estimator: Any) -> Iterator[tuple[str, Any, slice | None]]:
@@ -124,17 +128,18 @@ def _max_diff(got: NDArray[Any] | None, expected: NDArray[Any] | None) -> float 
     if got.dtype.kind in "OSU" or expected.dtype.kind in "OSU":
         return 0.0 if np.array_equal(got.astype(str), expected.astype(str)) else float("inf")
     a, b = got.astype(np.float64), expected.astype(np.float64)
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff = np.where(both_nan, 0.0, np.abs(a - b))
+    same = (a == b) | (np.isnan(a) & np.isnan(b))  # equal infinities too
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(a - b))
     return float(np.nan_to_num(diff, nan=np.inf).max()) if diff.size else 0.0
 
 
 # --- text -------------------------------------------------------------------------------------
 
 
-def _figure(value: float | None) -> str:
-    if value is None:
-        return "—"
+def _figure(value: float | str | None) -> str:
+    if value is None or isinstance(value, str):
+        return value or "—"
     return "0" if value == 0 else f"{value:.2g}"
 
 
