@@ -28,13 +28,16 @@ from sklearn.preprocessing import (
     FunctionTransformer,
     MaxAbsScaler,
     MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
     PolynomialFeatures,
     RobustScaler,
     StandardScaler,
+    TargetEncoder,
 )
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from skewguard.bentos import preprocessing, text, trees
+from skewguard.bentos import encoders, preprocessing, text, trees
 
 Converter = Callable[[Any, Any, Any], None]
 ShapeCalculator = Callable[[Any], None]
@@ -53,6 +56,7 @@ _FOREST = "TreeEnsemble (ai.onnx.ml 5): X cast to float32 as scikit-learn does, 
 _HIST = "TreeEnsemble (ai.onnx.ml 5): float64 X and thresholds, NaN and categorical splits as fitted"
 
 _P = preprocessing
+_TABLE = "Equal + Gather in the table the encoder fills (unseen values as the encoder treats them)"
 _TEXT = "Tokenizer (RE2 class of Python's word characters), StringNormalizer, n-gram counts, float64 tf-idf"
 EXACT_CONVERTERS: dict[type, ExactConverter] = {
     StandardScaler: ExactConverter(_P.same_width_shape, _P.convert_standard_scaler, "float64 Sub, Div"),
@@ -69,6 +73,9 @@ EXACT_CONVERTERS: dict[type, ExactConverter] = {
     FunctionTransformer: ExactConverter(
         _P.function_shape, _P.convert_function_transformer, "float64 elementwise function"
     ),
+    OneHotEncoder: ExactConverter(encoders.encoder_shape, encoders.convert_encoder, _TABLE),
+    OrdinalEncoder: ExactConverter(encoders.encoder_shape, encoders.convert_encoder, _TABLE),
+    TargetEncoder: ExactConverter(encoders.encoder_shape, encoders.convert_encoder, _TABLE),
     CountVectorizer: ExactConverter(text.vectorizer_shape, text.convert_vectorizer, _TEXT),
     TfidfVectorizer: ExactConverter(text.vectorizer_shape, text.convert_vectorizer, _TEXT),
     DecisionTreeClassifier: ExactConverter(trees.classifier_shape, trees.convert_forest_classifier, _FOREST),

@@ -30,6 +30,7 @@ from skl2onnx.common.data_types import (
 )
 
 from skewguard.bentos.builder import GraphBuilder, set_double_output
+from skewguard.bentos.encoders import category_codes, input_column
 from skewguard.errors import ConversionError
 
 ML_DOMAIN = "ai.onnx.ml"
@@ -244,14 +245,6 @@ def hist_scores(model: Any) -> Ensemble:
 # --- the input the trees compare -----------------------------------------------------------
 
 
-def _column(g: GraphBuilder, operator: Any, j: int) -> tuple[str, Any]:
-    """Column ``j`` of the estimator's input, and its skl2onnx type."""
-    inputs = operator.inputs
-    if len(inputs) == 1:
-        return g.columns(inputs[0].full_name, [j]), inputs[0].type
-    return inputs[j].full_name, inputs[j].type
-
-
 def _as_double_matrix(g: GraphBuilder, operator: Any) -> str:
     inputs = operator.inputs
     names = [g.as_double(v) if not isinstance(v.type, StringTensorType) else "" for v in inputs]
@@ -278,7 +271,7 @@ def hist_input(g: GraphBuilder, operator: Any) -> str:
     for name, _, selection in preprocessor.transformers_:
         indices = np.flatnonzero(selection) if np.asarray(selection).dtype == bool else selection
         for position, j in enumerate(np.asarray(indices, dtype=int)):
-            column, kind = _column(g, operator, int(j))
+            column, kind = input_column(g, operator, int(j))
             if name == "encoder":
                 columns.append(category_codes(g, column, encoder.categories_[position], kind))
             else:
@@ -288,22 +281,6 @@ def hist_input(g: GraphBuilder, operator: Any) -> str:
 
 def _double(g: GraphBuilder, column: str, kind: Any) -> str:
     return column if isinstance(kind, DoubleTensorType) else g.node("Cast", column, to=TensorProto.DOUBLE)
-
-
-def category_codes(g: GraphBuilder, column: str, categories: NDArray[Any], kind: Any) -> str:
-    """The index of each value in ``categories`` (exact equality), NaN where none matches."""
-    known = [c for c in categories if not (isinstance(c, float) and np.isnan(c))]
-    if isinstance(kind, StringTensorType):
-        table = g.constant("categories", np.asarray([known], dtype=object), TensorProto.STRING)
-        values = column
-    else:
-        table = g.constant("categories", np.asarray([known], dtype=np.float64))
-        values = _double(g, column, kind)
-    matches = g.node("Cast", g.node("Equal", values, table), to=TensorProto.DOUBLE)
-    index = g.node("Cast", g.node("ArgMax", matches, axis=1, keepdims=1), to=TensorProto.DOUBLE)
-    axis = g.constant("axis", [1], TensorProto.INT64)
-    found = g.node("Cast", g.node("ReduceMax", matches, axis, keepdims=1), to=TensorProto.BOOL)
-    return g.node("Where", found, index, g.constant("nan", [np.nan]))
 
 
 # --- outputs ----------------------------------------------------------------------------------
