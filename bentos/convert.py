@@ -24,6 +24,7 @@ from typing import Any
 import onnx
 from onnx import TensorProto, helper
 from skl2onnx import convert_sklearn
+from skl2onnx.common._topology import Topology
 from skl2onnx.common.data_types import (
     DoubleTensorType,
     FloatTensorType,
@@ -48,6 +49,7 @@ TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
 ML_OPSET = 5
 ROWS_INPUT = "skewguard_rows"
 """The matrix a pipeline without a ColumnTransformer reads, assembled in the graph from the fields."""
+_ROW_KINDS = {"categorical": "string", "text": "string", "datetime": "numeric"}
 _CONVERSION_ERRORS = (RuntimeError, NotImplementedError, TypeError, ValueError, KeyError, IndexError)
 
 
@@ -124,6 +126,8 @@ def _convert(estimator: Any, spec: InputSpec, classifier: Any) -> onnx.ModelProt
         raise ConversionError(f"skl2onnx returned {type(model).__name__}, not an ONNX model.")
     if rows_type is not None:
         _assemble_rows(model, spec)
+    else:
+        _name_fields(model, spec)
     _declare_ml_opset(model)
     return model
 
@@ -154,7 +158,7 @@ def _field_type(kind: str) -> Any:
 def _rows_type(pipeline: Any, spec: InputSpec) -> Any:
     """The type of the one matrix the pipeline reads, or None when it reads fields by name."""
     steps = getattr(pipeline, "steps", [(None, pipeline)])
-    kinds = {"string" if f.kind in ("categorical", "text") else f.kind for f in spec}
+    kinds = {_ROW_KINDS.get(f.kind, f.kind) for f in spec}
     if isinstance(steps[0][1], ColumnTransformer) or "image" in kinds or len(kinds) != 1:
         return None
     width = len(spec.fields)
@@ -173,6 +177,33 @@ def _assemble_rows(model: onnx.ModelProto, spec: InputSpec) -> None:
     graph.node.insert(0, concat)
     if element not in (TensorProto.DOUBLE, TensorProto.STRING):
         raise ConversionError(f"Unexpected input element type {element} for the field matrix.")
+
+
+def _name_fields(model: onnx.ModelProto, spec: InputSpec) -> None:
+    """Give the graph's inputs the fields' own names (skl2onnx turns "od280/od315" into
+    "od280_od315"), in the spec's order; a field no step reads stays an unused input."""
+    graph = model.graph
+    taken: set[str] = set()
+    given = {Topology._generate_unique_name(name, taken): name for name in spec.names}
+    renamed = {i.name: given[i.name] for i in graph.input if i.name in given and given[i.name] != i.name}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in renamed:
+                node.input[position] = renamed[name]
+    present = {given.get(i.name, i.name): i for i in graph.input}
+    unknown = set(present) - set(spec.names)
+    if unknown:
+        raise ConversionError(f"The graph has inputs that are not fields: {sorted(unknown)}.")
+    inputs = []
+    for field, kind in initial_types(spec):
+        existing = present.get(field)
+        if existing is None:
+            element = kind.to_onnx_type().tensor_type.elem_type
+            existing = helper.make_tensor_value_info(field, element, [None, kind.shape[1]])
+        existing.name = field
+        inputs.append(existing)
+    del graph.input[:]
+    graph.input.extend(inputs)
 
 
 def _declare_ml_opset(model: onnx.ModelProto) -> None:

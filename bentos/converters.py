@@ -34,17 +34,15 @@ from skl2onnx.common.data_types import (
 from skewguard.bentos.images import IMAGE_VALUES
 from skewguard.bentos.transforms import (
     DATETIME_FEATURES,
-    DOW_ANGLE,
     EPOCH_WEEKDAY,
-    HOUR_ANGLE,
     MAX_EPOCH_SECONDS,
     SECONDS_PER_DAY,
     SECONDS_PER_HOUR,
     SQUARE_SCALE,
-    TRIG_ZERO,
     DatetimeFeatures,
     ImageFeatures,
     SignedLog1p,
+    _compute_datetime_features,
 )
 from skewguard.errors import ConversionError
 
@@ -114,14 +112,31 @@ def _datetime_converter(scope: Any, operator: Any, container: Any) -> None:
     shifted = g.node("Add", days, g.constant("epoch_weekday", [EPOCH_WEEKDAY]))
     weeks = g.node("Floor", g.node("Div", shifted, week))
     dow = g.node("Sub", shifted, g.node("Mul", weeks, week))
-    hour_angle = g.node("Mul", hour, g.constant("hour_angle", [HOUR_ANGLE]))
-    dow_angle = g.node("Mul", dow, g.constant("dow_angle", [DOW_ANGLE]))
-    trig = [g.node("Sin", hour_angle), g.node("Cos", hour_angle)]
-    trig += [g.node("Sin", dow_angle), g.node("Cos", dow_angle)]
-    cyclic = g.node("Concat", *trig, axis=1)
-    is_zero = g.node("Less", g.node("Abs", cyclic), g.constant("trig_zero", [TRIG_ZERO]))
-    cyclic = g.node("Where", is_zero, g.constant("zero", [0.0]), cyclic)
-    g.node("Concat", hour, dow, cyclic, output=operator.outputs[0].full_name, axis=1)
+    hour_table, dow_table = trig_tables()
+    cyclic = [_look_up(g, hour, hour_table[:, 0]), _look_up(g, hour, hour_table[:, 1])]
+    cyclic += [_look_up(g, dow, dow_table[:, 0]), _look_up(g, dow, dow_table[:, 1])]
+    g.node("Concat", hour, dow, *cyclic, output=operator.outputs[0].full_name, axis=1)
+
+
+def trig_tables() -> tuple[np.ndarray, np.ndarray]:
+    """sin and cos of each hour (24 × 2) and weekday (7 × 2), as the transformer itself computes them.
+
+    The graph looks them up instead of computing Sin and Cos: onnxruntime's differ from
+    numpy's in the last bit, and a tree splitting between sin(2 h) = 0.5 and sin(10 h) =
+    0.49999999999999994 would see the difference.
+    """
+    hours = _compute_datetime_features(np.arange(24, dtype=np.float64)[:, None] * SECONDS_PER_HOUR)
+    days = np.arange(7, dtype=np.float64) - EPOCH_WEEKDAY  # day -3 of the epoch was a Monday
+    weekdays = _compute_datetime_features(days[:, None] * SECONDS_PER_DAY)
+    return hours[:, 2:4], weekdays[:, 4:6]
+
+
+def _look_up(g: _GraphBuilder, integer: str, table: np.ndarray) -> str:
+    """``table[integer]`` for an integer-valued float64 tensor; NaN stays NaN."""
+    missing = g.node("IsNaN", integer)
+    index = g.node("Cast", g.node("Where", missing, g.constant("zero", [0.0]), integer), to=TensorProto.INT64)
+    found = g.node("Gather", g.constant("table", table), index, axis=0)
+    return g.node("Where", missing, g.constant("nan", [np.nan]), found)
 
 
 def _signed_log_shape(operator: Any) -> None:

@@ -24,6 +24,7 @@ from sklearn.ensemble import (
 )
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.preprocessing import (
     FunctionTransformer,
     MaxAbsScaler,
@@ -37,7 +38,7 @@ from sklearn.preprocessing import (
 )
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from skewguard.bentos import encoders, preprocessing, text, trees
+from skewguard.bentos import encoders, linear, preprocessing, text, trees
 
 Converter = Callable[[Any, Any, Any], None]
 ShapeCalculator = Callable[[Any], None]
@@ -57,6 +58,7 @@ _HIST = "TreeEnsemble (ai.onnx.ml 5): float64 X and thresholds, NaN and categori
 
 _P = preprocessing
 _TABLE = "Equal + Gather in the table the encoder fills (unseen values as the encoder treats them)"
+_LINEAR = "float64 MatMul, Add (then Sigmoid or Softmax for probabilities)"
 _TEXT = "Tokenizer (RE2 class of Python's word characters), StringNormalizer, n-gram counts, float64 tf-idf"
 EXACT_CONVERTERS: dict[type, ExactConverter] = {
     StandardScaler: ExactConverter(_P.same_width_shape, _P.convert_standard_scaler, "float64 Sub, Div"),
@@ -78,6 +80,11 @@ EXACT_CONVERTERS: dict[type, ExactConverter] = {
     TargetEncoder: ExactConverter(encoders.encoder_shape, encoders.convert_encoder, _TABLE),
     CountVectorizer: ExactConverter(text.vectorizer_shape, text.convert_vectorizer, _TEXT),
     TfidfVectorizer: ExactConverter(text.vectorizer_shape, text.convert_vectorizer, _TEXT),
+    LogisticRegression: ExactConverter(trees.classifier_shape, linear.convert_logistic_regression, _LINEAR),
+    LinearRegression: ExactConverter(trees.regressor_shape, linear.convert_linear_regressor, _LINEAR),
+    Ridge: ExactConverter(trees.regressor_shape, linear.convert_linear_regressor, _LINEAR),
+    Lasso: ExactConverter(trees.regressor_shape, linear.convert_linear_regressor, _LINEAR),
+    ElasticNet: ExactConverter(trees.regressor_shape, linear.convert_linear_regressor, _LINEAR),
     DecisionTreeClassifier: ExactConverter(trees.classifier_shape, trees.convert_forest_classifier, _FOREST),
     RandomForestClassifier: ExactConverter(trees.classifier_shape, trees.convert_forest_classifier, _FOREST),
     ExtraTreesClassifier: ExactConverter(trees.classifier_shape, trees.convert_forest_classifier, _FOREST),

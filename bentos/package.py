@@ -41,6 +41,7 @@ from skewguard.bentos.parity import (
 )
 from skewguard.bentos.probes import generate_probes
 from skewguard.bentos.profile import build_profile
+from skewguard.bentos.refusals import check_convertible
 from skewguard.bentos.report import measure_steps
 from skewguard.bentos.spec import FieldKind, FieldSpec, InputSpec, OnlineFeature, infer_spec
 from skewguard.bentos.store import Task, save_model
@@ -100,6 +101,7 @@ def package_model(
     Raises ``UnsupportedStepError`` for a step that cannot convert exactly (naming a
     remedy) and ``ParityError`` when the graph does not reproduce the pipeline.
     """
+    check_convertible(pipeline)
     task = task_of(pipeline, name)
     if len(X_sample) == 0:
         raise ConfigError("X_sample is empty: pass held-out rows for the parity gate.", field="X_sample")

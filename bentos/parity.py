@@ -51,6 +51,8 @@ class ParityReport:
     """Regression only: the allowed difference also scales with the prediction's magnitude."""
     steps: list[dict[str, Any]] = field(default_factory=list)
     """Per step of the pipeline: how it was converted and the largest difference measured."""
+    max_scaled_diff: float = 0.0
+    """The largest ``|Δ| / max(1, |expected|)``: for a regressor, the difference relative to its scale."""
     n_refused_by_both: int = 0
     """Probes scikit-learn rejects and the graph answers with NaN (which serving refuses too)."""
 
@@ -134,7 +136,9 @@ def check_parity(
     skipped = np.concatenate(rejected)
     diff = np.nan_to_num(np.abs(expected - got).max(axis=1), nan=np.inf)
     diff[(np.isnan(expected).any(axis=1) & np.isnan(got).any(axis=1)) | skipped] = 0.0
-    allowed = np.maximum(tolerance, rel_tolerance * np.nan_to_num(np.abs(expected).max(axis=1)))
+    magnitude = np.nan_to_num(np.abs(expected).max(axis=1))
+    allowed = np.maximum(tolerance, rel_tolerance * magnitude)
+    scaled = diff / np.maximum(1.0, magnitude)
     mismatch = _labels_differ(np.concatenate(sk_labels), np.concatenate(ox_labels), len(diff)) & ~skipped
     over = diff > allowed
     bad = mismatch | over
@@ -145,6 +149,7 @@ def check_parity(
         n_heldout=len(heldout),
         n_probes=len(probe_list),
         max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        max_scaled_diff=float(scaled.max()) if scaled.size else 0.0,
         n_label_mismatches=int(mismatch.sum()),
         n_over_tolerance=int(over.sum()),
         worst_rows=[

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+from sklearn.base import is_classifier
 from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.preprocessing import FunctionTransformer
 
 from skewguard.bentos.text import token_rule
 from skewguard.errors import UnsupportedStepError
@@ -34,7 +37,7 @@ def walk_steps(estimator: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _no_probabilities(estimator: Any) -> Refusal | None:
-    if getattr(estimator, "_estimator_type", None) != "classifier" or hasattr(estimator, "predict_proba"):
+    if hasattr(estimator, "steps") or not is_classifier(estimator) or hasattr(estimator, "predict_proba"):
         return None
     name = type(estimator).__name__
     return (
@@ -71,6 +74,33 @@ def _text_vectorizer(estimator: Any) -> Refusal | None:
 
 RULES: tuple[Rule, ...] = (_no_probabilities, _text_vectorizer)
 
+INEXACT_FUNCTIONS = (np.log, np.log1p, np.exp)
+"""onnxruntime's Log and Exp differ from numpy's in the last bit for about one value in five."""
+
+
+def _logged_before_hist(pipeline: Any) -> tuple[str, Refusal] | None:
+    """A log or exp FunctionTransformer whose float64 output a HistGradientBoosting model splits."""
+    steps = list(getattr(pipeline, "steps", []))
+    if not steps or not type(steps[-1][1]).__name__.startswith("HistGradientBoosting"):
+        return None
+    inner = [(path, step) for name, top in steps[:-1] for path, step in walk_steps(top, str(name))]
+    if any(type(step).__name__ == "CastTransformer" for _, step in inner):
+        return None  # float32 values: a last-bit difference no longer reaches the comparison
+    for path, step in inner:
+        if isinstance(step, FunctionTransformer) and step.func in INEXACT_FUNCTIONS:
+            function = f"np.{step.func.__name__}"
+            why = (
+                f"FunctionTransformer({function}) feeds {type(steps[-1][1]).__name__}, which compares "
+                "float64 values with its split thresholds, and onnxruntime's Log and Exp differ from "
+                f"numpy's {function} in the last bit: rows at a threshold would flip."
+            )
+            remedy = (
+                f"drop the FunctionTransformer({function}) before the model: its splits depend only on "
+                "the order of the values, which the function keeps (refit the pipeline)."
+            )
+            return path, (why, remedy)
+    return None
+
 
 def check_convertible(pipeline: Any, rules: tuple[Rule, ...] = RULES) -> None:
     """Raise ``UnsupportedStepError`` for the first step of ``pipeline`` a rule refuses."""
@@ -79,3 +109,6 @@ def check_convertible(pipeline: Any, rules: tuple[Rule, ...] = RULES) -> None:
             refusal = rule(estimator)
             if refusal is not None:
                 raise UnsupportedStepError(path, *refusal)
+    logged = _logged_before_hist(pipeline)
+    if logged is not None:
+        raise UnsupportedStepError(logged[0], *logged[1])

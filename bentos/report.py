@@ -114,12 +114,34 @@ def _prefix_outputs(prefix: Any, spec: InputSpec, batches: Sequence[Batch]) -> t
         return None, None
     got, expected = [], []
     for batch in batches:
-        if len(batch) == 0:
+        try:
+            kept, out = batch, prefix.transform(batch.to_frame()) if len(batch) else None
+        except ValueError:
+            kept = batch.take(np.flatnonzero(~_rejected(prefix, batch)))
+            out = prefix.transform(kept.to_frame()) if len(kept) else None
+        if out is None:
             continue
-        got.append(np.asarray(session.run(None, batch.to_feeds())[0]))
-        out = prefix.transform(batch.to_frame())
+        got.append(np.asarray(session.run(None, kept.to_feeds())[0]))
         expected.append(np.asarray(out.toarray() if hasattr(out, "toarray") else out))
+    if not got:
+        return None, None
     return np.concatenate(got), np.concatenate(expected)
+
+
+def _rejected(prefix: Any, batch: Batch) -> NDArray[np.bool_]:
+    """Rows the prefix's ``transform`` raises on (the gate left them out too), found by halving."""
+    rejected = np.zeros(len(batch), dtype=bool)
+    pending = [np.arange(len(batch), dtype=np.intp)]
+    while pending:
+        part = pending.pop()
+        try:
+            prefix.transform(batch.take(part).to_frame())
+        except ValueError:
+            if len(part) == 1:
+                rejected[part[0]] = True
+            else:
+                pending += [part[: len(part) // 2], part[len(part) // 2 :]]
+    return rejected
 
 
 def _max_diff(got: NDArray[Any] | None, expected: NDArray[Any] | None) -> float | None:
