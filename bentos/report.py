@@ -202,3 +202,19 @@ def render_refusal(name: str, pipeline: Any, error: ConversionError) -> str:
                 s["conversion"] = f"REFUSED: {error.reason}"
         return "\n".join([f"{name}: refused — {error.message}", *render_steps(steps)])
     return "\n".join([f"{name}: not converted — {error.message}", *render_steps(steps)])
+
+
+def render_outcome(
+    name: str, pipeline: Any, *, tag: str | None = None, error: Exception | None = None
+) -> str:
+    """The report ``skewguard package`` prints: of the stored model ``tag``, or of the refusal ``error``."""
+    from skewguard.bentos.store import load_model
+    from skewguard.errors import ParityError
+
+    if tag is not None:
+        return render_report(tag, load_model(tag).parity)
+    if isinstance(error, ParityError) and error.report.get("steps"):
+        return render_report(name, error.report) + f"\n{error.message}"
+    if isinstance(error, ConversionError):
+        return render_refusal(name, pipeline, error)
+    return f"{name}: {error}"

@@ -389,7 +389,7 @@ CASES: tuple[Case, ...] = (
             ColumnTransformer(
                 [
                     ("numbers", StandardScaler(), _numbers(X)),
-                    ("region", TargetEncoder(random_state=0), ["region"]),
+                    ("region", TargetEncoder(), ["region"]),
                 ]
             ),
             _lr(),
