@@ -55,6 +55,8 @@ class ParityReport:
     """The largest ``|Δ| / max(1, |expected|)``: for a regressor, the difference relative to its scale."""
     n_refused_by_both: int = 0
     """Probes scikit-learn rejects and the graph answers with NaN (which serving refuses too)."""
+    rejected_fields: dict[str, list[str]] = field(default_factory=dict)
+    """Per field, the kinds of probe value scikit-learn rejects (e.g. an unseen category)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,7 +161,18 @@ def check_parity(
         task=task,
         rel_tolerance=rel_tolerance,
         n_refused_by_both=int(skipped.sum()),
+        rejected_fields=_rejected_fields(skipped[len(heldout) :], probe_list),
     )
+
+
+def _rejected_fields(rejected: NDArray[np.bool_], probes: list[Probe]) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for index in np.flatnonzero(rejected):
+        probe = probes[int(index)]
+        kinds = fields.setdefault(probe.field, [])
+        if probe.kind not in kinds:
+            kinds.append(probe.kind)
+    return fields
 
 
 def _run_sklearn(

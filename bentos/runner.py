@@ -23,7 +23,7 @@ from skewguard.bentos.manifest import RouterRef
 from skewguard.bentos.parity import make_session, run_onnx, run_regressor
 from skewguard.bentos.spec import InputSpec
 from skewguard.bentos.store import StoredModel, Task, load_model
-from skewguard.errors import ArtifactError, ConversionError, ModelOutputError
+from skewguard.errors import ArtifactError, ConversionError, InputError, ModelOutputError
 
 
 class OnnxRunner:
@@ -33,6 +33,7 @@ class OnnxRunner:
         self.model_tag = model.tag
         self.spec: InputSpec = model.spec
         self.task: Task = model.task
+        self._rejected_fields: dict[str, list[str]] = dict(model.parity.get("rejected_fields", {}))
         self._session = make_session(model.onnx)
         _check_task(self._session, model)
         self.classes_: tuple[Any, ...] = (
@@ -69,10 +70,7 @@ class OnnxRunner:
             )
         if not np.isfinite(probabilities).all():
             row = int(np.flatnonzero(~np.isfinite(probabilities).all(axis=1))[0])
-            raise ModelOutputError(
-                f"Model {self.model_tag} answered non-finite probabilities for row {row} "
-                f"({probabilities[row].tolist()}); the graph is broken, not the request."
-            )
+            raise self._unscorable(row, f"probabilities {probabilities[row].tolist()}")
         keys = self._keys  # whole arrays to Python at once: per row, this cost ~3x as much
         natives = labels.tolist() if labels.dtype != object else [native(label) for label in labels]
         return [
@@ -84,11 +82,25 @@ class OnnxRunner:
         predictions = run_regressor(self._session, batch)
         if not np.isfinite(predictions).all():
             row = int(np.flatnonzero(~np.isfinite(predictions))[0])
-            raise ModelOutputError(
-                f"Model {self.model_tag} answered a non-finite prediction for row {row} "
-                f"({predictions[row]}); the graph is broken, not the request."
-            )
+            raise self._unscorable(row, f"prediction {predictions[row]}")
         return [{"prediction": value} for value in predictions.tolist()]
+
+    def _unscorable(self, row: int, answer: str) -> InputError | ModelOutputError:
+        """The error for a NaN answer: the request's, where the pipeline itself rejects some values
+        (the gate found the graph answers NaN exactly there), else the graph's."""
+        if self._rejected_fields:
+            fields = ", ".join(
+                f"{name!r} ({', '.join(kinds)})" for name, kinds in self._rejected_fields.items()
+            )
+            return InputError(
+                f"Model {self.model_tag} cannot score row {row}: its pipeline rejects some values "
+                f"of {fields}, as scikit-learn raises on them; send values like those it was trained on.",
+                field=next(iter(self._rejected_fields)),
+            )
+        return ModelOutputError(
+            f"Model {self.model_tag} answered non-finite {answer} for row {row}; "
+            "the graph is broken, not the request."
+        )
 
 
 @dataclass(frozen=True, slots=True)
