@@ -212,8 +212,3 @@ def _declare_ml_opset(model: onnx.ModelProto) -> None:
     for opset in model.opset_import:
         if opset.domain == "ai.onnx.ml":
             opset.version = max(opset.version, ML_OPSET)
-
-
-def graph_inputs(model: bytes) -> list[str]:
-    """Names of the graph's inputs, in order."""
-    return [i.name for i in onnx.load_from_string(model).graph.input]

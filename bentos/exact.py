@@ -112,7 +112,16 @@ def custom_converters() -> tuple[dict[type, Converter], dict[type, ShapeCalculat
     )
 
 
-def describe_conversion(estimator: Any) -> str:
-    """How ``estimator`` converts: skewguard's exact converter, or skl2onnx's own."""
+def describe_conversion(estimator: Any, *, final: bool = False) -> str:
+    """How ``estimator`` converts: skewguard's exact converter, or skl2onnx's own.
+
+    ``final``: it is the pipeline's last step, behind the guard when it rejects NaN and infinity.
+    """
     entry = EXACT_CONVERTERS.get(type(estimator))
-    return entry.how if entry else f"skl2onnx converter for {type(estimator).__name__}"
+    how = entry.how if entry else f"skl2onnx converter for {type(estimator).__name__}"
+    if isinstance(estimator, FunctionTransformer):
+        func = estimator.func
+        how = "identity (columns passed through)" if func is None else f"float64 {func.__name__}"
+    if final and preprocessing.rejects_non_finite(estimator):
+        how += "; a row with NaN or infinity answers NaN, as scikit-learn raises"
+    return how

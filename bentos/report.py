@@ -74,14 +74,14 @@ def _class_name(step: Any) -> str:
     return "passthrough" if step == "passthrough" else type(step).__name__
 
 
-def _how(step: Any) -> str:
+def _how(step: Any, *, final: bool = False) -> str:
     if step == "passthrough":
         return "columns passed through"
     if hasattr(step, "transformers_"):
         return "columns selected and concatenated (skl2onnx)"
     if hasattr(step, "steps"):
         return "its steps, in order"
-    return describe_conversion(step)
+    return describe_conversion(step, final=final)
 
 
 def measure_steps(
@@ -102,7 +102,7 @@ def measure_steps(
             )
             reports += _describe(f"{name}/{child}", transformer, 1)[1:]
     name, last = top[-1] if top else (type(pipeline).__name__, pipeline)
-    reports.append(StepReport(str(name), _class_name(last), _how(last), final_diff))
+    reports.append(StepReport(str(name), _class_name(last), _how(last, final=True), final_diff))
     return reports
 
 

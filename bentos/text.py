@@ -136,6 +136,7 @@ def count_ngrams(g: GraphBuilder, text: str, model: Any) -> str:
         mincharnum=1,
         pad_value=PAD,
     )
+    tokens = _with_pad_column(g, tokens)  # a row of no tokens gives [N, 0], which StringNormalizer rejects
     if model.lowercase:
         shape = g.node("Shape", tokens)
         lowered = g.node(
@@ -156,6 +157,19 @@ def count_ngrams(g: GraphBuilder, text: str, model: Any) -> str:
         **ngram_pool(model.vocabulary_),
     )
     return g.node("Cast", counts, to=TensorProto.DOUBLE)
+
+
+def _with_pad_column(g: GraphBuilder, tokens: str) -> str:
+    """``tokens`` ``[N, T]`` with one more column of padding, so that it is never empty."""
+    rows = g.node(
+        "Slice",
+        g.node("Shape", tokens),
+        g.constant("start", [0], TensorProto.INT64),
+        g.constant("end", [1], TensorProto.INT64),
+    )
+    shape = g.node("Concat", rows, g.constant("one_column", [1], TensorProto.INT64), axis=0)
+    pad = g.node("Expand", g.constant("pad", np.array([[PAD]], dtype=object), TensorProto.STRING), shape)
+    return g.node("Concat", tokens, pad, axis=1)
 
 
 def _sublinear(g: GraphBuilder, counts: str) -> str:
