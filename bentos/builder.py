@@ -7,6 +7,7 @@ operator's input, ``require_tensor`` checks its type the way the converters need
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from skl2onnx.common.data_types import (
 from skewguard.errors import ConversionError
 
 NUMERIC_TYPES = (DoubleTensorType, FloatTensorType, Int64TensorType, Int32TensorType)
+REJECTED_ROWS: ContextVar[list[str] | None] = ContextVar("skewguard_rejected_rows", default=None)
+"""While a pipeline converts: the bool ``[N, 1]`` tensors marking rows scikit-learn would reject."""
 _NUMPY_TYPES: dict[int, type[np.generic]] = {
     TensorProto.INT64: np.int64,
     TensorProto.FLOAT: np.float32,
@@ -78,6 +81,13 @@ class GraphBuilder:
         """The columns ``indices`` of a 2-D tensor, in that order."""
         index = self.constant("columns", np.asarray(indices, dtype=np.int64), TensorProto.INT64)
         return self.node("Gather", name, index, axis=1)
+
+    def reject_rows(self, mask: str) -> None:
+        """Mark the rows where ``mask`` (bool ``[N, 1]``) holds: the whole graph answers NaN for them."""
+        recorded = REJECTED_ROWS.get()
+        if recorded is None:
+            raise ConversionError("reject_rows is only available while skewguard converts a pipeline.")
+        recorded.append(mask)
 
     def ones_column(self, name: str) -> str:
         """A float64 ``[N, 1]`` column of ones, as many rows as ``name``."""

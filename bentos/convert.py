@@ -35,6 +35,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
+from skewguard.bentos.builder import REJECTED_ROWS
 from skewguard.bentos.classes import record_classes, record_task
 from skewguard.bentos.converters import register_converters
 from skewguard.bentos.exact import custom_converters
@@ -104,6 +105,39 @@ def convert_transform(transformers: Any, spec: InputSpec) -> bytes:
 
 
 def _convert(estimator: Any, spec: InputSpec, classifier: Any) -> onnx.ModelProto:
+    rejected: list[str] = []
+    token = REJECTED_ROWS.set(rejected)
+    try:
+        model = _convert_rows(estimator, spec, classifier)
+    finally:
+        REJECTED_ROWS.reset(token)
+    if rejected:
+        _answer_nan_for(model, rejected, skip_label=classifier is not None)
+    return model
+
+
+def _answer_nan_for(model: onnx.ModelProto, masks: list[str], *, skip_label: bool) -> None:
+    """Make every (non-label) output NaN in the rows any of ``masks`` marks."""
+    graph = model.graph
+    nodes = list(graph.node)
+    any_mask = masks[0]
+    for i, mask in enumerate(masks[1:]):
+        nodes.append(helper.make_node("Or", [any_mask, mask], [f"skewguard_rejected_{i}"]))
+        any_mask = f"skewguard_rejected_{i}"
+    nan = helper.make_tensor("skewguard_nan", TensorProto.DOUBLE, [1], [float("nan")])
+    graph.initializer.append(nan)
+    outputs = list(graph.output)[1:] if skip_label else list(graph.output)
+    for output in outputs:
+        unmasked = f"{output.name}_before_rejection"
+        for node in nodes:
+            node.output[:] = [unmasked if name == output.name else name for name in node.output]
+            node.input[:] = [unmasked if name == output.name else name for name in node.input]
+        nodes.append(helper.make_node("Where", [any_mask, "skewguard_nan", unmasked], [output.name]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _convert_rows(estimator: Any, spec: InputSpec, classifier: Any) -> onnx.ModelProto:
     register_converters()
     rows_type = _rows_type(estimator, spec)
     initial = [(ROWS_INPUT, rows_type)] if rows_type is not None else initial_types(spec)

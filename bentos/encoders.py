@@ -6,7 +6,8 @@ category, and of one value it never saw — and the graph looks rows up in the t
 ``Equal`` against the categories, ``Gather`` of the matching row, and for a value matching
 none the encoder's own answer to an unseen value (zeros, the infrequent column,
 ``unknown_value``, the target mean). Where scikit-learn raises on an unseen value
-(``handle_unknown="error"``), the graph answers NaN, which serving refuses as well.
+(``handle_unknown="error"``), the whole graph answers NaN for that row (``reject_rows``),
+which serving refuses as well, whatever estimator follows.
 Infrequent categories, ``drop`` and multiclass target encodings are in the tables already.
 """
 
@@ -153,6 +154,8 @@ def convert_encoder(scope: Any, operator: Any, container: Any) -> None:
         column, kind = input_column(g, operator, j)
         table = _reachable(full_table, kind)
         index, found = match_categories(g, column, table.categories, kind)
+        if np.isnan(table.unseen).any():  # scikit-learn raises on an unseen value: so does the graph
+            g.reject_rows(g.node("Not", found))
         looked_up = g.node("Gather", g.constant("table", table.values), index, axis=0)
         blocks.append(g.node("Where", found, looked_up, g.constant("unseen", [table.unseen])))
     result = blocks[0] if len(blocks) == 1 else g.node("Concat", *blocks, axis=1)
