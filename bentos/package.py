@@ -47,8 +47,10 @@ from skewguard.bentos.spec import FieldKind, FieldSpec, InputSpec, OnlineFeature
 from skewguard.bentos.store import Task, save_model
 from skewguard.errors import ConfigError, InputError, ParityError
 
-DEFAULT_TOLERANCE = 1e-4
-"""Classifiers: the largest probability difference the gate lets through."""
+DEFAULT_TOLERANCE = 1e-6
+"""Classifiers: the largest probability difference the gate lets through. The exact converters
+differ from scikit-learn by a few units in the last place at most; anything near this is a
+converter that computes something else."""
 REGRESSION_ATOL = 1e-6
 REGRESSION_RTOL = 1e-6
 """Regressors: a prediction may differ by ``max(atol, rtol * |prediction|)``."""
