@@ -32,6 +32,7 @@ from sklearn.metrics import (
 from skewguard.bentos.convert import convert_pipeline, task_of
 from skewguard.bentos.inputs import Batch, encode_frame
 from skewguard.bentos.parity import (
+    ParityReport,
     accepts,
     check_parity,
     make_session,
@@ -90,18 +91,15 @@ def package_model(
     regression_atol: float = REGRESSION_ATOL,
     regression_rtol: float = REGRESSION_RTOL,
 ) -> str:
-    """Convert, verify and store ``pipeline``; return the model's store tag.
+    """Convert, verify and store ``pipeline`` (a classifier with ``predict_proba``, or a regressor,
+    as it is: the gate compares the graph with this very object); return the model's store tag.
 
-    ``pipeline`` ends in a classifier (with ``predict_proba``) or a regressor, and is
-    packaged as it is: the gate compares the graph with this very object. ``X_sample``
-    are held-out rows (the gate runs on them and on probes derived from them);
-    ``X_profile`` the training rows to profile (defaults to ``X_sample``); ``y_sample``,
-    when given, yields metrics of the stored graph. ``online_features`` maps input
-    fields to Feast references (``"view:feature"``) fetched by ``entity_key`` in serving.
-    ``tolerance`` bounds a classifier's probability differences; ``regression_atol`` and
-    ``regression_rtol`` a regressor's: ``|Δ| ≤ max(atol, rtol·|prediction|)``.
-    Raises ``UnsupportedStepError`` for a step that cannot convert exactly (naming a
-    remedy) and ``ParityError`` when the graph does not reproduce the pipeline.
+    ``X_sample``: held-out rows (the gate runs on them and on probes derived from them);
+    ``X_profile``: training rows to profile (default ``X_sample``); ``y_sample`` yields metrics.
+    ``online_features`` maps fields to Feast references fetched by ``entity_key`` in serving.
+    ``tolerance`` bounds a classifier's probability differences, ``regression_atol`` and
+    ``regression_rtol`` a regressor's: ``|Δ| ≤ max(atol, rtol·|prediction|)``. Raises
+    ``UnsupportedStepError`` (naming a remedy) or ``ParityError`` when the graph would differ.
     """
     check_convertible(pipeline)
     task = task_of(pipeline, name)
@@ -111,13 +109,8 @@ def package_model(
     spec = _with_nullability(pipeline, spec, encode_frame(spec, X_sample.iloc[:1]))
     heldout = _encode_heldout(spec, X_sample, name)
     model = convert_pipeline(pipeline, spec)
-    probes = generate_probes(pipeline, heldout, seed=seed)
     limits = (tolerance, 0.0) if task == "classification" else (regression_atol, regression_rtol)
-    report = check_parity(
-        pipeline, model, heldout, probes, tolerance=limits[0], rel_tolerance=limits[1], task=task
-    )
-    steps = measure_steps(pipeline, spec, [heldout, probes[0]], final_diff=report.max_abs_diff)
-    report = dataclasses.replace(report, steps=[step.to_dict() for step in steps])
+    report = _gate(pipeline, model, spec, heldout, task, limits, seed)
     require_parity(report, name)
     profile = build_profile(heldout if X_profile is None else encode_frame(spec, X_profile))
     spec = _with_online_features(spec, profile, entity_key, online_features or {})
@@ -134,6 +127,24 @@ def package_model(
         labels=labels,
         task=task,
     )
+
+
+def _gate(
+    pipeline: Any,
+    model: bytes,
+    spec: InputSpec,
+    heldout: Batch,
+    task: Task,
+    limits: tuple[float, float],
+    seed: int,
+) -> ParityReport:
+    """The parity report of ``model`` against ``pipeline``, with each step's converter and difference."""
+    probes = generate_probes(pipeline, heldout, seed=seed)
+    report = check_parity(
+        pipeline, model, heldout, probes, tolerance=limits[0], rel_tolerance=limits[1], task=task
+    )
+    steps = measure_steps(pipeline, spec, [heldout, probes[0]], final_diff=report.max_abs_diff)
+    return dataclasses.replace(report, steps=[step.to_dict() for step in steps])
 
 
 def score_graph(model: bytes, batch: Batch, y: np.ndarray, task: Task = "classification") -> dict[str, float]:

@@ -116,32 +116,17 @@ def check_parity(
     NaN, which serving refuses as well; such rows are left out of the comparison. A graph
     that answers such a probe with a number would answer silently: that is a refusal.
     """
-    session = make_session(model)
-    probe_batch, probe_list = probes
+    probe_list = probes[1]
     kinds = ["held-out row"] * len(heldout) + [f"{p.kind} ({p.field})" for p in probe_list]
-    frames = [heldout, probe_batch] if probe_list else [heldout]
-    sk_labels, sk_values, ox_labels, ox_values, rejected = [], [], [], [], []
-    for batch in frames:
-        labels, values, refused = _run_sklearn(pipeline, batch, task)
-        sk_labels.append(labels)
-        sk_values.append(values)
-        rejected.append(refused)
-        labels, values = run_graph(session, batch, task)
-        ox_labels.append(labels)
-        ox_values.append(values)
-        if batch is heldout and refused.any():
-            raise ConversionError("scikit-learn failed to predict some of the held-out rows.")
-        _require_refusal(values, refused, probe_list)
-    expected, got = np.concatenate(sk_values), np.concatenate(ox_values)
-    if expected.shape != got.shape:
-        raise ConversionError(f"The graph gives outputs of shape {got.shape}, scikit-learn {expected.shape}.")
-    skipped = np.concatenate(rejected)
+    sk_labels, expected, ox_labels, got, skipped = _both_outputs(
+        pipeline, make_session(model), heldout, probes, task
+    )
     diff = np.nan_to_num(np.abs(expected - got).max(axis=1), nan=np.inf)
     diff[(np.isnan(expected).any(axis=1) & np.isnan(got).any(axis=1)) | skipped] = 0.0
     magnitude = np.nan_to_num(np.abs(expected).max(axis=1))
     allowed = np.maximum(tolerance, rel_tolerance * magnitude)
     scaled = diff / np.maximum(1.0, magnitude)
-    mismatch = _labels_differ(np.concatenate(sk_labels), np.concatenate(ox_labels), len(diff)) & ~skipped
+    mismatch = _labels_differ(sk_labels, ox_labels, len(diff)) & ~skipped
     over = diff > allowed
     bad = mismatch | over
     worst = np.argsort(-(diff / allowed + mismatch))[: min(MAX_WORST_ROWS, int(bad.sum()))]
@@ -163,6 +148,29 @@ def check_parity(
         n_refused_by_both=int(skipped.sum()),
         rejected_fields=_rejected_fields(skipped[len(heldout) :], probe_list),
     )
+
+
+def _both_outputs(
+    pipeline: Any, session: ort.InferenceSession, heldout: Batch, probes: tuple[Batch, list[Probe]], task: str
+) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any], NDArray[np.float64], NDArray[np.bool_]]:
+    """scikit-learn's labels and values, the graph's, and the rows scikit-learn rejects (all batches)."""
+    probe_batch, probe_list = probes
+    sk_labels, sk_values, ox_labels, ox_values, rejected = [], [], [], [], []
+    for batch in [heldout, probe_batch] if probe_list else [heldout]:
+        labels, values, refused = _run_sklearn(pipeline, batch, task)
+        if batch is heldout and refused.any():
+            raise ConversionError("scikit-learn failed to predict some of the held-out rows.")
+        sk_labels.append(labels)
+        sk_values.append(values)
+        rejected.append(refused)
+        labels, values = run_graph(session, batch, task)
+        _require_refusal(values, refused, probe_list)
+        ox_labels.append(labels)
+        ox_values.append(values)
+    expected, got = np.concatenate(sk_values), np.concatenate(ox_values)
+    if expected.shape != got.shape:
+        raise ConversionError(f"The graph gives outputs of shape {got.shape}, scikit-learn {expected.shape}.")
+    return np.concatenate(sk_labels), expected, np.concatenate(ox_labels), got, np.concatenate(rejected)
 
 
 def _rejected_fields(rejected: NDArray[np.bool_], probes: list[Probe]) -> dict[str, list[str]]:
