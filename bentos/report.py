@@ -200,8 +200,8 @@ def render_refusal(name: str, pipeline: Any, error: ConversionError) -> str:
         for s in steps:
             if s["step"] == error.step or s["step"].endswith("/" + error.step):
                 s["conversion"] = f"REFUSED: {error.reason}"
-        return "\n".join([f"{name}: refused — {error.message}", *render_steps(steps)])
-    return "\n".join([f"{name}: not converted — {error.message}", *render_steps(steps)])
+        return "\n".join([f"{name}: refused at step {error.step!r}", *render_steps(steps)])
+    return "\n".join([f"{name}: not converted", *render_steps(steps)])
 
 
 def render_outcome(
@@ -214,7 +214,7 @@ def render_outcome(
     if tag is not None:
         return render_report(tag, load_model(tag).parity)
     if isinstance(error, ParityError) and error.report.get("steps"):
-        return render_report(name, error.report) + f"\n{error.message}"
+        return render_report(name, error.report)
     if isinstance(error, ConversionError):
         return render_refusal(name, pipeline, error)
     return f"{name}: {error}"
