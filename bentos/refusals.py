@@ -79,9 +79,16 @@ INEXACT_FUNCTIONS = (np.log, np.log1p, np.exp)
 
 
 def _logged_before_hist(pipeline: Any) -> tuple[str, Refusal] | None:
-    """A log or exp FunctionTransformer whose float64 output a HistGradientBoosting model splits."""
+    """A log or exp FunctionTransformer whose float64 output a HistGradientBoosting model splits.
+
+    Right before the model (and without native categorical features), the tree converter
+    pulls the thresholds back through the function instead (``trees.pull_back``).
+    """
     steps = list(getattr(pipeline, "steps", []))
     if not steps or not type(steps[-1][1]).__name__.startswith("HistGradientBoosting"):
+        return None
+    model, before = steps[-1][1], steps[-2][1] if len(steps) > 1 else None
+    if isinstance(before, FunctionTransformer) and getattr(model, "_preprocessor", None) is None:
         return None
     inner = [(path, step) for name, top in steps[:-1] for path, step in walk_steps(top, str(name))]
     if any(type(step).__name__ == "CastTransformer" for _, step in inner):
@@ -95,8 +102,9 @@ def _logged_before_hist(pipeline: Any) -> tuple[str, Refusal] | None:
                 f"numpy's {function} in the last bit: rows at a threshold would flip."
             )
             remedy = (
-                f"drop the FunctionTransformer({function}) before the model: its splits depend only on "
-                "the order of the values, which the function keeps (refit the pipeline)."
+                f"apply FunctionTransformer({function}) as the step right before the model (its "
+                "thresholds are then compared before the function), or drop it: the model's splits "
+                "depend only on the order of the values, which the function keeps (refit the pipeline)."
             )
             return path, (why, remedy)
     return None

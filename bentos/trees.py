@@ -17,6 +17,7 @@ gradient boosting, the probabilities of a forest, the unnormalized leaf of a sin
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from skl2onnx.common.data_types import (
     Int64TensorType,
     StringTensorType,
 )
+from sklearn.preprocessing import FunctionTransformer
 
 from skewguard.bentos.builder import GraphBuilder, set_double_output
 from skewguard.bentos.encoders import category_codes, input_column
@@ -231,15 +233,88 @@ def boosting_scores(model: Any) -> Ensemble:
     return ensemble
 
 
-def hist_scores(model: Any) -> Ensemble:
-    """HistGradientBoosting's raw scores: the baseline, then every iteration's trees."""
+def hist_scores(model: Any, function: Any = None) -> Ensemble:
+    """HistGradientBoosting's raw scores: the baseline, then every iteration's trees.
+
+    ``function``: the monotone function the model's input went through; the thresholds are
+    then pulled back through it (``pull_back``) to compare the values before it.
+    """
     baseline = np.ravel(model._baseline_prediction)
     ensemble = Ensemble(len(baseline))
     for k, value in enumerate(baseline):
         ensemble.add_constant(float(value), k)
         for predictors in model._predictors:
-            ensemble.add(hist_tree(predictors[k]), predictors[k].nodes["value"], k)
+            tree = hist_tree(predictors[k])
+            if function is not None:
+                tree = dataclasses.replace(tree, threshold=pull_back(function, tree.threshold))
+            ensemble.add(tree, predictors[k].nodes["value"], k)
     return ensemble
+
+
+MONOTONE_FUNCTIONS = (np.log, np.log1p, np.exp, np.sqrt)
+"""Increasing functions whose thresholds are pulled back rather than the function computed in the graph."""
+
+
+_SIGN_FLIP = np.int64(0x7FFFFFFFFFFFFFFF)
+
+
+def _key(x: FloatArray) -> NDArray[np.int64]:
+    """Float64 values as integers in the same order (adjacent floats are adjacent integers)."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64)
+    return np.where(bits < 0, bits ^ _SIGN_FLIP, bits)
+
+
+def _value(key: NDArray[np.int64]) -> FloatArray:
+    """The float64 values of ``_key`` integers."""
+    bits = np.where(key < 0, key ^ _SIGN_FLIP, key).astype(np.int64)
+    values: FloatArray = bits.view(np.float64)
+    return values
+
+
+def pull_back(function: Any, thresholds: FloatArray) -> FloatArray:
+    """Per threshold ``t``: the largest float64 ``x`` with ``function(x) <= t`` (NaN is not above).
+
+    ``function(x) <= t`` is then exactly ``x <= pull_back(t)`` for an increasing ``function``,
+    computed by numpy itself: onnxruntime's Log or Exp, a last bit away, is never consulted.
+    """
+    lo = np.full(thresholds.shape, _key(np.array([-np.inf]))[0])
+    hi = np.full(thresholds.shape, _key(np.array([np.inf]))[0])
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for _ in range(66):
+            if (lo >= hi - 1).all():
+                break
+            mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)
+            above = function(_value(mid)) > thresholds
+            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+    return _value(lo)
+
+
+def monotone_source(operator: Any) -> tuple[Any, Any] | None:
+    """The FunctionTransformer operator feeding ``operator`` and its function, if a listed increasing one."""
+    producers = getattr(operator.inputs[0], "operators_outputs_", []) if len(operator.inputs) == 1 else []
+    if len(producers) != 1:
+        return None
+    source = producers[0].raw_operator
+    if not isinstance(source, FunctionTransformer) or source.kw_args:
+        return None
+    return (producers[0], source.func) if source.func in MONOTONE_FUNCTIONS else None
+
+
+def _hist_raw_input(g: GraphBuilder, operator: Any) -> tuple[str, Any]:
+    """HistGradientBoosting's input and the function to pull its thresholds back through (or None).
+
+    After ``FunctionTransformer(np.log1p)`` (or log, exp, sqrt) the trees compare the values
+    before the function with pulled-back thresholds; where the function gives NaN the value is
+    NaN (missing) too, as the trees see it.
+    """
+    source = monotone_source(operator)
+    if source is None or getattr(operator.raw_operator, "_preprocessor", None) is not None:
+        return hist_input(g, operator), None
+    producer, function = source
+    names = [g.as_double(v) for v in producer.inputs]
+    raw = names[0] if len(names) == 1 else g.node("Concat", *names, axis=1)
+    undefined = g.node("IsNaN", g.as_double(operator.inputs[0]))
+    return g.node("Where", undefined, g.constant("nan", [np.nan]), raw), function
 
 
 # --- the input the trees compare -----------------------------------------------------------
@@ -414,8 +489,9 @@ def convert_boosting_regressor(scope: Any, operator: Any, container: Any) -> Non
 def convert_hist_classifier(scope: Any, operator: Any, container: Any) -> None:
     """HistGradientBoostingClassifier: raw scores over float64 X, then sigmoid or softmax."""
     g, model = GraphBuilder(scope, container), operator.raw_operator
-    ensemble = hist_scores(model)
-    raw = run_ensemble(g, hist_input(g, operator), ensemble)
+    X, function = _hist_raw_input(g, operator)
+    ensemble = hist_scores(model, function)
+    raw = run_ensemble(g, X, ensemble)
     g.node("Identity", _probabilities_from_scores(g, model, raw), output=operator.outputs[1].full_name)
     write_label(g, operator, _label_from_scores(g, raw, ensemble.n_targets, at_zero=False))
 
@@ -423,7 +499,8 @@ def convert_hist_classifier(scope: Any, operator: Any, container: Any) -> None:
 def convert_hist_regressor(scope: Any, operator: Any, container: Any) -> None:
     """HistGradientBoostingRegressor: raw scores through the loss's inverse link."""
     g, model = GraphBuilder(scope, container), operator.raw_operator
-    raw = run_ensemble(g, hist_input(g, operator), hist_scores(model))
+    X, function = _hist_raw_input(g, operator)
+    raw = run_ensemble(g, X, hist_scores(model, function))
     link = type(model._loss.link).__name__
     if link not in ("IdentityLink", "LogLink"):
         raise ConversionError(f"HistGradientBoostingRegressor with a {link} has no exact conversion.")

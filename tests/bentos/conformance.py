@@ -330,7 +330,17 @@ CASES: tuple[Case, ...] = (
         "FunctionTransformer(np.log1p) → HistGradientBoostingClassifier",
         "breast_cancer",
         lambda X: make_pipeline(FunctionTransformer(np.log1p), HistGradientBoostingClassifier(max_iter=40)),
-        remedy=lambda X: make_pipeline(HistGradientBoostingClassifier(max_iter=40)),
+    ),
+    Case(
+        "ColumnTransformer(FunctionTransformer(np.log1p) on two columns) → HistGradientBoostingRegressor",
+        "diabetes",
+        lambda X: make_pipeline(
+            ColumnTransformer(
+                [("skewed", FunctionTransformer(np.log1p), ["s4", "s5"])], remainder="passthrough"
+            ),
+            HistGradientBoostingRegressor(max_iter=40),
+        ),
+        remedy=lambda X: make_pipeline(HistGradientBoostingRegressor(max_iter=40)),
     ),
     # encoders
     Case(
