@@ -20,7 +20,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     home: Path = Field(default=Path(".skewguard"), description="State folder (data, model store).")
-    parity_tolerance: float = Field(default=1e-4, gt=0, description="Max abs probability diff.")
+    parity_tolerance: float = Field(
+        default=1e-6,
+        gt=0,
+        description="The parity gate's max abs probability difference (skewguard package).",
+    )
     parity_probe_seed: int = 0
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store.")
     redis_url: str = Field(
