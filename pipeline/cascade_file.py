@@ -134,7 +134,7 @@ class MonitoringSection(_Section):
 class ParitySection(_Section):
     """The parity gate's tolerances for this cascade's models."""
 
-    tolerance: float = Field(default=1e-4, gt=0, description="Max abs probability difference (classifiers).")
+    tolerance: float = Field(default=1e-6, gt=0, description="Max abs probability difference (classifiers).")
     atol: float = Field(default=1e-6, ge=0, description="Regressors: absolute tolerance.")
     rtol: float = Field(default=1e-6, ge=0, description="Regressors: tolerance relative to |prediction|.")
 

@@ -145,7 +145,12 @@ def _fmt(value: float | None) -> str:
 )
 @click.option("--name", required=True, help="Model name in the store.")
 @click.option("--target", default=None, help="Label column in the sample, for metrics.")
-@click.option("--tolerance", type=float, default=None, help="Max abs probability difference [1e-4].")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=None,
+    help="Max abs probability difference [SKEWGUARD_PARITY_TOLERANCE: 1e-6].",
+)
 @click.pass_obj
 def package(
     settings: Settings,
@@ -155,8 +160,10 @@ def package(
     target: str | None,
     tolerance: float | None,
 ) -> None:
-    """Convert a fitted pipeline to ONNX, prove parity, store it; print the tag."""
+    """Convert a fitted pipeline to ONNX, prove parity, store it; print a per-step report, then the tag."""
     from skewguard.bentos.package import package_model
+    from skewguard.bentos.report import render_outcome
+    from skewguard.errors import ConversionError, ParityError
 
     with pipeline_file.open("rb") as handle:
         fitted = pickle.load(handle)  # noqa: S301 - the user's own file, at build time, never in serving
@@ -166,7 +173,14 @@ def package(
         if target not in X.columns:
             raise ConfigError(f"--target {target!r} is not a column of {sample_file}.", field="target")
         y = X.pop(target).to_numpy()
-    tag = package_model(fitted, X, name=name, y_sample=y, tolerance=tolerance or settings.parity_tolerance)
+    try:
+        tag = package_model(
+            fitted, X, name=name, y_sample=y, tolerance=tolerance or settings.parity_tolerance
+        )
+    except (ConversionError, ParityError) as refused:
+        click.echo(render_outcome(name, fitted, error=refused), err=True)
+        raise
+    click.echo(render_outcome(name, fitted, tag=tag))
     click.echo(tag)
 
 

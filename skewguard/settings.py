@@ -24,7 +24,7 @@ class Settings(BaseModel):
         description="State folder: model store, Feast state, Prefect runs, prediction log, reports.",
     )
     parity_tolerance: float = Field(
-        default=1e-4,
+        default=1e-6,
         gt=0,
         description="`skewguard package`: max abs probability difference between the pipeline and its "
         "graph (a cascade file sets its own under parity).",
