@@ -44,10 +44,11 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """skewguard: sklearn pipelines as verified ONNX graphs, served as cascades with a skew guard."""
     if not verbose:
         quiet_third_parties()
-    settings = Settings.from_env()
-    settings.export_environment()
     from skewguard.bentos.aliases import configure
+    from skewguard.gateway.settings import GatewaySettings  # the deployment's settings: a superset
 
+    settings = GatewaySettings.from_env()
+    settings.export_environment()
     configure(settings.alias_url, settings.model_export)  # where the champion alias and exports live
     ctx.obj = settings
 
