@@ -19,6 +19,7 @@ operators opset 5 deprecates, are never used).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import onnx
@@ -79,7 +80,9 @@ def convert_pipeline(pipeline: Any, spec: InputSpec) -> bytes:
     check_convertible(pipeline)
     task = task_of(pipeline)
     classifier = final_estimator(pipeline) if task == "classification" else None
-    model = _convert(guarded(pipeline), spec, classifier=classifier)
+    with warnings.catch_warnings():  # skl2onnx and onnx warn of their own deprecations, not the user's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = _convert(guarded(pipeline), spec, classifier=classifier)
     model.doc_string = "skewguard: transforms and model in one graph"
     record_task(model, task)
     if task == "classification":

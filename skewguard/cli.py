@@ -12,18 +12,16 @@ The settings are read from ``SKEWGUARD_*`` once, here, and handed to every comma
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import sys
-import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from skewguard.cli_options import CASCADE_FILE
+from skewguard.cli_options import CASCADE_FILE, quiet_third_parties
 from skewguard.errors import ConfigError, SkewguardError
 from skewguard.settings import Settings
 
@@ -42,6 +40,7 @@ def main() -> None:
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """skewguard: sklearn pipelines as verified ONNX graphs, served as cascades with a skew guard."""
+    ctx.meta["verbose"] = verbose
     if not verbose:
         quiet_third_parties()
     from skewguard.bentos.aliases import configure
@@ -51,17 +50,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     settings.export_environment()
     configure(settings.alias_url, settings.model_export)  # where the champion alias and exports live
     ctx.obj = settings
-
-
-def quiet_third_parties() -> None:
-    """Keep the libraries' deprecation warnings, INFO logs and colours out of a user's terminal."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="feast")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_LOGGING_COLORS", "false")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # Prefect's server process too
-    logging.getLogger("feast").setLevel(logging.WARNING)
 
 
 @cli.command("schema")
@@ -82,6 +70,8 @@ def train(settings: Settings, file: Path, if_missing: bool) -> None:
     from skewguard.pipeline.cascade_file import load_cascade_file
     from skewguard.pipeline.flows import train_cascade
 
+    if not click.get_current_context().meta.get("verbose"):
+        quiet_third_parties(feast=True)
     name = load_cascade_file(file).spec.name
     if if_missing and (tag := champion_tag(name)) is not None:
         click.echo(f"cascade {name} already has a champion: {tag}")

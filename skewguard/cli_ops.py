@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from skewguard.cli_examples import REQUESTS_DIR
-from skewguard.cli_options import OPTIONAL_CASCADE_FILE
+from skewguard.cli_options import OPTIONAL_CASCADE_FILE, quiet_third_parties
 from skewguard.errors import ConfigError
 from skewguard.gateway.settings import GatewaySettings
 
@@ -166,6 +166,9 @@ def retrain(
 ) -> None:
     """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate."""
     from skewguard.pipeline.retrain import retrain_if_drifted, scheduled_deployment
+
+    if not click.get_current_context().meta.get("verbose"):
+        quiet_third_parties(feast=True)
 
     parameters: dict[str, Any] = {
         "name": cascade_name(name, file),
