@@ -1,22 +1,23 @@
-"""Where one request's CPU goes: the gateway's stages timed in-process, without HTTP.
+"""Where one request's CPU goes: the gateway's stages, sampled in-process, without HTTP.
 
     .venv/bin/python bench/gateway_stages.py --home DIR [--cascade returns-text] [--requests 20000]
 
 Over a trained home (``bench/gateway.py --home DIR`` leaves one), it builds the gateway app as
 ``skewguard serve`` does (Feast SQLite, the prediction log, the skew guard, co-located models)
 and calls it directly as an ASGI app from ``--clients`` concurrent tasks, each sending the
-benchmark's request bodies one after another. Each stage's functions are wrapped with a
-timer of the calling thread's CPU time (nested stages are subtracted from the outer one), so
-the table says how many µs of CPU each stage costs per request:
+benchmark's request bodies one after another. While they run, py-spy samples the event
+loop's thread (1,000 samples a second, from outside the process: nothing in the request path
+is wrapped); each sample counts for the innermost stage on its stack:
 
     parse     the body read and parsed, rows checked          features  the online read and merge
     encode    rows to model inputs                             guard     the skew guard's checks
     models    the router's and branches' graphs (onnxruntime) answer    the answer rows and JSON
     log       the prediction-log records and the submit        metrics   the Prometheus updates
-    other     the rest of the request (the app, the gathering, asyncio)
+    gather    queueing rows and lookups for a batch            request   the app around the stages
+    asyncio   the event loop's own work                        other     the rest
 
-The Feast reads and the log's writes run in threads of their own; their CPU is in
-``threads`` (the process's CPU beyond the event loop's), not in a stage.
+Shares of the samples times the loop thread's CPU per request give µs per stage. The Feast
+reads and the log's writes run in threads of their own: their CPU is ``threads``.
 """
 
 from __future__ import annotations
@@ -30,108 +31,60 @@ if not __package__:  # run as `python bench/gateway_stages.py`: bench (and the e
 
 import argparse
 import asyncio
-import contextlib
-import functools
-import importlib
 import json
 import os
 import platform
+import shutil
+import subprocess
+import tempfile
+import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 STAGES: dict[str, tuple[str, ...]] = {
-    "parse": ("skewguard.gateway.app:read_json", "skewguard.gateway.predict:parse_rows"),
-    "features": ("skewguard.gateway.predict:_fetch", "skewguard.gateway.predict:_merge"),
-    "encode": ("skewguard.gateway.predict:encode_request",),
-    "guard": ("skewguard.gateway.guard:SkewGuard.check",),
-    "models": ("skewguard.bentos.runner:OnnxRunner.predict_batch",),
-    "answer": ("skewguard.gateway.predict:_answer", "skewguard.gateway.app:json_response"),
-    "log": ("skewguard.gateway.app:to_records", "skewguard.gateway.predlog:PredictionLog.submit"),
-    "metrics": ("skewguard.gateway.app:_observe",),
+    "parse": ("read_json (skewguard/gateway/app.py", "parse_rows (skewguard/gateway/predict.py"),
+    "features": ("_fetch (skewguard/gateway/predict.py", "_merge (skewguard/gateway/predict.py"),
+    "encode": ("encode_request (skewguard/gateway/decoding.py",),
+    "guard": ("check (skewguard/gateway/guard.py",),
+    "models": ("predict_batch (skewguard/bentos/runner.py",),
+    "answer": ("_answer (skewguard/gateway/predict.py", "json_response (skewguard/gateway/app.py"),
+    "log": ("to_records (skewguard/gateway/records.py", "submit (skewguard/gateway/predlog.py"),
+    "metrics": ("_observe (skewguard/gateway/app.py",),
+    "gather": ("(skewguard/gateway/batching.py", "(skewguard/gateway/features.py"),
+    "request": ("(skewguard/gateway/app.py", "(skewguard/gateway/predict.py"),
+    "asyncio": ("(asyncio/", "(uvloop/"),
 }
-"""Stage → the functions whose own CPU time (less the nested stages') it counts."""
+"""Stage → frames (py-spy's ``function (file`` text) that put a sample in it; the innermost wins."""
 
 
-class StageClock:
-    """Thread-CPU time per stage, with nesting: an inner stage's time is not its caller's too."""
-
-    def __init__(self) -> None:
-        self.spent: dict[str, int] = defaultdict(int)
-        self._stack: list[list[int]] = []  # per open stage: [started, nested]
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.thread_time_ns()
-        self._stack.append([started, 0])
-        try:
-            yield
-        finally:
-            _, nested = self._stack.pop()
-            took = time.thread_time_ns() - started
-            self.spent[name] += took - nested
-            if self._stack:
-                self._stack[-1][1] += took
-
-    def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        if asyncio.iscoroutinefunction(function):
-
-            @functools.wraps(function)
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                # Only the synchronous stretches count: the coroutine's own steps, not the waits.
-                with self.stage(name):
-                    coroutine = function(*args, **kwargs)
-                return await _timed_steps(self, name, coroutine)
-
-            return timed_async
-
-        @functools.wraps(function)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            with self.stage(name):
-                return function(*args, **kwargs)
-
-        return timed
+def stage_of(stack: Sequence[str]) -> str:
+    """The stage of one sampled stack (outermost frame first): its innermost stage frame's."""
+    for frame in reversed(stack):
+        for stage, marks in STAGES.items():
+            if any(mark in frame for mark in marks):
+                return stage
+    return "other"
 
 
-async def _timed_steps(clock: StageClock, name: str, coroutine: Any) -> Any:
-    """Drive ``coroutine`` step by step, timing each step (the time it awaits others is not its own)."""
-    sent: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            with clock.stage(name):
-                step = coroutine.throw(error) if error is not None else coroutine.send(sent)
-        except StopIteration as done:
-            return done.value
-        error = None
-        try:
-            sent = await _Awaitable(step)
-        except BaseException as exc:  # noqa: BLE001 - handed back into the coroutine
-            error = exc
+def sample(pid: int, thread: int, seconds_file: Path, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid``'s threads as raw (folded) stacks until stopped."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "--pid", str(pid), "--rate", "1000", "--format", "raw", "--threads"]
+    command += ["--nonblocking", "--output", str(out), "--duration", seconds_file.read_text().strip()]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-class _Awaitable:
-    """What a coroutine step yielded (a future), awaited on its behalf."""
-
-    def __init__(self, step: Any) -> None:
-        self.step = step
-
-    def __await__(self) -> Any:
-        return (yield self.step)
-
-
-def instrument(clock: StageClock) -> None:
-    """Replace each stage's functions by timed ones, where they are looked up at call time."""
-    for stage, targets in STAGES.items():
-        for target in targets:
-            module_name, _, attribute = target.partition(":")
-            module = importlib.import_module(module_name)
-            owner: Any = module
-            *path, leaf = attribute.split(".")
-            for part in path:
-                owner = getattr(owner, part)
-            setattr(owner, leaf, clock.wrap(stage, getattr(owner, leaf)))
+def read_samples(raw: Path, thread: int) -> Counter[str]:
+    """Samples per stage of the event loop's thread, from py-spy's raw output."""
+    found: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")  # the first names the thread: "thread (<native id>): <name>"
+        if count.isdigit() and frames[0].startswith(f"thread ({thread})"):
+            found[stage_of(frames[1:])] += int(count)
+    return found
 
 
 async def drive(app: Any, path: str, bodies: Sequence[bytes], clients: int, requests: int) -> int:
@@ -187,56 +140,58 @@ def run(home: Path, cascade: str, bodies_file: Path, clients: int, requests: int
     from skewguard.gateway.server import build_gateway
     from skewguard.gateway.settings import GatewaySettings
 
-    clock = StageClock()
-    instrument(clock)
     bodies = [line.encode() for line in bodies_file.read_text().splitlines() if line]
     path = f"/v1/cascades/{cascade}/predict"
+    folder = Path(tempfile.mkdtemp(prefix="skewguard-stages-"))
 
-    async def scenario() -> tuple[int, float, float, int]:
+    async def scenario() -> tuple[int, float, float, float]:
         app = create_app(build_gateway(GatewaySettings.from_env()))
         async with LifespanManager(app) as manager:
             await drive(manager.app, path, bodies, clients, warmup)
-            clock.spent.clear()
+            started = time.perf_counter()
+            await drive(manager.app, path, bodies, clients, min(requests, 2_000))  # how long a run takes
+            seconds = (time.perf_counter() - started) * requests / min(requests, 2_000)
+            (folder / "seconds").write_text(str(max(2, round(seconds * 1.5))))
+            spy = sample(os.getpid(), threading.get_native_id(), folder / "seconds", folder / "raw.txt")
+            await asyncio.sleep(1.0)  # py-spy attaches
             loop_started, process_started, wall = time.thread_time(), time.process_time(), time.perf_counter()
             ok = await drive(manager.app, path, bodies, clients, requests)
-            loop_cpu = time.thread_time() - loop_started
-            process_cpu = time.process_time() - process_started
+            loop_cpu, process_cpu = time.thread_time() - loop_started, time.process_time() - process_started
             wall = time.perf_counter() - wall
-        return ok, loop_cpu, process_cpu, round(requests / wall)
+            spy.wait(timeout=seconds * 3 + 30)
+        return ok, loop_cpu, process_cpu, requests / wall
 
     ok, loop_cpu, process_cpu, rate = asyncio.run(scenario())
-    return report(clock.spent, ok, requests, loop_cpu, process_cpu, rate, clients, cascade)
+    samples = read_samples(folder / "raw.txt", threading.get_native_id())
+    return report(samples, ok, requests, loop_cpu, process_cpu, rate, clients, cascade)
 
 
 def report(
-    spent: dict[str, int],
+    samples: Counter[str],
     ok: int,
     requests: int,
     loop_cpu: float,
     process_cpu: float,
-    rate: int,
+    rate: float,
     clients: int,
     cascade: str,
 ) -> list[str]:
-    per = {name: ns / 1e3 / requests for name, ns in spent.items()}
+    total = sum(samples.values()) or 1
     loop_us = loop_cpu * 1e6 / requests
+    per = {name: loop_us * samples[name] / total for name in (*STAGES, "other")}
     machine = platform.processor() or platform.machine()
     lines = [
         f"gateway stages, in-process: {requests:,} requests ({ok:,} answered 200) from {clients} tasks "
-        f"on `{cascade}`",
+        f"on `{cascade}`; {total:,} samples of the event loop's thread",
         f"machine: {machine}, {os.cpu_count()} CPUs · python {platform.python_version()}",
         f"event loop thread: {loop_us:,.1f} µs of CPU per request; whole process "
-        f"{process_cpu * 1e6 / requests:,.1f} µs; {rate:,} req/s in-process",
+        f"{process_cpu * 1e6 / requests:,.1f} µs; {rate:,.0f} req/s in-process",
         "",
         f"{'stage':<10}{'µs/request':>12}{'share':>8}",
+        *(f"{name:<10}{value:>12.1f}{value / loop_us:>8.0%}" for name, value in per.items()),
+        f"{'threads':<10}{(process_cpu - loop_cpu) * 1e6 / requests:>12.1f}   (Feast, the log's writer)",
+        "STAGES-RESULT " + json.dumps({"per_request_us": per, "loop_us": loop_us, "rate": rate}),
     ]
-    for name in (*STAGES, "other"):
-        value = per.get(name, 0.0) if name != "other" else loop_us - sum(per.values())
-        lines.append(f"{name:<10}{value:>12.1f}{value / loop_us:>8.0%}")
-    lines.append(
-        f"{'threads':<10}{(process_cpu - loop_cpu) * 1e6 / requests:>12.1f}   (Feast reads, the log's writes)"
-    )
-    lines.append("STAGES-RESULT " + json.dumps({"per_request_us": per, "loop_us": loop_us, "rate": rate}))
     return lines
 
 
