@@ -3,9 +3,10 @@
     .venv/bin/python bench/gateway.py [--seconds 10] [--concurrency 16,64] [--variants 1,2,3,4]
         [--orders 20000] [--loadgen auto|wrk|httpx] [--home DIR] [--quick]
 
-In a throw-away SKEWGUARD_HOME (BENTOML_HOME and PREFECT_HOME inside it) it runs
-``skewguard demo-data``, ``skewguard train`` and ``skewguard train --name returns-text
---no-image``, builds a Bento per model of the first and recovers its fitted pipelines. Then,
+In a throw-away SKEWGUARD_HOME (BENTOML_HOME and PREFECT_HOME inside it) it copies the
+returns example (``skewguard examples copy``), trains its cascade file and a tabular+text
+variant of it (``returns-text``, its models without the photo), materializes their features,
+builds a Bento per model of the first and recovers its fitted pipelines. Then,
 one variant at a time, it starts the variant's servers as subprocesses
 (``bench/gateway_variants.py``), checks their answers, warms them up and drives them with
 single-row requests (real demo orders, image included) from a load generator in its own

@@ -1,4 +1,4 @@
-"""Inference benchmark: the demo model's scikit-learn pipeline against its packaged ONNX graph.
+"""Inference benchmark: scikit-learn pipelines against their packaged ONNX graphs.
 
     .venv/bin/python bench/inference.py [--orders N] [--seconds S]
 
@@ -9,6 +9,12 @@ BentoML home, reads the graph back from the store and times, in one process and 
 (b) the graph in onnxruntime (``skewguard.bentos.parity.make_session`` / ``run_onnx``) on the same rows;
 (c) the serving path of one JSON-like row: ``encode_rows`` (validation, base64 image decode) + (b);
 (d) what serving with scikit-learn would do: decode the image, build the frame, (a).
+
+Beside it, the same (a) and (b), single rows and 1,000-row batches, for two everyday
+pipelines packaged as written: a regressor (``StandardScaler`` + ``HistGradientBoostingRegressor``
+on scikit-learn's diabetes data, ``predict``) and a text classifier with the default
+``TfidfVectorizer()`` + ``LogisticRegression`` on multilingual reviews (accents, CJK, Arabic,
+Hebrew, emoji).
 
 Both sides run on one thread. Ratios are taken between numbers of the same run; the
 absolute figures depend on the machine, which is printed with them.
@@ -55,7 +61,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from skewguard.bentos.images import decode_base64_image
 from skewguard.bentos.inputs import Batch, encode_frame, encode_rows
-from skewguard.bentos.parity import make_session, run_onnx
+from skewguard.bentos.parity import make_session, run_graph, run_onnx
 from skewguard.bentos.spec import InputSpec
 
 BATCH_ROWS = 1_000
@@ -63,7 +69,7 @@ ROUNDS = 4
 """Each variant's time is split into rounds run in turn, so a drifting clock speed hits all alike."""
 WARMUP_CALLS = 50
 TARGET_SPEEDUP = 100.0
-"""The target for (b) vs (a) on single rows."""
+"""The target for (b) vs (a) on single rows of the demo model."""
 Proba = NDArray[np.float64]
 
 
@@ -215,6 +221,129 @@ def make_variants(fx: Fixture) -> dict[str, Variant]:
     }
 
 
+REVIEW_WORDS = (
+    ("café", "crème", "brûlée", "naïve", "façade", "Zürich", "smörgåsbord", "jalapeño"),
+    ("東京", "北京", "日本語", "中文", "서울", "한국어", "テキスト", "漢字"),
+    ("مرحبا", "السلام", "شكرا", "שלום", "עולם", "תודה", "Привет", "Москва"),
+)
+EMOJI = ("🚀", "🔥", "😀", "great😀", "ok👌")
+
+
+@dataclass(frozen=True, slots=True)
+class Everyday:
+    """An everyday pipeline packaged as written: what it is, and its (a)/(b) on single rows and batches."""
+
+    key: str
+    label: str
+    pipeline: Any
+    session: Any
+    task: str
+    X: pd.DataFrame
+    heldout: Batch
+    parity: dict[str, Any]
+
+
+def _reviews(n: int, seed: int) -> tuple[pd.DataFrame, NDArray[np.int64]]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    texts = []
+    for label in labels:
+        words = [*rng.choice(REVIEW_WORDS[label], rng.integers(2, 6)), *rng.choice(EMOJI, rng.integers(0, 3))]
+        texts.append(" ".join(rng.permutation(words)))
+    return pd.DataFrame({"review": texts}), labels
+
+
+def build_everyday() -> list[Everyday]:
+    """The regressor and the default TF-IDF classifier, fitted, packaged and read back."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline as sk_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skewguard.bentos.inputs import encode_frame as encode
+    from skewguard.bentos.package import package_model
+    from skewguard.bentos.store import load_model
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    regressor = sk_pipeline(StandardScaler(), HistGradientBoostingRegressor()).fit(X.iloc[::2], y.iloc[::2])
+    texts, labels = _reviews(600, 0)
+    tfidf = sk_pipeline(
+        ColumnTransformer([("review", TfidfVectorizer(), "review")]), LogisticRegression(max_iter=1000)
+    )
+    tfidf.fit(texts.iloc[:400], labels[:400])
+    models = []
+    for key, label, pipeline, heldout in (
+        (
+            "r",
+            "regressor: StandardScaler + HistGradientBoostingRegressor (diabetes)",
+            regressor,
+            X.iloc[1::2],
+        ),
+        ("t", "text: TfidfVectorizer() + LogisticRegression (multilingual reviews)", tfidf, texts.iloc[400:]),
+    ):
+        stored = load_model(package_model(pipeline, heldout, name=f"bench-{key}", tolerance=1e-6))
+        frame = heldout.reset_index(drop=True)
+        session = make_session(stored.onnx)
+        models.append(
+            Everyday(
+                key, label, pipeline, session, stored.task, frame, encode(stored.spec, frame), stored.parity
+            )
+        )
+    return models
+
+
+def everyday_variants(model: Everyday) -> dict[str, Variant]:
+    """(a) and (b) of one everyday pipeline: single rows and 1,000-row batches."""
+    pipeline, session, task = model.pipeline, model.session, model.task
+
+    def sklearn(frame: pd.DataFrame) -> Proba:
+        if task == "regression":
+            return np.asarray(pipeline.predict(frame), dtype=np.float64)[:, None]
+        return np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
+
+    def onnx(batch: Batch) -> Proba:
+        return run_graph(session, batch, task)[1]
+
+    rows = range(len(model.X))
+    tiled = np.arange(BATCH_ROWS) % len(model.X)
+    name = "predict" if task == "regression" else "predict_proba"
+    return {
+        f"{model.key}a": Variant(
+            f"({model.key}a) sklearn {name}, 1 row", sklearn, [model.X.iloc[[i]] for i in rows]
+        ),
+        f"{model.key}b": Variant(
+            f"({model.key}b) onnxruntime, 1 row", onnx, [model.heldout.take(np.array([i])) for i in rows]
+        ),
+        f"{model.key}A": Variant(
+            f"({model.key}a) sklearn {name}, {BATCH_ROWS:,} rows", sklearn, [model.X.iloc[tiled]], BATCH_ROWS
+        ),
+        f"{model.key}B": Variant(
+            f"({model.key}b) onnxruntime, {BATCH_ROWS:,} rows", onnx, [model.heldout.take(tiled)], BATCH_ROWS
+        ),
+    }
+
+
+def everyday_ratios(t: dict[str, Timing], model: Everyday) -> list[tuple[str, float]]:
+    k = model.key
+    return [
+        (f"({k}) single row p50,  (b) vs (a)", t[f"{k}a"].p50_us / t[f"{k}b"].p50_us),
+        (f"({k}) {BATCH_ROWS:,}-row throughput, (b) vs (a)", t[f"{k}B"].rows_per_s / t[f"{k}A"].rows_per_s),
+    ]
+
+
+def _describe_everyday(model: Everyday, outputs: dict[str, Proba]) -> str:
+    p = model.parity
+    agree = float(np.abs(outputs[f"{model.key}a"] - outputs[f"{model.key}b"]).max())
+    return (
+        f"({model.key}) {model.label}: {len(model.X):,} held-out rows; parity "
+        f"{'passed' if p['passed'] else 'FAILED'}, max |Δ| {p['max_abs_diff']:.3g} over "
+        f"{int(p['n_heldout']) + int(p['n_probes']):,} rows; (a) vs (b) on the warm-up rows {agree:.3g}"
+    )
+
+
 def warm_up(variants: dict[str, Variant]) -> dict[str, Proba]:
     """Call each variant on its first inputs; their outputs show the paths agree."""
     return {key: np.concatenate([v.call(x) for x in v.inputs[:WARMUP_CALLS]]) for key, v in variants.items()}
@@ -317,7 +446,10 @@ def run(n_orders: int, seconds: float) -> list[str]:
     started = time.perf_counter()
     with isolated_bentoml_home():
         fx = build_fixture(n_orders)
+        everyday = build_everyday()
     variants = make_variants(fx)
+    for model in everyday:
+        variants.update(everyday_variants(model))
     setup_s = time.perf_counter() - started
     load_before = os.getloadavg()[0]
     with threadpool_limits(limits=1):
@@ -336,6 +468,7 @@ def run(n_orders: int, seconds: float) -> list[str]:
         f"{load}, on {os.cpu_count()} CPUs (this benchmark alone accounts for about 1)",
         threads,
         *_describe_model(fx, n_orders),
+        *(_describe_everyday(model, outputs) for model in everyday),
         f"timing: time.perf_counter_ns per call; single rows cycle through {len(fx.X):,} distinct held-out "
         f"rows after {WARMUP_CALLS} warm-up calls; {seconds:g} s per variant in {ROUNDS} interleaved rounds",
         "",
@@ -343,6 +476,11 @@ def run(n_orders: int, seconds: float) -> list[str]:
         "",
         "ratios from this run (× = how many times faster the ONNX side is):",
         *(f"  {name:<36}{value:>9.1f}×" for name, value in single),
+        *(
+            f"  {name:<36}{value:>9.1f}×"
+            for model in everyday
+            for name, value in everyday_ratios(timings, model)
+        ),
         f"target: (b) ≥ {TARGET_SPEEDUP:g}× faster than (a) on single rows (p50): {met}",
         "check, max |Δp| on the warm-up rows: "
         + ", ".join(f"({x}) vs ({y}) {diff:.3g}" for (x, y), diff in agree.items()),

@@ -30,7 +30,6 @@ from skewguard.errors import ConfigError
 SERVICE = "skewguard.bentos.service:OnnxModelService"
 MODEL_ENV = "SKEWGUARD_MODEL"
 MODEL_ARGUMENT = "model"
-DEFAULT_MODEL = "returns-demo:latest"
 SERVE_PACKAGES = ("onnxruntime", "onnx", "protobuf", "numpy", "pandas", "pillow", "pydantic")
 """What ``skewguard.bentos.service`` imports (BentoML adds its own pinned requirement)."""
 SOURCES = ("bentos/**/*.py", "skewguard/**/*.py")
@@ -86,12 +85,19 @@ def serve_requirements() -> list[str]:
 def served_model_tag(environ: Mapping[str, str] | None = None) -> str:
     """The model a service process serves: the Bento's ``model`` argument, else ``SKEWGUARD_MODEL``.
 
-    Outside a Bento (``bentoml serve bentos.service:OnnxModelService``) there is no
-    argument, and the environment variable or the demo model decides.
+    Outside a Bento (``bentoml serve skewguard.bentos.service:OnnxModelService``) there is no
+    argument, and the environment variable must name the model.
     """
     env = os.environ if environ is None else environ
     argument = getattr(bentoml.use_arguments(), MODEL_ARGUMENT, None)
-    return str(argument or env.get(MODEL_ENV) or DEFAULT_MODEL)
+    tag = argument or env.get(MODEL_ENV)
+    if not tag:
+        raise ConfigError(
+            f"No model to serve: build a Bento for one (`skewguard bento build --model TAG`) or set "
+            f"{MODEL_ENV} to a packaged model's tag.",
+            field=MODEL_ENV,
+        )
+    return str(tag)
 
 
 def serve_command(bento_tag: str, port: int, *, host: str = "127.0.0.1") -> list[str]:

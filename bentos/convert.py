@@ -1,142 +1,251 @@
-"""Conversion of a fitted scikit-learn pipeline into one ONNX graph with one input per field.
+"""Conversion of a fitted scikit-learn pipeline, as the user wrote it, into one ONNX graph.
 
-Tree ensembles compare float32 features with float64 thresholds in scikit-learn, while the
-ONNX tree operators store float32 thresholds rounded to nearest: a feature equal to the
-rounded-up threshold goes left in one and right in the other. Rounding every threshold
-*down* to float32 makes ``x32 <= t`` and ``x32 <= round_down(t)`` agree for every float32
-``x``, so such trees convert exactly by construction. That holds where scikit-learn itself
-sees float32 features: forests and gradient boosting always cast; a
-HistGradientBoosting model only after an explicit ``CastTransformer`` — without one it is
-left as is and the parity gate decides.
+One graph input per raw field (float64 numbers and timestamps, strings, float32 image
+pixels), so a client sends raw fields and no value is rounded on the way in. skl2onnx
+walks the pipeline; the estimators listed in ``skewguard.bentos.exact`` convert with
+skewguard's exact converters (given to skl2onnx for this one conversion), the others with
+skl2onnx's own. Steps known not to convert exactly are refused first, naming the step,
+why, and what to use instead (``skewguard.bentos.refusals``).
+
+A pipeline that does not start with a ColumnTransformer takes all its columns as one
+matrix: the graph then concatenates the per-field inputs into that matrix first.
+
+skl2onnx 1.20 knows ``ai.onnx.ml`` up to opset 3; the tree converters write
+``TreeEnsemble`` of opset 5, so a graph holding one declares ``ai.onnx.ml`` 5 (the other
+operators of that domain it may hold are unchanged between opsets 3 and 5, except
+``LabelEncoder`` 4, which only adds attributes; skl2onnx's own tree converters, whose
+operators opset 5 deprecates, are never used).
 """
 
 from __future__ import annotations
 
-import copy
+import warnings
 from typing import Any
 
-import numpy as np
 import onnx
-from skl2onnx import to_onnx
+from onnx import TensorProto, helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common._topology import Topology
 from skl2onnx.common.data_types import (
     DoubleTensorType,
     FloatTensorType,
     StringTensorType,
 )
-from skl2onnx.sklapi import CastTransformer
+from sklearn.base import is_classifier, is_regressor
+from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
-from skewguard.bentos.classes import record_classes
+from skewguard.bentos.builder import REJECTED_ROWS
+from skewguard.bentos.classes import record_classes, record_task
 from skewguard.bentos.converters import register_converters
+from skewguard.bentos.exact import custom_converters
 from skewguard.bentos.images import IMAGE_VALUES
+from skewguard.bentos.preprocessing import NonFiniteGuard, rejects_non_finite
+from skewguard.bentos.refusals import check_convertible
 from skewguard.bentos.spec import InputSpec
-from skewguard.errors import ConversionError
+from skewguard.bentos.store import Task
+from skewguard.errors import ConfigError, ConversionError
 
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-TREE_ESTIMATORS = ("tree_", "estimators_")
+TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}
+ML_OPSET = 5
+ROWS_INPUT = "skewguard_rows"
+"""The matrix a pipeline without a ColumnTransformer reads, assembled in the graph from the fields."""
+_ROW_KINDS = {"categorical": "string", "text": "string", "datetime": "numeric"}
+_CONVERSION_ERRORS = (RuntimeError, NotImplementedError, TypeError, ValueError, KeyError, IndexError)
+
+
+def final_estimator(pipeline: Any) -> Any:
+    """The estimator that predicts: the last step of a Pipeline, or the estimator itself."""
+    steps = getattr(pipeline, "steps", None)
+    return final_estimator(steps[-1][1]) if steps else pipeline
+
+
+def task_of(pipeline: Any, name: str = "pipeline") -> Task:
+    """``"classification"`` or ``"regression"``, from the pipeline's final estimator."""
+    final = final_estimator(pipeline)
+    if is_classifier(final) and hasattr(pipeline, "predict_proba"):
+        return "classification"
+    if is_regressor(final):
+        return "regression"
+    raise ConfigError(
+        f"Model {name!r}: expected a fitted scikit-learn pipeline ending in a classifier with "
+        f"predict_proba or in a regressor, got {type(final).__name__}.",
+        field="pipeline",
+    )
 
 
 def convert_pipeline(pipeline: Any, spec: InputSpec) -> bytes:
-    """Serialized ONNX graph of ``pipeline`` (probabilities without ZipMap)."""
-    register_converters()
-    exact = float32_exact_copy(pipeline)
-    final = exact.steps[-1][1] if hasattr(exact, "steps") else exact
-    options: dict[Any, Any] = {
-        id(final): {"zipmap": False},
-        TfidfVectorizer: {"locale": "C.UTF-8"},
-        CountVectorizer: {"locale": "C.UTF-8"},
-        StandardScaler: {"div": "div_cast"},
-    }
+    """Serialized ONNX graph of ``pipeline``: (label, probabilities) or (predictions,)."""
+    check_convertible(pipeline)
+    task = task_of(pipeline)
+    classifier = final_estimator(pipeline) if task == "classification" else None
+    with warnings.catch_warnings():  # skl2onnx and onnx warn of their own deprecations, not the user's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = _convert(guarded(pipeline), spec, classifier=classifier)
+    model.doc_string = "skewguard: transforms and model in one graph"
+    record_task(model, task)
+    if task == "classification":
+        record_classes(model)
+    return bytes(model.SerializeToString())
+
+
+def guarded(pipeline: Any) -> Any:
+    """The pipeline with a ``NonFiniteGuard`` before a final estimator that rejects NaN and infinity.
+
+    The steps are the user's own fitted objects; only the (new) Pipeline around them is
+    different, and it is converted, never compared.
+    """
+    steps = list(getattr(pipeline, "steps", [("model", pipeline)]))
+    if not rejects_non_finite(steps[-1][1]):
+        return pipeline
+    return Pipeline([*steps[:-1], ("skewguard_non_finite_guard", NonFiniteGuard()), steps[-1]])
+
+
+def convert_transform(transformers: Any, spec: InputSpec) -> bytes:
+    """Serialized ONNX graph of a pipeline of transformers (a prefix of a pipeline): its output."""
+    return bytes(_convert(transformers, spec, classifier=None).SerializeToString())
+
+
+def _convert(estimator: Any, spec: InputSpec, classifier: Any) -> onnx.ModelProto:
+    rejected: list[str] = []
+    token = REJECTED_ROWS.set(rejected)
     try:
-        model = to_onnx(exact, initial_types=initial_types(spec), options=options, target_opset=TARGET_OPSET)
-    except (RuntimeError, NotImplementedError, TypeError, ValueError, KeyError) as exc:
+        model = _convert_rows(estimator, spec, classifier)
+    finally:
+        REJECTED_ROWS.reset(token)
+    if rejected:
+        _answer_nan_for(model, rejected, skip_label=classifier is not None)
+    return model
+
+
+def _answer_nan_for(model: onnx.ModelProto, masks: list[str], *, skip_label: bool) -> None:
+    """Make every (non-label) output NaN in the rows any of ``masks`` marks."""
+    graph = model.graph
+    nodes = list(graph.node)
+    any_mask = masks[0]
+    for i, mask in enumerate(masks[1:]):
+        nodes.append(helper.make_node("Or", [any_mask, mask], [f"skewguard_rejected_{i}"]))
+        any_mask = f"skewguard_rejected_{i}"
+    nan = helper.make_tensor("skewguard_nan", TensorProto.DOUBLE, [1], [float("nan")])
+    graph.initializer.append(nan)
+    outputs = list(graph.output)[1:] if skip_label else list(graph.output)
+    for output in outputs:
+        unmasked = f"{output.name}_before_rejection"
+        for node in nodes:
+            node.output[:] = [unmasked if name == output.name else name for name in node.output]
+            node.input[:] = [unmasked if name == output.name else name for name in node.input]
+        nodes.append(helper.make_node("Where", [any_mask, "skewguard_nan", unmasked], [output.name]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _convert_rows(estimator: Any, spec: InputSpec, classifier: Any) -> onnx.ModelProto:
+    register_converters()
+    rows_type = _rows_type(estimator, spec)
+    initial = [(ROWS_INPUT, rows_type)] if rows_type is not None else initial_types(spec)
+    conversions, shapes = custom_converters()
+    try:
+        model = convert_sklearn(
+            estimator,
+            initial_types=initial,
+            options=_options(classifier),
+            target_opset=TARGET_OPSET,
+            custom_conversion_functions=conversions,
+            custom_shape_calculators=shapes,
+        )
+    except _CONVERSION_ERRORS as exc:
         raise ConversionError(
             f"skl2onnx could not convert the pipeline: {exc}. Use estimators with a registered "
             "converter, or register one with skl2onnx.update_registered_converter."
         ) from exc
-    model.doc_string = "skewguard: transforms and model in one graph"
-    record_classes(model)
-    return bytes(model.SerializeToString())
+    if not isinstance(model, onnx.ModelProto):
+        raise ConversionError(f"skl2onnx returned {type(model).__name__}, not an ONNX model.")
+    if rows_type is not None:
+        _assemble_rows(model, spec)
+    else:
+        _name_fields(model, spec)
+    _declare_ml_opset(model)
+    return model
+
+
+def _options(classifier: Any) -> dict[Any, Any]:
+    options: dict[Any, Any] = {
+        TfidfVectorizer: {"locale": "C.UTF-8"},
+        CountVectorizer: {"locale": "C.UTF-8"},
+    }
+    if classifier is not None:
+        options[id(classifier)] = {"zipmap": False}
+    return options
 
 
 def initial_types(spec: InputSpec) -> list[tuple[str, Any]]:
     """One graph input per raw field, typed so that no value is rounded on the way in."""
-    types: list[tuple[str, Any]] = []
-    for field in spec:
-        if field.kind in ("numeric", "datetime"):
-            types.append((field.name, DoubleTensorType([None, 1])))
-        elif field.kind == "image":
-            types.append((field.name, FloatTensorType([None, IMAGE_VALUES])))
-        else:
-            types.append((field.name, StringTensorType([None, 1])))
-    return types
+    return [(field.name, _field_type(field.kind)) for field in spec]
 
 
-def float32_exact_copy(pipeline: Any) -> Any:
-    """A copy whose tree thresholds are float32 values, with identical predictions."""
-    exact = copy.deepcopy(pipeline)
-    steps = [step for _, step in getattr(exact, "steps", [("model", exact)])]
-    for previous, step in zip([None, *steps], steps, strict=False):
-        if _casts_to_float32(step):
-            _round_tree_thresholds(step)
-        elif _is_hist_boosting(step) and _is_float32_cast(previous):
-            _round_hist_thresholds(step)
-    return exact
+def _field_type(kind: str) -> Any:
+    if kind in ("numeric", "datetime"):
+        return DoubleTensorType([None, 1])
+    if kind == "image":
+        return FloatTensorType([None, IMAGE_VALUES])
+    return StringTensorType([None, 1])
 
 
-def _is_hist_boosting(estimator: Any) -> bool:
-    return type(estimator).__name__.startswith("HistGradientBoosting")
+def _rows_type(pipeline: Any, spec: InputSpec) -> Any:
+    """The type of the one matrix the pipeline reads, or None when it reads fields by name."""
+    steps = getattr(pipeline, "steps", [(None, pipeline)])
+    kinds = {_ROW_KINDS.get(f.kind, f.kind) for f in spec}
+    if isinstance(steps[0][1], ColumnTransformer) or "image" in kinds or len(kinds) != 1:
+        return None
+    width = len(spec.fields)
+    return StringTensorType([None, width]) if kinds == {"string"} else DoubleTensorType([None, width])
 
 
-def _is_float32_cast(estimator: Any) -> bool:
-    return isinstance(estimator, CastTransformer) and np.dtype(estimator.dtype) == np.float32
+def _assemble_rows(model: onnx.ModelProto, spec: InputSpec) -> None:
+    """Replace the matrix input by one input per field, concatenated in the graph."""
+    graph = model.graph
+    (matrix,) = graph.input
+    element = matrix.type.tensor_type.elem_type
+    fields = [helper.make_tensor_value_info(name, element, [None, 1]) for name in spec.names]
+    del graph.input[:]
+    graph.input.extend(fields)
+    concat = helper.make_node("Concat", list(spec.names), [ROWS_INPUT], name="skewguard_fields", axis=1)
+    graph.node.insert(0, concat)
+    if element not in (TensorProto.DOUBLE, TensorProto.STRING):
+        raise ConversionError(f"Unexpected input element type {element} for the field matrix.")
 
 
-def is_plain_tree_model(estimator: Any) -> bool:
-    """A forest, gradient boosting or single tree (not HistGradientBoosting).
-
-    These route missing values natively in scikit-learn, which the ONNX tree operators
-    converted by skl2onnx do not reproduce; their inputs are therefore not nullable.
-    """
-    return _casts_to_float32(estimator)
-
-
-def _casts_to_float32(estimator: Any) -> bool:
-    return any(hasattr(estimator, attr) for attr in TREE_ESTIMATORS) and _trees(estimator) != []
-
-
-def _trees(estimator: Any) -> list[Any]:
-    if hasattr(estimator, "tree_"):
-        return [estimator.tree_]
-    members = np.ravel(np.asarray(getattr(estimator, "estimators_", []), dtype=object))
-    return [t for m in members for t in _trees(m)]
-
-
-def _round_down(values: np.ndarray) -> np.ndarray:
-    rounded = values.astype(np.float32)
-    too_high = rounded.astype(np.float64) > values
-    rounded[too_high] = np.nextafter(rounded[too_high], np.float32(-np.inf))
-    return rounded.astype(np.float64)
-
-
-def _round_tree_thresholds(estimator: Any) -> None:
-    for tree in _trees(estimator):
-        threshold = tree.threshold
-        split = tree.children_left != -1
-        threshold[split] = _round_down(threshold[split])
-        if not np.array_equal(tree.threshold[split], threshold[split]):
-            raise ConversionError("Could not adjust the tree thresholds in place.")
+def _name_fields(model: onnx.ModelProto, spec: InputSpec) -> None:
+    """Give the graph's inputs the fields' own names (skl2onnx turns "od280/od315" into
+    "od280_od315"), in the spec's order; a field no step reads stays an unused input."""
+    graph = model.graph
+    taken: set[str] = set()
+    given = {Topology._generate_unique_name(name, taken): name for name in spec.names}
+    renamed = {i.name: given[i.name] for i in graph.input if i.name in given and given[i.name] != i.name}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in renamed:
+                node.input[position] = renamed[name]
+    present = {given.get(i.name, i.name): i for i in graph.input}
+    unknown = set(present) - set(spec.names)
+    if unknown:
+        raise ConversionError(f"The graph has inputs that are not fields: {sorted(unknown)}.")
+    inputs = []
+    for field, kind in initial_types(spec):
+        existing = present.get(field)
+        if existing is None:
+            element = kind.to_onnx_type().tensor_type.elem_type
+            existing = helper.make_tensor_value_info(field, element, [None, kind.shape[1]])
+        existing.name = field
+        inputs.append(existing)
+    del graph.input[:]
+    graph.input.extend(inputs)
 
 
-def _round_hist_thresholds(estimator: Any) -> None:
-    for predictors in estimator._predictors:
-        for predictor in predictors:
-            nodes = predictor.nodes
-            split = nodes["is_leaf"] == 0
-            nodes["num_threshold"][split] = _round_down(nodes["num_threshold"][split])
-
-
-def graph_inputs(model: bytes) -> list[str]:
-    """Names of the graph's inputs, in order."""
-    return [i.name for i in onnx.load_from_string(model).graph.input]
+def _declare_ml_opset(model: onnx.ModelProto) -> None:
+    if not any(node.op_type == "TreeEnsemble" for node in model.graph.node):
+        return
+    for opset in model.opset_import:
+        if opset.domain == "ai.onnx.ml":
+            opset.version = max(opset.version, ML_OPSET)

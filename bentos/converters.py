@@ -17,92 +17,42 @@ skl2onnx's ColumnTransformer concatenates mixed float32/float64 blocks as float6
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 from onnx import TensorProto
 from skl2onnx import update_registered_converter
 from skl2onnx.common.data_types import (
     DoubleTensorType,
     FloatTensorType,
-    Int32TensorType,
     Int64TensorType,
 )
 
+from skewguard.bentos.builder import NUMERIC_TYPES, GraphBuilder, require_tensor
 from skewguard.bentos.images import IMAGE_VALUES
 from skewguard.bentos.transforms import (
     DATETIME_FEATURES,
-    DOW_ANGLE,
     EPOCH_WEEKDAY,
-    HOUR_ANGLE,
     MAX_EPOCH_SECONDS,
     SECONDS_PER_DAY,
     SECONDS_PER_HOUR,
     SQUARE_SCALE,
-    TRIG_ZERO,
     DatetimeFeatures,
     ImageFeatures,
     SignedLog1p,
+    _compute_datetime_features,
 )
 from skewguard.errors import ConversionError
 
-_NUMERIC = (DoubleTensorType, FloatTensorType, Int64TensorType, Int32TensorType)
-
-
-@dataclass(frozen=True, slots=True)
-class _GraphBuilder:
-    """Adds float64 constants and nodes with fresh names to the graph being converted."""
-
-    scope: Any
-    container: Any
-
-    def constant(self, hint: str, values: ArrayLike, dtype: int = TensorProto.DOUBLE) -> str:
-        """A named initializer holding ``values``."""
-        kinds: dict[int, type[np.generic]] = {TensorProto.INT64: np.int64, TensorProto.FLOAT: np.float32}
-        array = np.asarray(values, dtype=kinds.get(dtype, np.float64))
-        name: str = self.scope.get_unique_variable_name(hint)
-        self.container.add_initializer(name, dtype, list(array.shape), array.ravel().tolist())
-        return name
-
-    def node(self, op_type: str, *inputs: str, output: str | None = None, **attrs: Any) -> str:
-        """Add one node and return the name of its (single) output."""
-        result: str = output or self.scope.get_unique_variable_name(op_type.lower())
-        op_name = self.scope.get_unique_operator_name(op_type)
-        self.container.add_node(op_type, list(inputs), [result], name=op_name, **attrs)
-        return result
-
-    def as_double(self, variable: Any) -> str:
-        """The variable, cast to float64 unless it already is."""
-        if isinstance(variable.type, DoubleTensorType):
-            return str(variable.full_name)
-        return self.node("Cast", variable.full_name, to=TensorProto.DOUBLE)
-
-
-def _require_tensor(operator: Any, allowed: tuple[type, ...], hint: str) -> int | None:
-    """Check the input type of ``operator``; return its number of columns if known."""
-    types: list[Any] = [variable.type for variable in operator.inputs]
-    if len(types) != 1 or not isinstance(types[0], allowed):
-        names = ", ".join(type(t).__name__ for t in types) or "none"
-        raise ConversionError(
-            f"{operator.raw_operator.__class__.__name__} needs one input of type {hint}, "
-            f"got {names}; declare it so in initial_types."
-        )
-    tensor: Any = types[0]
-    shape = tensor.shape
-    columns = shape[1] if len(shape) == 2 else None
-    return columns if isinstance(columns, int) else None
-
 
 def _datetime_shape(operator: Any) -> None:
-    columns = _require_tensor(operator, (DoubleTensorType, Int64TensorType), "float64")
+    columns = require_tensor(operator, (DoubleTensorType, Int64TensorType), "float64")
     width = None if columns is None else len(DATETIME_FEATURES) * columns
     operator.outputs[0].type = DoubleTensorType([operator.inputs[0].get_first_dimension(), width])
 
 
 def _datetime_converter(scope: Any, operator: Any, container: Any) -> None:
-    g = _GraphBuilder(scope, container)
+    g = GraphBuilder(scope, container)
     x = g.as_double(operator.inputs[0])
     day, hour_s = g.constant("day", [SECONDS_PER_DAY]), g.constant("hour", [SECONDS_PER_HOUR])
     week = g.constant("week", [7.0])
@@ -114,23 +64,40 @@ def _datetime_converter(scope: Any, operator: Any, container: Any) -> None:
     shifted = g.node("Add", days, g.constant("epoch_weekday", [EPOCH_WEEKDAY]))
     weeks = g.node("Floor", g.node("Div", shifted, week))
     dow = g.node("Sub", shifted, g.node("Mul", weeks, week))
-    hour_angle = g.node("Mul", hour, g.constant("hour_angle", [HOUR_ANGLE]))
-    dow_angle = g.node("Mul", dow, g.constant("dow_angle", [DOW_ANGLE]))
-    trig = [g.node("Sin", hour_angle), g.node("Cos", hour_angle)]
-    trig += [g.node("Sin", dow_angle), g.node("Cos", dow_angle)]
-    cyclic = g.node("Concat", *trig, axis=1)
-    is_zero = g.node("Less", g.node("Abs", cyclic), g.constant("trig_zero", [TRIG_ZERO]))
-    cyclic = g.node("Where", is_zero, g.constant("zero", [0.0]), cyclic)
-    g.node("Concat", hour, dow, cyclic, output=operator.outputs[0].full_name, axis=1)
+    hour_table, dow_table = trig_tables()
+    cyclic = [_look_up(g, hour, hour_table[:, 0]), _look_up(g, hour, hour_table[:, 1])]
+    cyclic += [_look_up(g, dow, dow_table[:, 0]), _look_up(g, dow, dow_table[:, 1])]
+    g.node("Concat", hour, dow, *cyclic, output=operator.outputs[0].full_name, axis=1)
+
+
+def trig_tables() -> tuple[np.ndarray, np.ndarray]:
+    """sin and cos of each hour (24 × 2) and weekday (7 × 2), as the transformer itself computes them.
+
+    The graph looks them up instead of computing Sin and Cos: onnxruntime's differ from
+    numpy's in the last bit, and a tree splitting between sin(2 h) = 0.5 and sin(10 h) =
+    0.49999999999999994 would see the difference.
+    """
+    hours = _compute_datetime_features(np.arange(24, dtype=np.float64)[:, None] * SECONDS_PER_HOUR)
+    days = np.arange(7, dtype=np.float64) - EPOCH_WEEKDAY  # day -3 of the epoch was a Monday
+    weekdays = _compute_datetime_features(days[:, None] * SECONDS_PER_DAY)
+    return hours[:, 2:4], weekdays[:, 4:6]
+
+
+def _look_up(g: GraphBuilder, integer: str, table: np.ndarray) -> str:
+    """``table[integer]`` for an integer-valued float64 tensor; NaN stays NaN."""
+    missing = g.node("IsNaN", integer)
+    index = g.node("Cast", g.node("Where", missing, g.constant("zero", [0.0]), integer), to=TensorProto.INT64)
+    found = g.node("Gather", g.constant("table", table), index, axis=0)
+    return g.node("Where", missing, g.constant("nan", [np.nan]), found)
 
 
 def _signed_log_shape(operator: Any) -> None:
-    columns = _require_tensor(operator, _NUMERIC, "float64")
+    columns = require_tensor(operator, NUMERIC_TYPES, "float64")
     operator.outputs[0].type = DoubleTensorType([operator.inputs[0].get_first_dimension(), columns])
 
 
 def _signed_log_converter(scope: Any, operator: Any, container: Any) -> None:
-    g = _GraphBuilder(scope, container)
+    g = GraphBuilder(scope, container)
     x = g.as_double(operator.inputs[0])
     magnitude = g.node("Log", g.node("Add", g.node("Abs", x), g.constant("one", [1.0])))
     g.node("Mul", g.node("Sign", x), magnitude, output=operator.outputs[0].full_name)
@@ -155,7 +122,7 @@ def _image_source(operator: Any) -> Any:
 
 
 def _image_shape(operator: Any) -> None:
-    _require_tensor(operator, _NUMERIC, f"float32 [N, {IMAGE_VALUES}]")
+    require_tensor(operator, NUMERIC_TYPES, f"float32 [N, {IMAGE_VALUES}]")
     columns = _image_source(operator).get_second_dimension()
     if columns not in (None, IMAGE_VALUES):
         raise ConversionError(
@@ -168,7 +135,7 @@ def _image_shape(operator: Any) -> None:
 
 
 def _image_converter(scope: Any, operator: Any, container: Any) -> None:
-    g = _GraphBuilder(scope, container)
+    g = GraphBuilder(scope, container)
     model = operator.raw_operator
     source = _image_source(operator)
     x = source.full_name

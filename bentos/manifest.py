@@ -285,24 +285,19 @@ def compose_manifest(
 
 
 def _task_of(name: str, router: StoredModel | None, specialists: Mapping[str, StoredModel]) -> Task:
-    tasks = {branch: _model_task(model) for branch, model in specialists.items()}
+    tasks = {branch: model.task for branch, model in specialists.items()}
     if len(set(tasks.values())) != 1:
         raise ConfigError(
             f"Cascade {name!r}: its models answer different tasks ({tasks}); one cascade answers one.",
             field="branches",
         )
-    if router is not None and _model_task(router) != "classification":
+    if router is not None and router.task != "classification":
         raise ConfigError(
-            f"Cascade {name!r}: the router {router.tag} is a {_model_task(router)} model; a router must be a "
+            f"Cascade {name!r}: the router {router.tag} is a {router.task} model; a router must be a "
             "classifier (its classes pick the branch).",
             field="router",
         )
     task: Task = next(iter(tasks.values()))
-    return task
-
-
-def _model_task(model: StoredModel) -> Task:
-    task: Task = getattr(model, "task", "classification")
     return task
 
 

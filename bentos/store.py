@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import bentoml
 from bentoml._internal.configuration.containers import BentoMLContainer
@@ -35,6 +35,10 @@ METRICS_FILE = "metrics.json"
 VERSIONS_FILE = "versions.json"
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "bentoml", "skewguard")
 MODULE = "skewguard.bentos"
+Task = Literal["classification", "regression"]
+TASKS: tuple[str, ...] = get_args(Task)
+DEFAULT_TASK: Task = "classification"
+"""The task of a model stored before tasks were recorded: every such model was a classifier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class StoredModel:
     parity: dict[str, Any]
     metrics: dict[str, Any]
     labels: dict[str, str]
+    task: Task = DEFAULT_TASK
+    """``classification`` (the graph answers labels and probabilities) or ``regression`` (numbers)."""
 
     @property
     def name(self) -> str:
@@ -68,8 +74,9 @@ def save_model(
     parity: Mapping[str, Any],
     metrics: Mapping[str, Any] | None = None,
     labels: Mapping[str, str] | None = None,
+    task: Task = DEFAULT_TASK,
 ) -> str:
-    """Write a model version and return its tag (``name:version``)."""
+    """Write a model version and return its tag (``name:version``); ``task`` goes to its metadata."""
     documents = {
         SPEC_FILE: spec.to_dict(),
         PROFILE_FILE: dict(profile),
@@ -83,7 +90,7 @@ def save_model(
     }
     digests = {file: hashlib.sha256(data).hexdigest() for file, data in files.items()}
     with bentoml.models.create(
-        name, module=MODULE, labels=dict(labels or {}), metadata={"sha256": digests}
+        name, module=MODULE, labels=dict(labels or {}), metadata={"sha256": digests, "task": task}
     ) as model:
         for file, data in files.items():
             Path(model.path_of(file)).write_bytes(data)
@@ -122,7 +129,14 @@ def load_model(tag: str) -> StoredModel:
         parity=docs[PARITY_FILE],
         metrics=docs[METRICS_FILE],
         labels={str(k): str(v) for k, v in model.info.labels.items()},
+        task=_task(model.info.metadata.get("task", DEFAULT_TASK), str(model.tag)),
     )
+
+
+def _task(value: Any, tag: str) -> Task:
+    if value not in TASKS:
+        raise ArtifactError(f"Model {tag}: unknown task {value!r} in its metadata; expected one of {TASKS}.")
+    return cast(Task, value)
 
 
 def has_model(tag: str) -> bool:

@@ -23,6 +23,7 @@ import contextlib
 import io
 import runpy
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,9 +73,12 @@ def load_definitions(repo_dir: Path) -> list[Any]:
         raise ConfigError(f"The Feast repository {repo_dir} is not a folder.", field="features.repository")
     kinds = (Entity, DataSource, FeatureView, FeatureService)
     found: dict[int, Any] = {}
+    with warnings.catch_warnings():  # Feast's ignore-file matching warns of pathspec's deprecations
+        warnings.simplefilter("ignore", DeprecationWarning)
+        files = get_repo_files(repo_dir.resolve())
     sys.path.insert(0, str(repo_dir.resolve()))  # definitions may import their siblings
     try:
-        for path in get_repo_files(repo_dir.resolve()):
+        for path in files:
             namespace = runpy.run_path(str(path), run_name=f"skewguard_feast_{path.stem}")
             found.update({id(obj): obj for obj in namespace.values() if isinstance(obj, kinds)})
     finally:

@@ -123,10 +123,10 @@ class Gateway:
     def preload(self) -> None:
         """Before a fork: import and set up what serving will, and keep nothing of it.
 
-        The Feast store's modules (~57 MB) and each champion loaded once and let go
-        (onnxruntime's kernels and the model store's readers: ~13 MB; a second copy of the
-        sessions costs ~4 MB), so the workers forked after it share those pages. A champion
-        that does not load here is left to each worker's start-up, which reports it.
+        The Feast store's modules and each champion loaded once and let go (onnxruntime's
+        kernels and the model store's readers; a second copy of the sessions costs little),
+        so the workers forked after it share those pages. A champion that does not load here
+        is left to each worker's start-up, which reports it.
         """
         for name in self.cascade_names():
             with contextlib.suppress(SkewguardError):
@@ -145,8 +145,8 @@ class Gateway:
 def _freeze_heap() -> None:
     """Move the long-lived start-up objects (thousands of modules, models) out of the GC's view.
 
-    Measured under load: full collections scanning them paused the event loop for ~85 ms
-    each (p99 116 ms at c=16); after a freeze the median pause was 1.7 ms.
+    Full collections scanning them paused the event loop for tens of milliseconds each under
+    load, which showed in the p99; frozen, the collections skip them.
     """
     gc.collect()
     gc.freeze()
@@ -432,11 +432,10 @@ class PredictFastPath:
     """``POST /v1/cascades/{name}/predict`` straight to its handler; everything else to Starlette.
 
     Starlette's middleware stack and router sit under every predict request; skipping them
-    saved ~3 % of the server's CPU per request (interleaved A/B at c=16, 443–446 against
-    461–463 µs in the three quieter of five rounds). The answers are the same: the route's
-    own errors are JSON from the handler, an unexpected one is the same logged JSON 500, and
-    any other method or path (404, 405) is Starlette's, like the lifespan. The Starlette
-    route stays in the table for those answers.
+    saves a few percent of the server's CPU per request (docs/benchmarks.md). The answers are
+    the same: the route's own errors are JSON from the handler, an unexpected one is the same
+    logged JSON 500, and any other method or path (404, 405) is Starlette's, like the
+    lifespan. The Starlette route stays in the table for those answers.
     """
 
     def __init__(self, app: Starlette, gateway: Gateway) -> None:

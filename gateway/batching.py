@@ -1,13 +1,14 @@
 """Running a cascade: the router, then each row's specialist, for the rows of concurrent requests at once.
 
-Model calls cost mostly per call, not per row: a single-row run of the demo's ONNX graphs
-takes ~45 µs and sixteen rows ~140 µs, and a call to a remote BentoML service pays its HTTP
-round trip whatever it carries. So ``GatheredCascade`` runs the rows of requests that arrive
-together as one batch: each request queues its validated rows; one drainer task takes
-everything queued (up to ``max_rows``), has the cascade answer it in one go, and hands each
-request its own rows back. There is no timer: a lone request runs at once, and requests
-arriving while a run is in flight go in the next one. Each request waits at most until its
-own deadline (then ``UpstreamTimeoutError``, a 504); a failed run fails the requests in it.
+Model calls cost mostly per call, not per row: a run of sixteen rows costs a few times a
+single row's, not sixteen times, and a call to a remote BentoML service pays its HTTP round
+trip whatever it carries (figures: docs/benchmarks.md). So ``GatheredCascade`` runs the
+rows of requests that arrive together as one batch: each request queues its validated rows;
+one drainer task takes everything queued (up to ``max_rows``), has the cascade answer it in
+one go, and hands each request its own rows back. There is no timer: a lone request runs at
+once, and requests arriving while a run is in flight go in the next one. Each request waits
+at most until its own deadline (then ``UpstreamTimeoutError``, a 504); a failed run fails
+the requests in it.
 
 What answers a gathered batch:
 
@@ -15,8 +16,8 @@ What answers a gathered batch:
   branch's model once over its rows. A batch of up to ``INLINE_ROWS`` rows runs on the event loop
   itself; a larger one in a dedicated worker thread, so one big request never holds the loop
   for long. Handing small batches to the thread cost more than it saved: the thread needs the
-  GIL back after each graph while the loop holds it. On 2 vCPUs one single-row run took ~245 µs
-  of CPU in the thread alone and ~1,160 µs while another Python thread was busy.
+  GIL back after each graph while the loop holds it, and a run took several times the CPU
+  while another Python thread was busy.
 - ``SequentialCascade``: any ``ModelRunner`` — the remote BentoML services, one call to the
   router and then one per specialist, the specialists concurrently.
 """
@@ -55,7 +56,7 @@ class CascadeRunner(Protocol):
 
 
 INLINE_ROWS = 64
-"""``LocalCascade`` runs batches of up to this many rows on the event loop (~2 ms at most here)."""
+"""``LocalCascade`` runs batches of up to this many rows on the event loop (a few ms at most)."""
 
 
 class LocalCascade:

@@ -18,9 +18,9 @@ def new_request_id(now_ns: int | None = None) -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: Unix milliseconds first, so ids sort by time.
 
     The log's primary key starts with the request id. Random ids (uuid4) land anywhere in
-    its index, and each insert touched another page: at ~200,000 logged rows a record cost
-    ~21 µs of CPU to write, against ~6 µs with ids in time order, whose inserts go to the
-    index's last pages (the cost stays flat as the table grows). Twelve bits of sub-millisecond
+    its index, and each insert touched another page, so writing a record cost several times
+    more once the log was large; ids in time order insert into the index's last pages, and
+    the cost stays flat as the table grows (docs/benchmarks.md). Twelve bits of sub-millisecond
     time follow the milliseconds (RFC 9562's method 3), then 62 random bits.
     """
     ns = time.time_ns() if now_ns is None else now_ns

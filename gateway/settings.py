@@ -18,8 +18,8 @@ _SENDABLE = re.compile(r"[\x21-\x7e]+")
 class GatewaySettings(Settings):
     """What ``skewguard serve`` reads from the environment."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="Address the gateway binds; 0.0.0.0 for every one.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
     cascades: str = Field(
         default="",
         description="Comma-separated cascade names to serve; empty: every cascade with a champion.",
@@ -28,7 +28,7 @@ class GatewaySettings(Settings):
         default=None,
         description="Bearer token predict, list and admin then need; without it admin is closed (403).",
     )
-    max_body_bytes: int = Field(default=2_000_000, gt=0)
+    max_body_bytes: int = Field(default=2_000_000, gt=0, description="Larger request bodies: 413.")
     max_request_pixels: int = Field(
         default=MAX_REQUEST_PIXELS, gt=0, description="Decoded image pixels one request may add up to (413)."
     )
@@ -38,14 +38,36 @@ class GatewaySettings(Settings):
     header_timeout_seconds: float = Field(
         default=10.0, gt=0, description="A request's line and headers must arrive within this, else closed."
     )
-    max_rows: int = Field(default=1_000, gt=0)
-    request_budget_ms: float = Field(default=1_000.0, gt=0)
-    on_feature_store_error: Literal["degrade", "reject"] = "degrade"
+    max_rows: int = Field(default=1_000, gt=0, description="Rows in one request at most; more: 422.")
+    request_budget_ms: float = Field(
+        default=1_000.0, gt=0, description="Time a request may take; a model slower than that: 504."
+    )
+    on_feature_store_error: Literal["degrade", "reject"] = Field(
+        default="degrade",
+        description="Online store down: degrade (training defaults and a feature_store_unavailable flag) "
+        "or reject (503).",
+    )
     guard_reject: str = Field(default="", description="Comma-separated skew flag kinds answered with 422.")
-    guard_range_quantiles: str = Field(default="0.0,1.0", description="Training quantiles bounding values.")
-    remote_models: str = Field(default="{}", description='JSON {"model-name": "http://host:port"}.')
-    log_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...")
-    log_queue: int = Field(default=10_000, gt=0)
+    guard_range_quantiles: str = Field(
+        default="0.0,1.0",
+        description="Two training quantiles, low,high, bounding numbers; outside them: an out_of_range flag.",
+    )
+    remote_models: str = Field(
+        default="{}",
+        description='JSON {"model-name": "http://host:port"}: models run by their own `bentoml serve` '
+        "services; the others run in the gateway.",
+    )
+    log_url: str | None = Field(
+        default=None,
+        description="The prediction log: sqlite:///path or postgresql://...; default: "
+        "predictions.db in the home.",
+    )
+    log_queue: int = Field(
+        default=10_000,
+        gt=0,
+        description="Prediction-log records held while the log's database is slow or down; beyond: dropped "
+        "and counted.",
+    )
     log_retention_days: float = Field(
         default=0, ge=0, description="Delete logged rows older than this many days; 0 keeps them all."
     )
@@ -73,7 +95,7 @@ class GatewaySettings(Settings):
         default=1,
         ge=1,
         le=64,
-        description="Gateway processes on the one port (pre-forked, see gateway.workers).",
+        description="Gateway processes on the one port (gunicorn's pre-fork master over uvicorn workers).",
     )
 
     @field_validator("api_token", mode="before")

@@ -1,18 +1,18 @@
 """Several gateway processes on one port: gunicorn's pre-fork master over uvicorn workers.
 
-One gateway process is bound by its event loop's thread (the GIL): measured at c=16 on this
-project's 2-vCPU machine, one process used one core and left ~0.8 of the other idle. With
-``SKEWGUARD_WORKERS=N`` gunicorn imports the app once (``preload_app``), forks N workers that
-share those pages, and each runs the usual lifespan — its own ONNX sessions, Feast reader,
-prediction-log writer and watcher — on a listening socket of its own bound with SO_REUSEPORT,
-so the kernel spreads connections over the workers (on one shared socket the first worker
-awake accepted a burst of 16 keep-alive clients alone). Before forking, the master also
-imports what opening the Feast store imports (~57 MB), loads each champion once and lets it go
-(onnxruntime's set-up, ~13 MB) and freezes its heap out of the garbage collector's view
-and returns its freed heap pages to the system (``Gateway.preload``, ``GatewayProcesses.load``),
-so the workers keep sharing those pages: the master and two workers measured 287-304 MB of
-distinct physical pages at c=16 (7 runs), against ~384 MB of PSS before. gunicorn restarts a worker that
-dies, and on SIGTERM stops each gracefully (the prediction log drains).
+One gateway process is bound by its event loop's thread (the GIL): under load it uses one
+core and leaves the others mostly idle. With ``SKEWGUARD_WORKERS=N`` gunicorn imports the
+app once (``preload_app``), forks N workers that share those pages, and each runs the usual
+lifespan — its own ONNX sessions, Feast reader, prediction-log writer and watcher — on a
+listening socket of its own bound with SO_REUSEPORT, so the kernel spreads connections over
+the workers (on one shared socket the first worker awake accepted a burst of keep-alive
+clients alone). Before forking, the master also imports what opening the Feast store
+imports, loads each champion once and lets it go (onnxruntime's set-up), freezes its heap
+out of the garbage collector's view and returns its freed heap pages to the system
+(``Gateway.preload``, ``GatewayProcesses.load``), so the workers keep sharing those pages
+instead of each copying them (the memory this saves, step by step: docs/benchmarks.md).
+gunicorn restarts a worker that dies, and on SIGTERM stops each gracefully (the prediction
+log drains).
 
 What the workers share: the metrics, through prometheus_client's multiprocess files in a
 fresh directory per run; an admin reload, which reaches one worker and is announced to the
@@ -131,8 +131,8 @@ def _trim_heap() -> None:
     """Hand the heap's free pages back to the system before forking (glibc's ``malloc_trim``).
 
     What the preload let go of (the champions it loaded once) stays resident in the freed
-    parts of the C heap otherwise, and every worker inherits it: trimmed, the master measured
-    81-82 MB of its own pages instead of 86-87 MB under load. Without glibc, nothing happens.
+    parts of the C heap otherwise, and every worker inherits it: trimmed, the master keeps a
+    few MB fewer pages of its own. Without glibc, nothing happens.
     """
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the symbols this process has loaded
     if trim is not None:

@@ -33,7 +33,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import cross_val_predict
 
-from skewguard.bentos.runner import native
+from skewguard.bentos.classes import native
 from skewguard.errors import ConfigError
 
 Factory = Callable[[], Any]

@@ -123,7 +123,9 @@ class MonitoringSection(_Section):
         "default: data.timestamp when the models read it.",
     )
     min_rows: int = Field(default=500, ge=1, description="Fewer served rows: no verdict.")
-    skew_threshold: float = Field(default=0.01, ge=0.0, le=1.0)
+    skew_threshold: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Share of rows served off the offline value that is skew."
+    )
     drift_share: float = Field(
         default=0.5, gt=0.0, le=1.0, description="Share of drifted columns that is drift."
     )
@@ -132,7 +134,7 @@ class MonitoringSection(_Section):
 class ParitySection(_Section):
     """The parity gate's tolerances for this cascade's models."""
 
-    tolerance: float = Field(default=1e-4, gt=0, description="Max abs probability difference (classifiers).")
+    tolerance: float = Field(default=1e-6, gt=0, description="Max abs probability difference (classifiers).")
     atol: float = Field(default=1e-6, ge=0, description="Regressors: absolute tolerance.")
     rtol: float = Field(default=1e-6, ge=0, description="Regressors: tolerance relative to |prediction|.")
 

@@ -239,6 +239,8 @@ def package(
         online_features=dict(selection.refs) if selection else None,
         labels={"role": role, "target": target, "cascade": loaded.spec.name},
         tolerance=loaded.spec.parity.tolerance,
+        regression_atol=loaded.spec.parity.atol,
+        regression_rtol=loaded.spec.parity.rtol,
     )
 
 

@@ -13,18 +13,16 @@ The settings are read from ``SKEWGUARD_*`` once, here, and handed to every comma
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import sys
-import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from skewguard.cli_options import CASCADE_FILE
+from skewguard.cli_options import CASCADE_FILE, quiet_third_parties
 from skewguard.errors import ConfigError, SkewguardError
 from skewguard.settings import Settings
 
@@ -43,25 +41,16 @@ def main() -> None:
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """skewguard: sklearn pipelines as verified ONNX graphs, served as cascades with a skew guard."""
+    ctx.meta["verbose"] = verbose
     if not verbose:
         quiet_third_parties()
-    settings = Settings.from_env()
-    settings.export_environment()
     from skewguard.bentos.aliases import configure
+    from skewguard.gateway.settings import GatewaySettings  # the deployment's settings: a superset
 
+    settings = GatewaySettings.from_env()
+    settings.export_environment()
     configure(settings.alias_url, settings.model_export)  # where the champion alias and exports live
     ctx.obj = settings
-
-
-def quiet_third_parties() -> None:
-    """Keep the libraries' deprecation warnings, INFO logs and colours out of a user's terminal."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="feast")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_LOGGING_COLORS", "false")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # Prefect's server process too
-    logging.getLogger("feast").setLevel(logging.WARNING)
 
 
 @cli.command("schema")
@@ -82,6 +71,8 @@ def train(settings: Settings, file: Path, if_missing: bool) -> None:
     from skewguard.pipeline.cascade_file import load_cascade_file
     from skewguard.pipeline.flows import train_cascade
 
+    if not click.get_current_context().meta.get("verbose"):
+        quiet_third_parties(feast=True)
     name = load_cascade_file(file).spec.name
     if if_missing and (tag := champion_tag(name)) is not None:
         click.echo(f"cascade {name} already has a champion: {tag}")
@@ -146,7 +137,12 @@ def _fmt(value: float | None) -> str:
 )
 @click.option("--name", required=True, help="Model name in the store.")
 @click.option("--target", default=None, help="Label column in the sample, for metrics.")
-@click.option("--tolerance", type=float, default=None, help="Max abs probability difference [1e-4].")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=None,
+    help="Max abs probability difference [SKEWGUARD_PARITY_TOLERANCE: 1e-6].",
+)
 @click.pass_obj
 def package(
     settings: Settings,
@@ -156,8 +152,10 @@ def package(
     target: str | None,
     tolerance: float | None,
 ) -> None:
-    """Convert a fitted pipeline to ONNX, prove parity, store it; print the tag."""
+    """Convert a fitted pipeline to ONNX, prove parity, store it; print a per-step report, then the tag."""
     from skewguard.bentos.package import package_model
+    from skewguard.bentos.report import render_outcome
+    from skewguard.errors import ConversionError, ParityError
 
     with pipeline_file.open("rb") as handle:
         fitted = pickle.load(handle)  # noqa: S301 - the user's own file, at build time, never in serving
@@ -167,7 +165,14 @@ def package(
         if target not in X.columns:
             raise ConfigError(f"--target {target!r} is not a column of {sample_file}.", field="target")
         y = X.pop(target).to_numpy()
-    tag = package_model(fitted, X, name=name, y_sample=y, tolerance=tolerance or settings.parity_tolerance)
+    try:
+        tag = package_model(
+            fitted, X, name=name, y_sample=y, tolerance=tolerance or settings.parity_tolerance
+        )
+    except (ConversionError, ParityError) as refused:
+        click.echo(render_outcome(name, fitted, error=refused), err=True)
+        raise
+    click.echo(render_outcome(name, fitted, tag=tag))
     click.echo(tag)
 
 

@@ -3,7 +3,6 @@ retention, the champion's import from the model export."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -14,20 +13,19 @@ from typing import Any
 import click
 
 from skewguard.cli_examples import REQUESTS_DIR
-from skewguard.cli_options import OPTIONAL_CASCADE_FILE
+from skewguard.cli_options import OPTIONAL_CASCADE_FILE, quiet_third_parties
 from skewguard.errors import ConfigError
-from skewguard.settings import Settings
+from skewguard.gateway.settings import GatewaySettings
 
 
 @click.command("serve")
 @click.option("--host", default=None, help="Default: SKEWGUARD_HOST or 127.0.0.1.")
 @click.option("--port", type=int, default=None, help="Default: SKEWGUARD_PORT or 8000.")
-def serve(host: str | None, port: int | None) -> None:
+@click.pass_obj
+def serve(settings: GatewaySettings, host: str | None, port: int | None) -> None:
     """Serve the champion cascades through the gateway (POST /v1/cascades/{name}/predict)."""
     from skewguard.gateway.server import serve as run_gateway
-    from skewguard.gateway.settings import GatewaySettings
 
-    settings = GatewaySettings.from_env()
     settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
     run_gateway(settings, announce=lambda names: click.echo(_ready_message(settings, names)))
 
@@ -36,7 +34,8 @@ def _ready_message(settings: Any, names: list[str]) -> str:
     """What `serve` prints once it answers: where, and a curl per cascade with a request to try."""
     base = f"http://{settings.display_host}:{settings.port}"
     lines = [f"gateway ready on {base}, serving {', '.join(names) or 'no cascade'}  (docs: {base}/docs)"]
-    auth = " -H 'authorization: Bearer $SKEWGUARD_API_TOKEN'" if settings.api_token else ""
+    # In double quotes, so that the shell expands the variable.
+    auth = ' -H "authorization: Bearer $SKEWGUARD_API_TOKEN"' if settings.api_token else ""
     for name in names:
         example = settings.home / REQUESTS_DIR / f"{name}.json"
         if example.exists():
@@ -70,7 +69,9 @@ def _ready_message(settings: Any, names: list[str]) -> str:
 @click.option(
     "--skew-at", default=None, help="Request field with the time to compare at [the event time field]."
 )
+@click.pass_obj
 def monitor(
+    settings: GatewaySettings,
     name: str | None,
     file: Path | None,
     since: float | None,
@@ -83,11 +84,9 @@ def monitor(
     skew_at: str | None,
 ) -> None:
     """Compare served traffic with the champion's training data (Evidently); exit 1 on drift or skew."""
-    from skewguard.gateway.settings import GatewaySettings
     from skewguard.monitoring.job import run_monitor
     from skewguard.predictionlog.records import read_records
 
-    settings = GatewaySettings.from_env()
     cascade = cascade_name(name, file)
     records = read_records(settings.prediction_log_url, since=since)
     if last is not None:
@@ -167,7 +166,9 @@ def cascade_labels(name: str, path: Path | None) -> Any:
     help="auto: ROC AUC (two classes), log loss (more), MAE (regression).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_obj
 def compare(
+    settings: GatewaySettings,
     name: str | None,
     file: Path | None,
     since: float | None,
@@ -181,12 +182,10 @@ def compare(
     import json
 
     from skewguard.bentos.variants import variant_of
-    from skewguard.gateway.settings import GatewaySettings
     from skewguard.monitoring.comparison import describe_comparison
     from skewguard.monitoring.live import compare_served
     from skewguard.predictionlog.records import read_records
 
-    settings = GatewaySettings.from_env()
     cascade = cascade_name(name, file)
     attached = variant_of(cascade)
     start = time.time() - since if since else (attached.attached_at.timestamp() if attached else None)
@@ -286,7 +285,7 @@ def _body_path(example: Path, home: Path) -> tuple[str, Path]:
 )
 @click.pass_obj
 def retrain(
-    settings: Settings, /, name: str | None, file: Path | None, schedule: str | None, **options: Any
+    settings: GatewaySettings, /, name: str | None, file: Path | None, schedule: str | None, **options: Any
 ) -> None:
     """Run the retrain_if_drifted flow: monitor, retrain on drift, promote only a better candidate.
 
@@ -294,6 +293,9 @@ def retrain(
     with the same option promotes it only if the live comparison passes the live gate.
     """
     from skewguard.pipeline.retrain import retrain_if_drifted, scheduled_deployment
+
+    if not click.get_current_context().meta.get("verbose"):
+        quiet_third_parties(feast=True)
 
     parameters: dict[str, Any] = {
         "name": cascade_name(name, file),
@@ -306,7 +308,7 @@ def retrain(
         "metric": options["metric"],
         "force": options["force"],
         "gateway_url": options["gateway_url"],
-        "token": os.environ.get("SKEWGUARD_API_TOKEN") or None,
+        "token": settings.api_token.get_secret_value() if settings.api_token else None,
         **_live_parameters(options),
     }
     if schedule:
@@ -364,8 +366,17 @@ def _live_parameters(options: dict[str, Any]) -> dict[str, Any]:
 @click.option("--vocabulary-shift", default=0.0, show_default=True, help="Share of words never seen.")
 @click.option("--send/--no-send", default=True, show_default=True, help="Send the orders to the gateway.")
 @click.option("--label", is_flag=True, help="Then add the orders with their labels to the labeled data.")
+@click.pass_obj
 def demo_traffic(
-    name: str, folder: Path | None, n_orders: int, seed: int, send: bool, label: bool, **knobs: Any
+    settings: GatewaySettings,
+    /,
+    name: str,
+    folder: Path | None,
+    n_orders: int,
+    seed: int,
+    send: bool,
+    label: bool,
+    **knobs: Any,
 ) -> None:
     """Send the returns example's orders from after its training data to a gateway (optionally drifted)."""
     from skewguard.cli_examples import example_dir
@@ -383,7 +394,10 @@ def demo_traffic(
     )
     if send:
         sent = traffic.send_orders(
-            knobs["url"], name, batch.orders, token=os.environ.get("SKEWGUARD_API_TOKEN")
+            knobs["url"],
+            name,
+            batch.orders,
+            token=settings.api_token.get_secret_value() if settings.api_token else None,
         )
         click.echo(
             f"sent {n_orders} orders to {knobs['url']}: "
@@ -406,7 +420,7 @@ def reports() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="No authentication: keep it local.")
 @click.option("--port", default=8001, show_default=True)
 @click.pass_obj
-def reports_serve(settings: Settings, folder: Path | None, host: str, port: int) -> None:
+def reports_serve(settings: GatewaySettings, folder: Path | None, host: str, port: int) -> None:
     """Serve the index of drift reports (newest first) and the report files over HTTP."""
     from skewguard.monitoring.reports_server import serve_reports
 
@@ -440,12 +454,11 @@ def log() -> None:
     default=None,
     help="An age: 30d, 12h or 90m. Default: SKEWGUARD_LOG_RETENTION_DAYS.",
 )
-def log_prune(older_than: float | None) -> None:
+@click.pass_obj
+def log_prune(settings: GatewaySettings, older_than: float | None) -> None:
     """Delete the logged rows served longer ago than an age (a running gateway keeps writing)."""
-    from skewguard.gateway.settings import GatewaySettings
     from skewguard.predictionlog.store import open_store
 
-    settings = GatewaySettings.from_env()
     age = older_than or settings.log_retention_seconds
     if age is None:
         raise click.UsageError("Give --older-than (such as 30d), or set SKEWGUARD_LOG_RETENTION_DAYS.")
@@ -462,7 +475,7 @@ def log_prune(older_than: float | None) -> None:
 
 
 @click.command("import-champion")
-@click.argument("name", default="returns")
+@click.argument("name")
 def import_champion(name: str) -> None:
     """Import cascade NAME's champion and its models from SKEWGUARD_MODEL_EXPORT (sha256 checked)."""
     from skewguard.bentos.manifest import champion

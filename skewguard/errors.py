@@ -9,8 +9,9 @@ the Bento services answer with. Only those HTTP layers turn errors into JSON.
     │   └── PayloadTooLargeError    payload_too_large           413
     ├── ConfigError                 invalid_config              500
     ├── ConversionError             conversion_failed           500
-    ├── ModelOutputError            model_output_invalid        500
+    │   └── UnsupportedStepError    step_unsupported            500   (names the step, why, the remedy)
     ├── ParityError                 parity_failed               500   (carries the report)
+    ├── ModelOutputError            model_output_invalid        500   (a graph answered NaN)
     ├── ArtifactError               artifact_invalid            500
     │   └── ModelNotFoundError      model_not_found             404
     ├── FeatureStoreUnavailable     feature_store_unavailable   503   (down, failing or too slow)
@@ -90,6 +91,18 @@ class ConversionError(SkewguardError):
     """A fitted pipeline could not be turned into an ONNX graph."""
 
     code = "conversion_failed"
+
+
+class UnsupportedStepError(ConversionError):
+    """A pipeline step has no exact ONNX conversion; the message names the step, why, and a remedy."""
+
+    code = "step_unsupported"
+
+    def __init__(self, step: str, reason: str, remedy: str) -> None:
+        super().__init__(f"Step {step!r} does not convert exactly: {reason} Remedy: {remedy}")
+        self.step = step
+        self.reason = reason
+        self.remedy = remedy
 
 
 class ModelOutputError(SkewguardError):

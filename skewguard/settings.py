@@ -19,15 +19,27 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    home: Path = Field(default=Path(".skewguard"), description="State folder (data, model store).")
-    parity_tolerance: float = Field(default=1e-4, gt=0, description="Max abs probability diff.")
-    parity_probe_seed: int = 0
+    home: Path = Field(
+        default=Path(".skewguard"),
+        description="State folder: model store, Feast state, Prefect runs, prediction log, reports.",
+    )
+    parity_tolerance: float = Field(
+        default=1e-6,
+        gt=0,
+        description="`skewguard package`: max abs probability difference between the pipeline and its "
+        "graph (a cascade file sets its own under parity).",
+    )
+    parity_probe_seed: int = Field(
+        default=0, description="Seed of the parity gate's random probes (not read yet: the probes use 0)."
+    )
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store.")
     redis_url: str = Field(
         default="127.0.0.1:6379", description="Feast Redis connection: host:port[,db=N][,password=...]."
     )
     feast_project: str = Field(
-        default="skewguard", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project name."
+        default="skewguard",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$",
+        description="Prefix of the Feast projects: a cascade's features live in <prefix>_<cascade name>.",
     )
     alias_url: str | None = Field(
         default=None,

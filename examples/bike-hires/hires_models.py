@@ -2,7 +2,7 @@
 
 Every transform is in the pipeline, so packaging puts it inside the ONNX graph: the hour
 and day of week come from the raw start time (``DatetimeFeatures``), stations and riders
-are one-hot encoded, numbers scaled. Clients send the raw fields; the gateway adds the
+are one-hot encoded, numbers imputed and scaled. Clients send the raw fields; the gateway adds the
 station's recent statistics from Feast.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 from skl2onnx.sklapi import CastTransformer
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -48,5 +49,9 @@ def make_router() -> Pipeline:
 
 
 def make_duration() -> Pipeline:
-    """Minutes of a hire: a ridge regression on scaled numbers, one-hot categories and time parts."""
-    return Pipeline([("columns", _columns(StandardScaler())), ("model", Ridge(alpha=1.0))])
+    """Minutes of a hire: a ridge regression on scaled numbers, one-hot categories and time parts.
+
+    A station's statistics are missing before its first snapshot: the training median stands in.
+    """
+    numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    return Pipeline([("columns", _columns(numbers)), ("model", Ridge(alpha=1.0))])

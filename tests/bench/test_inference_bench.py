@@ -1,4 +1,7 @@
-"""The inference benchmark runs end to end and prints every row and ratio (no timing thresholds)."""
+"""The inference benchmark runs end to end and prints every row and ratio (no timing thresholds).
+
+Besides the demo model, it times a regressor and a default-TF-IDF pipeline, both packaged as written.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,14 @@ ROWS = (
     "(d) serving: decode + DataFrame + sklearn",
     "(a) sklearn predict_proba, 1,000-row batch",
     "(b) onnxruntime run_onnx, 1,000-row batch",
+    "(ra) sklearn predict, 1 row",
+    "(rb) onnxruntime, 1 row",
+    "(ra) sklearn predict, 1,000 rows",
+    "(rb) onnxruntime, 1,000 rows",
+    "(ta) sklearn predict_proba, 1 row",
+    "(tb) onnxruntime, 1 row",
+    "(ta) sklearn predict_proba, 1,000 rows",
+    "(tb) onnxruntime, 1,000 rows",
 )
 NUMBER = r"([\d,]+(?:\.\d+)?)"
 
@@ -50,6 +61,8 @@ def test_benchmark_prints_every_row_and_finite_ratios(capsys: pytest.CaptureFixt
     assert re.search(r"^machine: .+, \d+ logical CPUs .* python 3\.\d+.* onnxruntime ", out, re.M)
     assert "scikit-learn held to 1 with threadpoolctl" in out
     assert re.search(r"^parity: passed, max \|Δp\| \S+ over [\d,]+ rows", out, re.M)
+    for key in ("r", "t"):
+        assert re.search(rf"^\({key}\) .+: [\d,]+ held-out rows; parity passed, max \|Δ\| ", out, re.M)
     for label in ROWS:
         row = re.search(rf"^{re.escape(label)}\s+{NUMBER}" + rf"\s+{NUMBER}" * 4 + r"\s*$", out, re.M)
         assert row is not None, f"no table row {label!r} in:\n{out}"
@@ -63,6 +76,10 @@ def test_benchmark_prints_every_row_and_finite_ratios(capsys: pytest.CaptureFixt
         "serving row p50, (c) vs (d)",
         "serving row p99, (c) vs (d)",
         "serving row mean, (c) vs (d)",
+        "(r) single row p50, (b) vs (a)",
+        "(r) 1,000-row throughput, (b) vs (a)",
+        "(t) single row p50, (b) vs (a)",
+        "(t) 1,000-row throughput, (b) vs (a)",
     ]
     for name, value in ratios:
         assert math.isfinite(_number(value)), name

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skl2onnx.sklapi import CastTransformer
 from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import (
     GradientBoostingClassifier,
     HistGradientBoostingClassifier,
@@ -23,11 +24,16 @@ from sklearn.ensemble import (
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from sklearn.pipeline import make_pipeline as make_sk_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from skewguard.bentos import trees
+from skewguard.bentos.builder import GraphBuilder
+from skewguard.bentos.exact import EXACT_CONVERTERS, ExactConverter
 from skewguard.bentos.inputs import encode_frame
 from skewguard.bentos.package import package_model
 from skewguard.bentos.parity import check_parity, make_session, require_parity, run_onnx
+from skewguard.bentos.preprocessing import same_width_shape
 from skewguard.bentos.probes import generate_probes
 from skewguard.bentos.store import load_model
 from skewguard.bentos.transforms import DatetimeFeatures, ImageFeatures, make_text_vectorizer
@@ -118,14 +124,19 @@ def test_accepted_graphs_match_on_unseen_rows(head: str, seed: int, scale: float
     assert np.array_equal(labels, pipeline.predict(fresh.to_frame()))
 
 
-def test_forest_with_native_missing_values_is_refused() -> None:
+def test_forest_with_native_missing_values_routes_them_as_fitted() -> None:
     rng = np.random.default_rng(1)
     X = make_frame(rng, 400, 1.0)
     X.loc[::7, "price"] = np.nan
     pipeline = make_pipeline("rf").fit(X, make_labels(X.fillna(1.0), rng))
-    with pytest.raises(ParityError, match="missing values in 'price'") as refused:
-        package_model(pipeline, X.iloc[:100], name="nan-forest")
-    assert refused.value.report["field"] == "price"
+    stored = load_model(package_model(pipeline, X.iloc[:100], name="nan-forest", tolerance=1e-6))
+    assert stored.spec.get("price").nullable
+    fresh = make_frame(rng, 200, 1.0)
+    fresh.loc[::3, "price"] = np.nan
+    batch = encode_frame(stored.spec, fresh)
+    labels, proba = run_onnx(make_session(stored.onnx), batch)
+    assert np.abs(proba - pipeline.predict_proba(batch.to_frame())).max() <= 1e-12
+    assert np.array_equal(labels, pipeline.predict(batch.to_frame()))
 
 
 def test_forest_inputs_are_not_nullable_but_hist_boosting_inputs_are() -> None:
@@ -188,3 +199,47 @@ def test_threshold_probes_sit_on_split_thresholds() -> None:
         sum(d <= 1e-9 * max(1.0, abs(v)) for d, v in zip(nearest, at_thresholds, strict=True))
         > len(thresholds) // 2
     )
+
+
+def _one_bit_high_scaler(scope: Any, operator: Any, container: Any) -> None:
+    """A StandardScaler converter that is wrong by about one unit in the last place."""
+    g = GraphBuilder(scope, container)
+    model = operator.raw_operator
+    scaled = g.node(
+        "Div",
+        g.node("Sub", g.as_double(operator.inputs[0]), g.constant("m", [model.mean_])),
+        g.constant("s", [model.scale_]),
+    )
+    nudge = g.node("Mul", g.node("Abs", scaled), g.constant("eps", [2.0**-52]))
+    g.node("Add", scaled, nudge, output=operator.outputs[0].full_name)
+
+
+def _breast_cancer() -> tuple[pd.DataFrame, np.ndarray]:
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    return X, y.to_numpy()
+
+
+def test_a_converter_one_bit_off_is_refused_by_the_threshold_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = _breast_cancer()
+    pipeline = make_sk_pipeline(StandardScaler(), HistGradientBoostingClassifier(max_iter=30)).fit(
+        X[::2], y[::2]
+    )
+    assert load_model(package_model(pipeline, X[1::2].iloc[:40], name="exact-scaler", tolerance=1e-6)).parity[
+        "passed"
+    ]
+    broken = ExactConverter(same_width_shape, _one_bit_high_scaler, "broken on purpose")
+    monkeypatch.setitem(EXACT_CONVERTERS, StandardScaler, broken)
+    with pytest.raises(ParityError, match="failed the parity gate") as refused:
+        package_model(pipeline, X[1::2].iloc[:40], name="broken-scaler", tolerance=1e-6)
+    report = refused.value.report
+    assert report["n_label_mismatches"] + report["n_over_tolerance"] > 0
+    assert any(row["probe"].startswith("tree threshold") for row in report["worst_rows"])
+
+
+def test_a_forest_converter_that_skips_the_float32_cast_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = _breast_cancer()
+    pipeline = make_sk_pipeline(RandomForestClassifier(n_estimators=20, random_state=0)).fit(X[::2], y[::2])
+    monkeypatch.setattr(trees, "float32_input", trees._as_double_matrix)  # compares float64 X: wrong
+    with pytest.raises(ParityError, match="failed the parity gate") as refused:
+        package_model(pipeline, X[1::2].iloc[:40], name="uncast-forest", tolerance=1e-6)
+    assert any(row["probe"].startswith("tree threshold") for row in refused.value.report["worst_rows"])

@@ -9,6 +9,7 @@ is a 4xx naming the field — after which the server still answers a good reques
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import socket
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -34,8 +36,9 @@ from skewguard.bentos.images import encode_png
 from skewguard.bentos.inputs import encode_rows
 from skewguard.bentos.package import package_model
 from skewguard.bentos.runner import OnnxRunner
+from skewguard.bentos.store import load_model
 from skewguard.bentos.transforms import ImageFeatures
-from skewguard.errors import ImageError, InputError, ModelOutputError, PayloadTooLargeError
+from skewguard.errors import ArtifactError, ImageError, InputError, ModelOutputError, PayloadTooLargeError
 
 WORDS = ("red", "blue", "mug", "cup", "broken", "great", "late", "fine")
 N_ROWS = 500
@@ -348,3 +351,39 @@ def test_server_rejects_bad_input_with_a_4xx_naming_the_field(
     else:
         assert field.split(".")[0] in json.dumps(body)
     assert server.post("/predict", json={"rows": _good_rows(1)}).status_code == 200
+
+
+# --- a regressor --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regressor() -> tuple[str, Pipeline]:
+    """A packaged regressor on numbers and a category."""
+    rng = np.random.default_rng(21)
+    X = make_frame(rng, 300).drop(columns=["review", "photo"])
+    y = 3.0 * X["price"] + 10.0 * X["quantity"] + (X["channel"] == "b2b") * 50.0 + rng.normal(0, 1, len(X))
+    columns = ColumnTransformer(
+        [("numbers", StandardScaler(), ["price", "quantity"]), ("channel", OneHotEncoder(), ["channel"])]
+    )
+    pipeline = Pipeline([("columns", columns), ("model", HistGradientBoostingRegressor(max_iter=30))]).fit(
+        X, y
+    )
+    return package_model(pipeline, X.iloc[:60], name="service-regressor"), pipeline
+
+
+def test_a_regressor_answers_numbers(regressor: tuple[str, Pipeline]) -> None:
+    tag, pipeline = regressor
+    runner = OnnxRunner.load(tag)
+    fresh = make_frame(np.random.default_rng(22), 5).drop(columns=["review", "photo"])
+    predictions = runner.predict_rows(fresh.to_dict("records"))
+    assert runner.task == "regression"
+    assert runner.classes_ == ()
+    assert all(set(p) == {"prediction"} and type(p["prediction"]) is float for p in predictions)
+    assert np.abs(np.array([p["prediction"] for p in predictions]) - pipeline.predict(fresh)).max() <= 1e-9
+    assert runner.predict_batch(encode_rows(runner.spec, fresh.to_dict("records"))) == predictions
+
+
+def test_a_store_record_that_contradicts_the_graph_is_refused(regressor: tuple[str, Pipeline]) -> None:
+    stored = load_model(regressor[0])
+    with pytest.raises(ArtifactError, match="packaged for 'regression'"):
+        OnnxRunner(dataclasses.replace(stored, task="classification"))

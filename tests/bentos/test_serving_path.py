@@ -22,7 +22,7 @@ from skewguard.bentos.classes import read_classes
 from skewguard.bentos.package import package_model
 from skewguard.bentos.runner import OnnxRunner
 from skewguard.bentos.store import load_model
-from skewguard.errors import ParityError
+from skewguard.errors import InputError
 
 
 def test_serving_modules_import_no_training_library() -> None:
@@ -102,7 +102,7 @@ def test_a_graph_packaged_without_its_class_record_is_still_read() -> None:
     assert runner.predict_rows([{"x": 2.0, "c": "a"}])[0]["label"] == "low"
 
 
-def test_a_pipeline_that_rejects_unseen_categories_is_refused() -> None:
+def test_a_pipeline_that_rejects_unseen_categories_refuses_them_in_serving_too() -> None:
     X = pd.DataFrame({"x": np.arange(60.0), "c": ["a", "b", "c"] * 20})
     strict = Pipeline(
         [
@@ -110,6 +110,11 @@ def test_a_pipeline_that_rejects_unseen_categories_is_refused() -> None:
             ("model", LogisticRegression()),
         ]
     ).fit(X, (X["x"] > 30).astype(int))
-    with pytest.raises(ParityError, match="field 'c'") as refused:
-        package_model(strict, X.iloc[:20], name="strict")
-    assert refused.value.report["field"] == "c"
+    stored = load_model(package_model(strict, X.iloc[:20], name="strict", tolerance=1e-6))
+    assert "upper-cased category" in stored.parity["rejected_fields"]["c"]
+    runner = OnnxRunner(stored)
+    assert runner.predict_rows([{"x": 45.0, "c": "b"}])[0]["label"] == 1
+    with pytest.raises(InputError, match="rejects some values of 'c'") as refused:
+        runner.predict_rows([{"x": 45.0, "c": "b"}, {"x": 45.0, "c": "unheard of"}])
+    assert refused.value.field == "c"
+    assert refused.value.status_code == 422

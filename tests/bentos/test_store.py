@@ -92,3 +92,13 @@ def test_models_are_listed_newest_first_and_only_ours() -> None:
     everything = list_models()
     assert all(tag in everything for tag in tags)
     assert not any(tag.startswith(f"{name}-foreign:") for tag in everything)
+
+
+def test_the_task_is_recorded_and_a_model_stored_without_one_reads_as_a_classifier() -> None:
+    assert load_model(_save(_name())).task == "classification"
+    stored = load_model(save_model(_name(), GRAPH, spec=SPEC, profile={}, parity={}, task="regression"))
+    assert stored.task == "regression"
+    info = stored.path / "model.yaml"
+    info.write_text(info.read_text().replace("  task: regression\n", ""))  # as models were stored before
+    assert "task:" not in info.read_text()
+    assert load_model(stored.tag).task == "classification"

@@ -28,7 +28,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
         "threshold": 0.5,
         "routes": {1: "reseller", 0: "retail"},
     }
-    image = write_cascade_file(project, router=router, branches={"reseller": LINEAR, "retail": LINEAR})
+    image = write_cascade_file(
+        project, name="returns-image", router=router, branches={"reseller": LINEAR, "retail": LINEAR}
+    )
     text = write_cascade_file(
         project,
         "text.yaml",
@@ -52,7 +54,7 @@ def test_no_image_run_reuses_no_model_step_of_the_image_run(runs: dict[str, dict
 
 @pytest.mark.slow
 def test_no_image_cascade_has_no_image_input_anywhere(runs: dict[str, dict[str, Any]]) -> None:
-    text, image = champion("returns-text"), champion("returns")
+    text, image = champion("returns-text"), champion("returns-image")
     assert text is not None
     assert image is not None
     for tag in text.model_tags().values():

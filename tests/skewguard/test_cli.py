@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,22 @@ def test_log_prune_deletes_what_is_older_than_the_age_given(tmp_path: Path) -> N
     assert no_age.exit_code == 2
     assert "SKEWGUARD_LOG_RETENTION_DAYS" in no_age.output
     assert len(read_records(url)) == 1
+
+
+def test_the_curl_serve_prints_sends_the_token_when_one_is_set(tmp_path: Path) -> None:
+    from skewguard.cli_ops import _ready_message
+    from skewguard.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(home=tmp_path, api_token="s3cret-token")
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests" / "demo.json").write_text("{}")
+    curl = next(line for line in _ready_message(settings, ["demo"]).splitlines() if "curl" in line)
+    words = subprocess.run(
+        ["bash", "-c", f"set -- {curl[curl.index('curl') :]}; printf '%s\\n' \"$@\""],
+        env={"SKEWGUARD_API_TOKEN": "s3cret-token", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "authorization: Bearer s3cret-token" in words
+    assert any(word.startswith("@") and word.endswith("demo.json") for word in words)
