@@ -225,7 +225,7 @@ async def _predict(gateway: Gateway, request: Request, name: str) -> Response:
         gateway.log.submit(records)
     else:
         gateway.shadow.submit(job)  # the champion's records are logged once the shadow ran (or was shed)
-    return json_response({"cascade": name, "request_id": request_id, "predictions": rows})
+    return json_response({"cascade": name, "predictions": rows, "request_id": request_id})
 
 
 def _observe(
