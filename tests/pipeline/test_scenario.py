@@ -119,7 +119,7 @@ def story(home: Path, project: Path, gateway: str) -> dict[str, Any]:
     """Run the scenario once; the tests below read its chapters."""
     settings = Settings.from_env()
     data = project / "data"
-    monitor = {"name": NAME, "last": SERVED, "watch": WATCH}
+    monitor = {"name": NAME, "last": SERVED, "watch": WATCH, "token": TOKEN}  # as the CLI passes it
     chapters: dict[str, Any] = {"champion": champion_tag(NAME)}
 
     normal = fresh_orders(data, n_orders=SERVED, days=14, seed=1)
