@@ -1,6 +1,6 @@
 """Gateway benchmark: the skewguard gateway against BentoML composition and a naive app, over HTTP.
 
-    .venv/bin/python bench/gateway.py [--seconds 10] [--concurrency 16,64] [--variants 1,2,3,4]
+    .venv/bin/python bench/gateway.py [--seconds 10] [--concurrency 16,64] [--variants 0,1,2,3,4]
         [--orders 20000] [--loadgen auto|wrk|httpx] [--home DIR] [--quick]
 
 In a throw-away SKEWGUARD_HOME (BENTOML_HOME and PREFECT_HOME inside it) it copies the
@@ -13,6 +13,9 @@ single-row requests (real demo orders, image included) from a load generator in 
 process (``bench/gateway_load.py``: wrk, or async httpx when wrk is absent), at each
 concurrency:
 
+(0) the bare stack (``bench/gateway_bare.py``): the gateway's uvicorn, as ``skewguard serve``
+    runs it, with a trivial app that parses the body and answers; every gateway row is also
+    reported as a ratio to it (the limit any gateway on this stack has);
 (1) the gateway co-located (``skewguard serve``): validation, Feast SQLite, skew guard,
     router and specialist in onnxruntime, prediction log (SQLite); measured twice, each in
     its own gateway process: image requests on the ``returns`` cascade, and tabular+text
@@ -53,6 +56,7 @@ from bench.gateway_report import (
     Cell,
     ImageCost,
     agreement,
+    bare_ratios,
     describe_machine,
     format_table,
     loadgen_caveat,
@@ -254,7 +258,7 @@ def run_variant(key: str, setup: Setup, options: argparse.Namespace) -> Outcome:
                 setup.home / "setup.log",
             )
         url = launch(key, setup, servers)
-        outcome.p1, failed = check_answers(url, bodies)
+        outcome.p1, failed = check_answers(url, bodies) if key != "0" else ([], 0)
         if failed:
             outcome.notes.append(f"{prefix} {failed} one-at-a-time check request(s) failed")
         if key in TEXT_KEYS:
@@ -319,6 +323,7 @@ def run(options: argparse.Namespace) -> list[str]:
         *(LEGEND[key] for key in options.variants),
         "",
         "ratios from this run:",
+        *bare_ratios(cells),
         *ratios(cells),
         "targets:",
         *loadgen_caveat(tools),
@@ -335,7 +340,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=int, help="seconds per cell, whole (10; --quick 1)")
     parser.add_argument("--concurrency", default="16,64", help="comma-separated (16,64)")
-    parser.add_argument("--variants", help="comma-separated of 1,2,3,4 (all; --quick 1,4)")
+    parser.add_argument("--variants", help="comma-separated of 0,1,2,3,4 (all; --quick 0,1,4)")
     parser.add_argument("--no-shadow", action="store_true", help="leave out (1) with a shadow attached")
     parser.add_argument("--orders", type=int, help="demo orders (20,000; --quick 2,000)")
     parser.add_argument(
@@ -350,12 +355,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.seconds = args.seconds or (1 if quick else 10)
-    args.variants = (args.variants or ("1,4" if quick else "1,2,3,4")).split(",")
+    args.variants = (args.variants or ("0,1,4" if quick else "0,1,2,3,4")).split(",")
     args.orders = args.orders or (2_000 if quick else 20_000)
     args.warmup = 1 if quick else 3
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    if args.seconds < 1 or not set(args.variants) <= {"1", "2", "3", "4"} or min(args.concurrency) < 1:
-        parser.error("--seconds must be ≥ 1, --variants among 1,2,3,4 and each concurrency ≥ 1.")
+    if args.seconds < 1 or not set(args.variants) <= {"0", "1", "2", "3", "4"} or min(args.concurrency) < 1:
+        parser.error("--seconds must be ≥ 1, --variants among 0,1,2,3,4 and each concurrency ≥ 1.")
     # (1) is measured with image requests and, on the no-image cascade, with tabular+text ones,
     # by one gateway process and by two workers; and with image requests and a shadow attached.
     ones = ("1", "1t", "1w") if args.no_shadow else ("1", "1t", "1w", "1s")

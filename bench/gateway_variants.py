@@ -51,14 +51,19 @@ class Setup:
 
 
 def bodies_of(key: str, setup: Setup) -> Path:
-    """The request bodies variant ``key`` is driven with: without the image for ``1t`` and ``1w``."""
-    return setup.text_bodies if key in TEXT_KEYS else setup.bodies
+    """The request bodies variant ``key`` is driven with: without the image for ``0``, ``1t`` and ``1w``."""
+    return setup.text_bodies if key in (*TEXT_KEYS, "0") else setup.bodies
 
 
 def launch(key: str, setup: Setup, servers: list[Server]) -> str:
     """Start variant ``key``'s servers into ``servers`` (so a failure still stops them); return its URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    if key == "0":
+        command = [sys.executable, "-O", str(BENCH / "gateway_bare.py"), "--port", str(port)]
+        servers.append(start("bare", command, setup.env, setup.home, front=True))
+        wait_ready(servers[-1], f"{base}/readyz")
+        return f"{base}/v1/cascades/{TEXT_CASCADE}/predict"
     if key in GATEWAY_KEYS:
         cascade = TEXT_CASCADE if key in TEXT_KEYS else CASCADE
         remote = launch_bentos(setup, servers) if key == "2" else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -88,18 +89,22 @@ def serve(settings: GatewaySettings, *, announce: Callable[[list[str]], None] | 
         _serve_workers(settings)
         return
     app = create_app(build_gateway(settings, on_ready=announce))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
+    uvicorn.run(app, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
+    """How one gateway process runs uvicorn (the benchmark's bare app runs the same way)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "access_log": False,
         # The gateway reads no client address or scheme, so X-Forwarded-* would change nothing;
         # uvicorn's middleware for them sat under every request.
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
-        http=http_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
-    )
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 10,
+        "http": http_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
+    }
 
 
 def _serve_workers(settings: GatewaySettings) -> None:
