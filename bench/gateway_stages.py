@@ -161,9 +161,18 @@ def run(home: Path, cascade: str, bodies_file: Path, clients: int, requests: int
             spy.wait(timeout=seconds * 3 + 30)
         return ok, loop_cpu, process_cpu, requests / wall
 
-    ok, loop_cpu, process_cpu, rate = asyncio.run(scenario())
+    ok, loop_cpu, process_cpu, rate = _run_loop(scenario())
     samples = read_samples(folder / "raw.txt", threading.get_native_id())
     return report(samples, ok, requests, loop_cpu, process_cpu, rate, clients, cascade)
+
+
+def _run_loop(coroutine: Any) -> Any:
+    """Run on uvloop when it is installed, as uvicorn does (its ``loop="auto"``), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def report(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -27,11 +28,12 @@ from skewguard.errors import InputError
 
 def test_serving_modules_import_no_training_library() -> None:
     code = (
-        "import sys, bentos.runner, bentos.service; "
+        "import sys, skewguard.bentos.runner, skewguard.bentos.service; "
         "print(sorted(m for m in ('sklearn', 'skl2onnx', 'joblib', 'evidently', 'prefect')"
         " if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = os.environ | {"SKEWGUARD_MODEL": "any-model:latest"}  # the service names the model it serves
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert result.stdout.strip() == "[]"
 
 

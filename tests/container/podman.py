@@ -11,6 +11,7 @@ the same paths, so the configuration means the same thing inside.
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
 import subprocess
 import sys
@@ -41,9 +42,16 @@ def podman() -> str | None:
     return shutil.which("podman")
 
 
+CONTAINERS_CONF = PROJECT / ".ci" / "containers.conf"
+"""runc and the default ulimits this machine allows, for what takes no ``--ulimit`` (``kube play``)."""
+
+
 def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """``podman <args>``, output captured; a failure shows podman's own words."""
-    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    env = {"CONTAINERS_CONF": str(CONTAINERS_CONF), **os.environ}  # .ci/run sets the same
+    done = subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
     if check and done.returncode != 0:
         raise RuntimeError(f"podman {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
     return done

@@ -75,6 +75,7 @@ def files(home: Path) -> dict[str, Path]:
 def gateway(home: Path, files: dict[str, Path]) -> Iterator[Server]:
     port = _free_port()
     env = {**os.environ, "SKEWGUARD_PORT": str(port), "SKEWGUARD_WATCH_SECONDS": "0.5"}
+    env["SKEWGUARD_CASCADES"] = ",".join(files)  # the session's store holds other tests' cascades too
     server = _launch(
         [sys.executable, "-m", "skewguard", "serve"],
         env,

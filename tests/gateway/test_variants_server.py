@@ -61,12 +61,17 @@ def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _every_worker_shows(server: Server, version: str | None, times: int = 24) -> bool:
-    """``times`` listings in a row, each on a new connection, show the variant ``version`` (None: none)."""
+def _every_worker_shows(
+    server: Server, version: str | None, mode: str | None = None, times: int = 24
+) -> bool:
+    """``times`` listings in a row, each on a new connection, show the variant ``version`` (None: none),
+    attached as ``mode`` when given (a shadow turned canary keeps its version)."""
     with _fresh(server) as client:
         for _ in range(times):
             variant = client.get("/v1/cascades").json()["cascades"][0]["variant"]
             if (variant["version"] if variant and variant["serving"] else None) != version:
+                return False
+            if mode is not None and variant["mode"] != mode:
                 return False
     return True
 
@@ -110,7 +115,11 @@ def test_a_shadow_and_a_canary_reach_every_worker(
         with _fresh(server) as client:
             attached = client.put(VARIANT, json={"mode": "canary", "version": twin_candidate, "share": 0.5})
         assert attached.status_code == 200, attached.text
-        _until(lambda: _every_worker_shows(server, twin_candidate), 30, "every worker serves the canary")
+        _until(
+            lambda: _every_worker_shows(server, twin_candidate, "canary"),
+            30,
+            "every worker serves the canary",
+        )
         entities = list(range(4_000_000, 4_000_100))
         bodies = [rows[e % 40] | {"customer_id": e} for _ in range(3) for e in entities]
         answers = _post_all(server, bodies)
