@@ -10,6 +10,7 @@ from bench import gateway as gateway_bench
 
 NUMBER = r"([\d,]+(?:\.\d+)?)"
 ROWS = (
+    "(0) bare stack: uvicorn, trivial app",
     "(1) co-located, image requests",
     "(1) co-located, tabular+text requests",
     "(1) tabular+text, 2 gateway workers",
@@ -19,12 +20,14 @@ LINES = (
     r"^\(1\) prediction log after the load: .*dropped 0\b",
     r"^\(1\) tabular\+text prediction log after the load: .*dropped 0\b",
     r"^\(1\) tabular\+text, 2 workers prediction log after the load: .*dropped 0\b",
-    r"^  \(1\) at c=16, the same with 2 workers: (met|NOT met) \([\d,]+ req/s",
+    r"^  \(1\) co-located, tabular\+text requests at c=16 ≥ 0\.4× the bare stack's req/s and p99 ≤ 2\.5× "
+    r"its p99: (met|NOT met) \([\d.]+×, p99 [\d.]+×; [\d,]+ against [\d,]+ req/s\)",
+    r"^  \(1\) co-located, image requests at c=16 ≥ 0\.25× the bare stack's req/s: (met|NOT met) \([\d.]+×",
+    r"^  two workers ≥ 1\.6× one process at c=64 \(tabular\+text\): (met|NOT met) \([\d.]+×\)",
+    r"^  \(1\) co-located, tabular\+text requests\s+/ \(0\) at c=16\s+2xx req/s\s+[\d.]+×\s+p99\s+[\d.]+×",
     r"^  the same, 2 workers, each page counted once: (met|NOT met) \(\d+ MB of distinct pages",
     # The tabular+text row serves a cascade of its own, trained without the image in the same home.
     r"^\(1\) tabular\+text serves cascade-returns-text:\S+: router returns-text-router:",
-    r"^  \(1\) at c=16 .* tabular\+text request: (met|NOT met) \([\d,]+ req/s",
-    r"^  \(1\) at c=16, image requests \(reported separately\): [\d,]+ req/s",
     r"^  \(1\) tabular\+text/image at c=16\s+2xx req/s\s+[\d.]+×",
     # (4) found the image cascade's own pipelines among both runs' Prefect results.
     r"^\(4\) serves the fitted pipelines of the `skewguard train` run",
