@@ -144,7 +144,7 @@ def _gate(
         pipeline, model, heldout, probes, tolerance=limits[0], rel_tolerance=limits[1], task=task
     )
     steps = measure_steps(pipeline, spec, [heldout, probes[0]], final_diff=report.max_abs_diff)
-    return dataclasses.replace(report, steps=[step.to_dict() for step in steps])
+    return dataclasses.replace(report, steps=[step.to_dict() for step in steps], probe_seed=seed)
 
 
 def score_graph(model: bytes, batch: Batch, y: np.ndarray, task: Task = "classification") -> dict[str, float]:

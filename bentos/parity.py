@@ -57,6 +57,8 @@ class ParityReport:
     """Probes scikit-learn rejects and the graph answers with NaN (which serving refuses too)."""
     rejected_fields: dict[str, list[str]] = field(default_factory=dict)
     """Per field, the kinds of probe value scikit-learn rejects (e.g. an unseen category)."""
+    probe_seed: int = 0
+    """The seed of the random probes (``SKEWGUARD_PARITY_PROBE_SEED``): the same seed, the same probes."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

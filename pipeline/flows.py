@@ -214,6 +214,7 @@ def package(
     rule: cascade.RoutingRule | None,
     selection: FeatureSelection | None,
     store: str,
+    probe_seed: int = 0,
 ) -> str:
     """Convert and gate one model on the held-out rows it will see; return its store tag.
 
@@ -241,6 +242,7 @@ def package(
         tolerance=loaded.spec.parity.tolerance,
         regression_atol=loaded.spec.parity.atol,
         regression_rtol=loaded.spec.parity.rtol,
+        seed=probe_seed,
     )
 
 
@@ -382,6 +384,7 @@ def _package_all(
             rule,
             selection,
             store,
+            settings.parity_probe_seed,
         )
         tags[role] = _run(states, package, *args, key=role)
         if not has_model(tags[role]):  # a cached result whose model was deleted from the store since

@@ -167,7 +167,12 @@ def package(
         y = X.pop(target).to_numpy()
     try:
         tag = package_model(
-            fitted, X, name=name, y_sample=y, tolerance=tolerance or settings.parity_tolerance
+            fitted,
+            X,
+            name=name,
+            y_sample=y,
+            tolerance=tolerance or settings.parity_tolerance,
+            seed=settings.parity_probe_seed,
         )
     except (ConversionError, ParityError) as refused:
         click.echo(render_outcome(name, fitted, error=refused), err=True)

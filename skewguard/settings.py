@@ -30,7 +30,7 @@ class Settings(BaseModel):
         "graph (a cascade file sets its own under parity).",
     )
     parity_probe_seed: int = Field(
-        default=0, description="Seed of the parity gate's random probes (not read yet: the probes use 0)."
+        default=0, description="Seed of the parity gate's random probes (`skewguard package` and training)."
     )
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store.")
     redis_url: str = Field(

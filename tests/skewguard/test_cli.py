@@ -75,6 +75,15 @@ def test_package_a_users_pickled_pipeline(tmp_path: Path) -> None:
     assert tag in listing.output
 
 
+def test_package_seeds_the_probes_from_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline_file, sample_file = _user_files(tmp_path)
+    monkeypatch.setenv("SKEWGUARD_PARITY_PROBE_SEED", "7")
+    args = ["package", "--pipeline", str(pipeline_file), "--sample", str(sample_file), "--name", "seeded"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert load_model(result.output.strip().splitlines()[-1]).parity["probe_seed"] == 7
+
+
 def test_unknown_target_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
