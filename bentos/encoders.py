@@ -2,10 +2,11 @@
 
 Each encoder maps one category of one feature to a fixed block of output values. The
 converter asks the fitted encoder itself for that block — ``transform`` of every known
-category, and of one value it never saw — and the graph looks rows up in the table:
-``Equal`` against the categories, ``Gather`` of the matching row, and for a value matching
-none the encoder's own answer to an unseen value (zeros, the infrequent column,
-``unknown_value``, the target mean). Where scikit-learn raises on an unseen value
+category, and of one value it never saw — and the graph looks rows up in the table: the
+category's index (a text value through one ``LabelEncoder``, a number through ``Equal``
+against the categories), then ``Gather`` of that row, where a value matching none gets the
+encoder's own answer to an unseen value (zeros, the infrequent column, ``unknown_value``,
+the target mean). Where scikit-learn raises on an unseen value
 (``handle_unknown="error"``), the whole graph answers NaN for that row (``reject_rows``),
 which serving refuses as well, whatever estimator follows.
 Infrequent categories, ``drop`` and multiclass target encodings are in the tables already.
@@ -125,8 +126,30 @@ def match_categories(g: GraphBuilder, column: str, categories: NDArray[Any], kin
     return index, found
 
 
+def text_index(g: GraphBuilder, column: str, categories: NDArray[Any]) -> str:
+    """Int64 ``[N, 1]``: the index of each text value in ``categories``, ``len(categories)`` where none is.
+
+    One ``LabelEncoder`` (a hash lookup of the exact string) does what ``Equal`` against every
+    category and the reductions after it do, in one node instead of six.
+    """
+    positions = [i for i, c in enumerate(categories) if isinstance(c, str)]  # a text input is never NaN
+    return g.node(
+        "LabelEncoder",
+        column,
+        domain="ai.onnx.ml",
+        keys_strings=[categories[i] for i in positions],
+        values_int64s=positions,
+        default_int64=len(categories),
+    )
+
+
 def category_codes(g: GraphBuilder, column: str, categories: NDArray[Any], kind: Any) -> str:
     """Float64 ``[N, 1]``: the index of each value in ``categories``, NaN where none matches."""
+    if isinstance(kind, StringTensorType):
+        index = text_index(g, column, categories)
+        unseen = g.node("Equal", index, g.constant("unseen_index", [len(categories)], TensorProto.INT64))
+        codes = g.node("Cast", index, to=TensorProto.DOUBLE)
+        return g.node("Where", unseen, g.constant("nan", [np.nan]), codes)
     index, found = match_categories(g, column, categories, kind)
     column_index = g.node("Unsqueeze", index, g.constant("axis", [1], TensorProto.INT64))
     codes = g.node("Cast", column_index, to=TensorProto.DOUBLE)
@@ -153,6 +176,9 @@ def convert_encoder(scope: Any, operator: Any, container: Any) -> None:
     for j, full_table in enumerate(feature_tables(operator.raw_operator)):
         column, kind = input_column(g, operator, j)
         table = _reachable(full_table, kind)
+        if isinstance(kind, StringTensorType):
+            blocks.append(_text_lookup(g, column, table))
+            continue
         index, found = match_categories(g, column, table.categories, kind)
         if np.isnan(table.unseen).any():  # scikit-learn raises on an unseen value: so does the graph
             g.reject_rows(g.node("Not", found))
@@ -160,3 +186,15 @@ def convert_encoder(scope: Any, operator: Any, container: Any) -> None:
         blocks.append(g.node("Where", found, looked_up, g.constant("unseen", [table.unseen])))
     result = blocks[0] if len(blocks) == 1 else g.node("Concat", *blocks, axis=1)
     g.node("Identity", result, output=operator.outputs[0].full_name)
+
+
+def _text_lookup(g: GraphBuilder, column: str, table: FeatureTable) -> str:
+    """Float64 ``[N, width]``: each text value's block, from a table whose last row is the unseen value's."""
+    index = text_index(g, column, table.categories)
+    if np.isnan(table.unseen).any():  # scikit-learn raises on an unseen value: so does the graph
+        g.reject_rows(
+            g.node("Equal", index, g.constant("unseen_index", [len(table.categories)], TensorProto.INT64))
+        )
+    rows = g.node("Reshape", index, g.constant("flat", [-1], TensorProto.INT64))
+    values = np.vstack([table.values, table.unseen[None, :]])
+    return g.node("Gather", g.constant("table", values), rows, axis=0)
