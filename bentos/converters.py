@@ -65,8 +65,7 @@ def _datetime_converter(scope: Any, operator: Any, container: Any) -> None:
     weeks = g.node("Floor", g.node("Div", shifted, week))
     dow = g.node("Sub", shifted, g.node("Mul", weeks, week))
     hour_table, dow_table = trig_tables()
-    cyclic = [_look_up(g, hour, hour_table[:, 0]), _look_up(g, hour, hour_table[:, 1])]
-    cyclic += [_look_up(g, dow, dow_table[:, 0]), _look_up(g, dow, dow_table[:, 1])]
+    cyclic = [*_look_up(g, hour, hour_table), *_look_up(g, dow, dow_table)]
     g.node("Concat", hour, dow, *cyclic, output=operator.outputs[0].full_name, axis=1)
 
 
@@ -83,12 +82,16 @@ def trig_tables() -> tuple[np.ndarray, np.ndarray]:
     return hours[:, 2:4], weekdays[:, 4:6]
 
 
-def _look_up(g: GraphBuilder, integer: str, table: np.ndarray) -> str:
-    """``table[integer]`` for an integer-valued float64 tensor; NaN stays NaN."""
+def _look_up(g: GraphBuilder, integer: str, table: np.ndarray) -> list[str]:
+    """Each column of ``table`` at ``integer`` (an integer-valued float64 tensor); NaN stays NaN.
+
+    One index for all columns: a NaN points at an added last row of NaNs.
+    """
     missing = g.node("IsNaN", integer)
-    index = g.node("Cast", g.node("Where", missing, g.constant("zero", [0.0]), integer), to=TensorProto.INT64)
-    found = g.node("Gather", g.constant("table", table), index, axis=0)
-    return g.node("Where", missing, g.constant("nan", [np.nan]), found)
+    at_nan = g.constant("nan_row", [float(len(table))])
+    index = g.node("Cast", g.node("Where", missing, at_nan, integer), to=TensorProto.INT64)
+    padded = np.vstack([table, np.full((1, table.shape[1]), np.nan)])
+    return [g.node("Gather", g.constant("table", padded[:, j]), index, axis=0) for j in range(table.shape[1])]
 
 
 def _signed_log_shape(operator: Any) -> None:
