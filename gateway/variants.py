@@ -54,6 +54,11 @@ class Answered:
     @property
     def rows(self) -> list[dict[str, Any]]:
         """Each row's answer, saying which variant served it, in the request's order."""
+        if len(self.parts) == 1:  # one variant answered every row, in order
+            (part,) = self.parts
+            for row in part.outcome.rows:
+                row["variant"] = part.variant
+            return part.outcome.rows
         merged: dict[int, dict[str, Any]] = {}
         for part in self.parts:
             for index, row in zip(part.rows, part.outcome.rows, strict=True):
@@ -74,7 +79,7 @@ class Answered:
                 latency_ms=part.latency_ms,
             )
             records += own if part.candidate is None else with_candidate(own, [part.candidate] * len(own))
-        return sorted(records, key=lambda record: record.row)
+        return records if len(self.parts) == 1 else sorted(records, key=lambda record: record.row)
 
 
 async def answer(
