@@ -234,16 +234,17 @@ def _observe(
     routes = {row["route"] for row in rows}
     route = routes.pop() if len(routes) == 1 else "mixed"
     metrics = gateway.metrics
-    metrics.latency.labels(name, route).observe(seconds)
+    metrics.child(metrics.latency, name, route).observe(seconds)
     for row in rows:
-        metrics.rows.labels(name, row["route"]).inc()
+        metrics.child(metrics.rows, name, row["route"]).inc()
     for part in answered.parts:
-        metrics.variant_rows.labels(name, part.variant).inc(len(part.rows))
+        metrics.child(metrics.variant_rows, name, part.variant).inc(len(part.rows))
         for flags in part.outcome.flags:
             for flag in flags:
-                metrics.skew_flags.labels(name, flag.kind).inc()
+                metrics.child(metrics.skew_flags, name, flag.kind).inc()
         if part.candidate is not None:
-            metrics.canary_fallbacks.labels(name, str(part.candidate["error"]).partition(":")[0]).inc()
+            code = str(part.candidate["error"]).partition(":")[0]
+            metrics.child(metrics.canary_fallbacks, name, code).inc()
 
 
 async def list_route(request: Request) -> Response:

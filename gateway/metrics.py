@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,6 +27,7 @@ _LOG_COUNTERS = {  # each exposed as skewguard_prediction_log_<key>_total
 }
 _QUEUED = _LOG + "queued"
 _QUEUED_HELP = "Prediction-log records waiting to be written."
+_M = TypeVar("_M", Counter, Histogram)
 
 
 class GatewayMetrics:
@@ -102,6 +104,18 @@ class GatewayMetrics:
             }
             self._queued = Gauge(_QUEUED, _QUEUED_HELP, multiprocess_mode="livesum", registry=self.registry)
             self._published = dict.fromkeys(_LOG_COUNTERS, 0)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: _M, *labels: str) -> _M:
+        """``metric.labels(*labels)``, kept: the request path asks for the same few series each time.
+
+        The labels are cascades, routes, variants, flag kinds and error codes: a bounded set.
+        """
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def watch_log(self, stats: Callable[[], dict[str, int]]) -> None:
         """Where the prediction log's counters are read (at scrape time, or when published)."""
