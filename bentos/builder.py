@@ -89,16 +89,19 @@ class GraphBuilder:
             raise ConversionError("reject_rows is only available while skewguard converts a pipeline.")
         recorded.append(mask)
 
-    def ones_column(self, name: str) -> str:
-        """A float64 ``[N, 1]`` column of ones, as many rows as ``name``."""
+    def column_shape(self, name: str) -> str:
+        """The shape ``[N, 1]`` of one column as many rows as ``name`` (int64, for ``Expand``)."""
         rows = self.node(
             "Slice",
             self.node("Shape", name),
             self.constant("start", [0], TensorProto.INT64),
             self.constant("end", [1], TensorProto.INT64),
         )
-        shape = self.node("Concat", rows, self.constant("one_column", [1], TensorProto.INT64), axis=0)
-        return self.node("Expand", self.constant("one", [[1.0]]), shape)
+        return self.node("Concat", rows, self.constant("one_column", [1], TensorProto.INT64), axis=0)
+
+    def ones_column(self, name: str) -> str:
+        """A float64 ``[N, 1]`` column of ones, as many rows as ``name``."""
+        return self.node("Expand", self.constant("one", [[1.0]]), self.column_shape(name))
 
 
 def require_tensor(operator: Any, allowed: tuple[type, ...], hint: str) -> int | None:

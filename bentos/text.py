@@ -161,14 +161,8 @@ def count_ngrams(g: GraphBuilder, text: str, model: Any) -> str:
 
 def _with_pad_column(g: GraphBuilder, tokens: str) -> str:
     """``tokens`` ``[N, T]`` with one more column of padding, so that it is never empty."""
-    rows = g.node(
-        "Slice",
-        g.node("Shape", tokens),
-        g.constant("start", [0], TensorProto.INT64),
-        g.constant("end", [1], TensorProto.INT64),
-    )
-    shape = g.node("Concat", rows, g.constant("one_column", [1], TensorProto.INT64), axis=0)
-    pad = g.node("Expand", g.constant("pad", np.array([[PAD]], dtype=object), TensorProto.STRING), shape)
+    pad_value = g.constant("pad", np.array([[PAD]], dtype=object), TensorProto.STRING)
+    pad = g.node("Expand", pad_value, g.column_shape(tokens))
     return g.node("Concat", tokens, pad, axis=1)
 
 
