@@ -147,9 +147,8 @@ def category_codes(g: GraphBuilder, column: str, categories: NDArray[Any], kind:
     """Float64 ``[N, 1]``: the index of each value in ``categories``, NaN where none matches."""
     if isinstance(kind, StringTensorType):
         index = text_index(g, column, categories)
-        unseen = g.node("Equal", index, g.constant("unseen_index", [len(categories)], TensorProto.INT64))
         codes = g.node("Cast", index, to=TensorProto.DOUBLE)
-        return g.node("Where", unseen, g.constant("nan", [np.nan]), codes)
+        return g.node("Where", _unseen(g, index, categories), g.constant("nan", [np.nan]), codes)
     index, found = match_categories(g, column, categories, kind)
     column_index = g.node("Unsqueeze", index, g.constant("axis", [1], TensorProto.INT64))
     codes = g.node("Cast", column_index, to=TensorProto.DOUBLE)
@@ -192,9 +191,12 @@ def _text_lookup(g: GraphBuilder, column: str, table: FeatureTable) -> str:
     """Float64 ``[N, width]``: each text value's block, from a table whose last row is the unseen value's."""
     index = text_index(g, column, table.categories)
     if np.isnan(table.unseen).any():  # scikit-learn raises on an unseen value: so does the graph
-        g.reject_rows(
-            g.node("Equal", index, g.constant("unseen_index", [len(table.categories)], TensorProto.INT64))
-        )
+        g.reject_rows(_unseen(g, index, table.categories))
     rows = g.node("Reshape", index, g.constant("flat", [-1], TensorProto.INT64))
     values = np.vstack([table.values, table.unseen[None, :]])
     return g.node("Gather", g.constant("table", values), rows, axis=0)
+
+
+def _unseen(g: GraphBuilder, index: str, categories: NDArray[Any]) -> str:
+    """Bool ``[N, 1]``: the rows where ``text_index`` found no category."""
+    return g.node("Equal", index, g.constant("unseen_index", [len(categories)], TensorProto.INT64))
