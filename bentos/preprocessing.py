@@ -51,13 +51,14 @@ def _finish(g: GraphBuilder, operator: Any, result: str) -> None:
 
 
 def convert_standard_scaler(scope: Any, operator: Any, container: Any) -> None:
-    g, model = GraphBuilder(scope, container), operator.raw_operator
-    X = _double_input(g, operator)
-    if model.with_mean:
-        X = g.node("Sub", X, g.constant("mean", [model.mean_]))
-    if model.with_std:
-        X = g.node("Div", X, g.constant("scale", [model.scale_]))
-    _finish(g, operator, X)
+    model = operator.raw_operator
+    _shift_and_scale(
+        scope,
+        operator,
+        container,
+        model.mean_ if model.with_mean else None,
+        model.scale_ if model.with_std else None,
+    )
 
 
 def convert_minmax_scaler(scope: Any, operator: Any, container: Any) -> None:
@@ -71,12 +72,24 @@ def convert_minmax_scaler(scope: Any, operator: Any, container: Any) -> None:
 
 
 def convert_robust_scaler(scope: Any, operator: Any, container: Any) -> None:
-    g, model = GraphBuilder(scope, container), operator.raw_operator
+    model = operator.raw_operator
+    _shift_and_scale(
+        scope,
+        operator,
+        container,
+        model.center_ if model.with_centering else None,
+        model.scale_ if model.with_scaling else None,
+    )
+
+
+def _shift_and_scale(scope: Any, operator: Any, container: Any, center: Any, scale: Any) -> None:
+    """``(X - center) / scale`` in float64, a step left out where the scaler leaves it out (None)."""
+    g = GraphBuilder(scope, container)
     X = _double_input(g, operator)
-    if model.with_centering:
-        X = g.node("Sub", X, g.constant("center", [model.center_]))
-    if model.with_scaling:
-        X = g.node("Div", X, g.constant("scale", [model.scale_]))
+    if center is not None:
+        X = g.node("Sub", X, g.constant("center", [center]))
+    if scale is not None:
+        X = g.node("Div", X, g.constant("scale", [scale]))
     _finish(g, operator, X)
 
 
