@@ -46,7 +46,7 @@ from typing import Any
 STAGES: dict[str, tuple[str, ...]] = {
     "parse": ("read_json (skewguard/gateway/app.py", "parse_rows (skewguard/gateway/predict.py"),
     "features": ("_fetch (skewguard/gateway/predict.py", "_merge (skewguard/gateway/predict.py"),
-    "encode": ("encode_request (skewguard/gateway/decoding.py",),
+    "encode": ("encode_request (skewguard/gateway/decoding.py", "stack (skewguard/bentos/inputs.py"),
     "guard": ("check (skewguard/gateway/guard.py",),
     "models": ("predict_batch (skewguard/bentos/runner.py",),
     "answer": ("_answer (skewguard/gateway/predict.py", "json_response (skewguard/gateway/app.py"),

@@ -3,9 +3,11 @@
 Model calls cost mostly per call, not per row: a run of sixteen rows costs a few times a
 single row's, not sixteen times, and a call to a remote BentoML service pays its HTTP round
 trip whatever it carries (figures: docs/benchmarks.md). So ``GatheredCascade`` runs the
-rows of requests that arrive together as one batch: each request queues its validated rows;
-one drainer task takes everything queued (up to ``max_rows``), has the cascade answer it in
-one go, and hands each request its own rows back. There is no timer: a lone request runs at
+rows of requests that arrive together as one batch: each request queues its validated values;
+one drainer task takes everything queued (up to ``max_rows``), builds the model inputs once
+for all of it (one array per field, not one per request and another to join them), has the
+skew guard flag the rows once and the cascade answer them in one go, and hands each request
+its own rows back. There is no timer: a lone request runs at
 once, and requests arriving while a run is in flight go in the next one. Each request waits
 at most until its own deadline (then ``UpstreamTimeoutError``, a 504); a failed run fails
 the requests in it.
@@ -34,11 +36,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from skewguard.bentos.inputs import Batch
+from skewguard.bentos.inputs import Batch, Values, stack
 from skewguard.bentos.manifest import RouterRef
 from skewguard.bentos.routing import RowResult, answers_by_branch, route_rows, run_cascade, to_result
 from skewguard.bentos.runner import OnnxRunner
-from skewguard.errors import ConfigError, UpstreamTimeoutError
+from skewguard.errors import ConfigError, InputError, UpstreamTimeoutError
+from skewguard.gateway.guard import SkewFlag, SkewGuard
 from skewguard.gateway.runners import ModelRunner, Predictions
 
 
@@ -123,34 +126,67 @@ class SequentialCascade:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What a request knows of its rows before the skew guard looks, one entry per row (empty: nothing).
+
+    ``missing``: the online features defaulted; ``before`` and ``after``: flags of its own to
+    put before and after the guard's (an unknown entity first; the store down, stale features last).
+    """
+
+    missing: Sequence[Sequence[str]] = ()
+    before: Sequence[Sequence[SkewFlag]] = ()
+    after: Sequence[Sequence[SkewFlag]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """One request's share of a gathered run: its rows' results, flags and model inputs."""
+
+    results: list[RowResult]
+    flags: list[list[SkewFlag]]
+    batch: Batch
+
+
 @dataclass(slots=True)
 class _Job:
-    batch: Batch
+    values: Values
     rows: Sequence[Mapping[str, Any]]
+    known: Known
     deadline: float
-    future: asyncio.Future[list[RowResult]]
+    future: asyncio.Future[Ran]
 
 
 class GatheredCascade:
-    """A ``CascadeRunner`` that runs the rows of concurrent requests through ``inner`` together.
+    """The rows of concurrent requests, through the skew guard and ``inner``, together.
 
-    ``calls`` and ``rows`` count the runs of ``inner`` and the rows they carried.
+    Each request hands in its validated values (``Values``); a run builds one array per field
+    for all of its requests' rows, has ``guard`` flag them, fails the requests with a row the
+    guard rejects (a 422 naming the field) and runs ``inner`` on the others' rows. Without a
+    guard, rows are not flagged. ``calls`` and ``rows`` count the runs of ``inner`` and the
+    rows they carried.
     """
 
-    def __init__(self, name: str, inner: CascadeRunner, *, max_rows: int = 256) -> None:
+    def __init__(
+        self, name: str, inner: CascadeRunner, *, guard: SkewGuard | None = None, max_rows: int = 256
+    ) -> None:
         if max_rows < 1:
             raise ConfigError(f"GatheredCascade needs max_rows >= 1, got {max_rows}.")
         self.name = name
         self.inner = inner
+        self.guard = guard
         self.max_rows = max_rows
         self.calls = 0
         self.rows = 0
         self._queue: deque[_Job] = deque()
         self._drainer: asyncio.Task[None] | None = None
 
-    async def run(self, batch: Batch, rows: Sequence[Mapping[str, Any]], deadline: float) -> list[RowResult]:
+    async def run(
+        self, values: Values, rows: Sequence[Mapping[str, Any]], deadline: float, known: Known = Known()
+    ) -> Ran:
+        """``values``' rows (``rows``: the same as JSON, for remote models) flagged and answered."""
         loop = asyncio.get_running_loop()
-        job = _Job(batch, rows, deadline, loop.create_future())
+        job = _Job(values, rows, known, deadline, loop.create_future())
         self._queue.append(job)
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
@@ -164,7 +200,7 @@ class GatheredCascade:
     def waiting_on(self) -> str:
         return self.inner.waiting_on
 
-    def _expire(self, future: asyncio.Future[list[RowResult]]) -> None:
+    def _expire(self, future: asyncio.Future[Ran]) -> None:
         if not future.done():
             future.set_exception(
                 UpstreamTimeoutError(
@@ -191,37 +227,73 @@ class GatheredCascade:
             if job.future.done():  # timed out or cancelled while queued
                 self._queue.popleft()
                 continue
-            if jobs and size + len(job.batch) > self.max_rows:
+            if jobs and size + len(job.values) > self.max_rows:
                 break
             self._queue.popleft()
             jobs.append(job)
-            size += len(job.batch)
+            size += len(job.values)
         return jobs
 
     async def _run(self, jobs: list[_Job]) -> None:
-        """One run of ``inner`` for all ``jobs``, until the latest of their deadlines; each gets its rows."""
-        if len(jobs) == 1:
-            batch, rows = jobs[0].batch, jobs[0].rows
-        else:
-            batch = _concatenate([job.batch for job in jobs])
-            rows = [row for job in jobs for row in job.rows]
+        """One run of ``inner`` for the rows of ``jobs`` the guard lets through, until the latest of
+        their deadlines; each job gets its rows' share, or the error that ended it."""
+        batch = stack([job.values for job in jobs])
+        admitted = self._admit(batch, jobs)
+        if not admitted:
+            return
+        if len(admitted) < len(jobs):
+            keep = [i for job, _, start in admitted for i in range(start, start + len(job.values))]
+            batch = batch.take(np.asarray(keep, dtype=np.intp))
+        rows = jobs[0].rows if len(jobs) == 1 else [row for job, _, _ in admitted for row in job.rows]
         self.calls += 1
         self.rows += len(batch)
         try:
-            results = await self.inner.run(batch, rows, max(job.deadline for job in jobs))
+            results = await self.inner.run(batch, rows, max(job.deadline for job, _, _ in admitted))
         except Exception as exc:  # noqa: BLE001 - the run's failure is each request's answer
-            for job in jobs:
+            for job, _, _ in admitted:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
         start = 0
-        for job in jobs:
-            end = start + len(job.batch)
+        for job, flags, _ in admitted:
+            end = start + len(job.values)
             if not job.future.done():
-                job.future.set_result(results[start:end])
+                own = batch if len(admitted) == 1 else batch.slice(start, end)
+                job.future.set_result(Ran(results[start:end], flags, own))
             start = end
 
+    def _admit(self, batch: Batch, jobs: list[_Job]) -> list[tuple[_Job, list[list[SkewFlag]], int]]:
+        """The jobs the guard lets through: each with its rows' flags and its first row in ``batch``.
 
-def _concatenate(batches: Sequence[Batch]) -> Batch:
-    columns = {name: np.concatenate([b.columns[name] for b in batches]) for name in batches[0].columns}
-    return Batch(batches[0].spec, columns)
+        A job with a row the guard rejects gets the 422 naming the field, and no run.
+        """
+        guard = self.guard
+        if guard is None:
+            flags: list[list[SkewFlag]] = [[] for _ in range(len(batch))]
+        else:
+            missing = [m for job in jobs for m in (job.known.missing or [()] * len(job.values))]
+            flags = guard.check(batch, missing_online=missing)
+        admitted = []
+        start = 0
+        for job in jobs:
+            end = start + len(job.values)
+            own = _assemble(job.known, flags[start:end])
+            rejected = None if guard is None else next(filter(None, map(guard.rejected, own)), None)
+            if rejected is None:
+                admitted.append((job, own, start))
+            elif not job.future.done():
+                job.future.set_exception(
+                    InputError(f"Rejected by the skew guard: {rejected.detail}", field=rejected.field)
+                )
+            start = end
+        return admitted
+
+
+def _assemble(known: Known, flags: list[list[SkewFlag]]) -> list[list[SkewFlag]]:
+    """Each row's flags: the request's own before the guard's, then its own after."""
+    if known.before:
+        flags = [[*before, *row] for before, row in zip(known.before, flags, strict=True)]
+    if known.after:
+        for row, after in zip(flags, known.after, strict=True):
+            row.extend(after)
+    return flags

@@ -40,7 +40,7 @@ class LoadedCascade:
 
     manifest: CascadeManifest
     spec: InputSpec
-    runner: CascadeRunner
+    runner: GatheredCascade
     guard: SkewGuard
     request_fields: tuple[str, ...]
     """Fields the client sends: the spec's fields less the online features."""
@@ -175,13 +175,14 @@ def build_cascade(
     spec = manifest.spec()
     models = {role: load_model(tag) for role, tag in manifest.model_tags().items()}  # each verified once
     online = {feature.name for feature in spec.online_features}
-    runner, remote = _cascade_runner(manifest, models, remote_urls or {}, client)
     profiled = models["router"] if manifest.router else models[next(iter(manifest.branches))]
+    guard = SkewGuard(profiled.spec, profiled.profile, guard_config)
+    inner, remote = _cascade_runner(manifest, models, remote_urls or {}, client)
     return LoadedCascade(
         manifest=manifest,
         spec=spec,
-        runner=runner,
-        guard=SkewGuard(profiled.spec, profiled.profile, guard_config),
+        runner=GatheredCascade(manifest.name, inner, guard=guard),
+        guard=guard,
         request_fields=tuple(n for n in spec.names if n not in online),
         features=features.for_manifest(manifest) if features is not None else None,
         remote=remote,
@@ -194,21 +195,17 @@ def _cascade_runner(
     remote_urls: Mapping[str, str],
     client: httpx.AsyncClient | None,
 ) -> tuple[CascadeRunner, tuple[RemoteBentoRunner, ...]]:
-    """The rows of concurrent requests gathered; all models local: in one thread, else model by model.
-
-    Also the remote runners among them.
-    """
+    """All models local: the cascade in one thread, else model by model; and the remote runners among them."""
     branches = {role: model for role, model in models.items() if role != "router"}
     routing = models.get("router")
     if not any(_url(model, remote_urls) for model in models.values()):
         onnx = {role: OnnxRunner(model) for role, model in branches.items()}
         router_onnx = OnnxRunner(routing) if routing is not None else None
-        local = LocalCascade(manifest.name, manifest.router, router_onnx, onnx)
-        return GatheredCascade(manifest.name, local), ()
+        return LocalCascade(manifest.name, manifest.router, router_onnx, onnx), ()
     router = _runner(routing, remote_urls, client) if routing is not None else None
     runners = {role: _runner(model, remote_urls, client) for role, model in branches.items()}
     remote = tuple(r for r in (router, *runners.values()) if isinstance(r, RemoteBentoRunner))
-    return GatheredCascade(manifest.name, SequentialCascade(manifest.router, router, runners)), remote
+    return SequentialCascade(manifest.router, router, runners), remote
 
 
 def _url(model: StoredModel, remote_urls: Mapping[str, str]) -> str | None:

@@ -1,4 +1,4 @@
-"""A request's rows → model inputs, without holding the event loop: big image work runs off it.
+"""A request's rows → validated model values, without holding the event loop: big image work runs off it.
 
 Decoding an image costs per pixel: a 32×32 image is tens of µs, a 2000×2000 one tens of ms.
 So the rows are encoded on the event loop only when that is cheap for sure:
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from skewguard.bentos.inputs import Batch, encode_rows, prepare_rows
+from skewguard.bentos.inputs import Values, prepare_rows
 from skewguard.bentos.spec import InputSpec
 from skewguard.errors import BudgetExceededError
 
@@ -48,24 +48,25 @@ async def encode_request(
     allowed_extra: Sequence[str],
     max_pixels: int,
     deadline: float,
-) -> Batch:
-    """``encode_rows`` for a served request, within ``max_pixels`` and before ``deadline`` (monotonic)."""
+) -> Values:
+    """A served request's rows validated (``prepare_rows``) and their images decoded, within
+    ``max_pixels`` and before ``deadline`` (monotonic); the arrays are built per gathered run."""
     images = [f.name for f in spec if f.kind == "image"]
     if not images:
-        return encode_rows(spec, rows, allowed_extra=allowed_extra)
+        return prepare_rows(spec, rows, allowed_extra=allowed_extra).values()
     if len(rows) * len(images) > INLINE_IMAGES:
         return await _off_loop(
-            lambda: encode_rows(spec, rows, allowed_extra=allowed_extra, max_pixels=max_pixels),
+            lambda: prepare_rows(spec, rows, allowed_extra=allowed_extra, max_pixels=max_pixels).values(),
             deadline,
             images[0],
         )
     prepared = prepare_rows(spec, rows, allowed_extra=allowed_extra, max_pixels=max_pixels)
     if prepared.pixels <= INLINE_PIXELS:
-        return prepared.finish()
-    return await _off_loop(prepared.finish, deadline, images[0])
+        return prepared.values()
+    return await _off_loop(prepared.values, deadline, images[0])
 
 
-async def _off_loop(work: Callable[[], Batch], deadline: float, field: str) -> Batch:
+async def _off_loop(work: Callable[[], Values], deadline: float, field: str) -> Values:
     """``work()`` in the decoding thread; not started, or not awaited further, once ``deadline`` passed."""
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(_decoder(), work)

@@ -17,6 +17,7 @@ from skewguard.bentos.inputs import Batch, epoch_seconds
 from skewguard.bentos.routing import RowResult
 from skewguard.errors import FeatureStoreUnavailable, InputError
 from skewguard.featurestore.online import EntityId, OnlineRow
+from skewguard.gateway.batching import Known
 from skewguard.gateway.cascades import LoadedCascade
 from skewguard.gateway.decoding import encode_request
 from skewguard.gateway.features import FeatureSource
@@ -118,31 +119,38 @@ async def predict(
         fetched = Fetched(keys, *await _fetch(cascade.features, keys, options))
     values, store_down = fetched.values, fetched.store_down
     merged, missing, stale = _merge(cascade, rows, values)
-    batch = await encode_request(
+    encoded = await encode_request(
         cascade.spec,
         merged,
         allowed_extra=(key or "",),
         max_pixels=options.max_request_pixels,
         deadline=deadline,
     )
-    flags = cascade.guard.check(batch, missing_online=missing)
-    if store_down:
-        flags = [
-            [*row, SkewFlag("feature_store_unavailable", "*", "online features defaulted")] for row in flags
-        ]
-    else:
-        _flag_unknown_entities(cascade, keys, values, flags)
-    for row_flags, row_stale in zip(flags, stale, strict=True):
-        row_flags.extend(row_stale)
-        rejected = cascade.guard.rejected(row_flags)
-        if rejected is not None:
-            raise InputError(f"Rejected by the skew guard: {rejected.detail}", field=rejected.field)
-    results = await cascade.runner.run(batch, merged, deadline)
+    ran = await cascade.runner.run(encoded, merged, deadline, _known(cascade, keys, fetched, missing, stale))
+    flags = ran.flags
     answers = [
         _answer(cascade, row, merged[i], bool(missing[i] or stale[i]) or store_down, flags[i])
-        for i, row in enumerate(results)
+        for i, row in enumerate(ran.results)
     ]
-    return Outcome(rows=answers, raw_rows=merged, batch=batch, flags=flags, fetched=fetched)
+    return Outcome(rows=answers, raw_rows=merged, batch=ran.batch, flags=flags, fetched=fetched)
+
+
+_STORE_DOWN = (SkewFlag("feature_store_unavailable", "*", "online features defaulted"),)
+
+
+def _known(
+    cascade: LoadedCascade,
+    keys: Sequence[EntityId],
+    fetched: Fetched,
+    missing: list[list[str]],
+    stale: list[list[SkewFlag]],
+) -> Known:
+    """The request's own flags around the guard's: an entity the online store lacks first; the
+    store down, or features past their TTL, last."""
+    if fetched.store_down:
+        return Known(missing, (), [[*_STORE_DOWN, *row] for row in stale])
+    before = _unknown_entities(cascade, keys, fetched.values)
+    return Known(missing, before, stale if any(stale) else ())
 
 
 def _answer(
@@ -224,18 +232,18 @@ async def _fetch(
         return [None] * len(keys), True
 
 
-def _flag_unknown_entities(
-    cascade: LoadedCascade,
-    keys: Sequence[EntityId],
-    values: Sequence[OnlineRow | None],
-    flags: list[list[SkewFlag]],
-) -> None:
-    """First among a row's flags: its entity key has no row in the online store (a 422 if rejected)."""
+def _unknown_entities(
+    cascade: LoadedCascade, keys: Sequence[EntityId], values: Sequence[OnlineRow | None]
+) -> list[list[SkewFlag]] | tuple[()]:
+    """Per row, a flag if its entity key has no row in the online store (422 if rejected); () if all have."""
+    if all(fetched is not None for fetched in values):
+        return ()
     key = cascade.manifest.entity_key or ""
-    for i, fetched in enumerate(values):
-        if fetched is None:
-            detail = f"{key} {keys[i]} is not in the online store; the training defaults were used."
-            flags[i].insert(0, SkewFlag("unknown_entity", key, detail))
+    detail = "{} {} is not in the online store; the training defaults were used."
+    return [
+        [] if fetched is not None else [SkewFlag("unknown_entity", key, detail.format(key, keys[i]))]
+        for i, fetched in enumerate(values)
+    ]
 
 
 def _merge(

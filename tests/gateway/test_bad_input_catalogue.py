@@ -14,6 +14,7 @@ with the training profile's defaults and a ``missing_online_feature`` flag per f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -197,3 +198,32 @@ async def _with_rejected(
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             return await client.post(PREDICT, json=flagged), await client.post(PREDICT, json=ordinary)
+
+
+async def test_a_rejected_request_fails_alone_and_the_requests_gathered_with_it_are_answered(
+    tmp_path: Path, champion_tag: str, online_rows: dict[int, dict[str, float | None]], demo: DemoData
+) -> None:
+    rows = [request_row(demo, i) for i in range(-6, 0)]
+    flagged = {"rows": [rows[3], rows[4] | {"description": MIXED_SCRIPT}]}
+    bodies: list[dict[str, Any]] = [*rows[:3], flagged, rows[5]]
+    gateway = make_gateway(
+        tmp_path, StaticFeatureSource(online_rows), SKEWGUARD_GUARD_REJECT="out_of_vocabulary"
+    )
+    async with LifespanManager(create_app(gateway)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            alone = [(await client.post(PREDICT, json=body)).json() for body in bodies]
+            runner = gateway.registry.get(CASCADE).runner
+            calls = runner.calls
+            together = await asyncio.gather(*(client.post(PREDICT, json=body) for body in bodies))
+            ran = runner.calls - calls
+    assert [r.status_code for r in together] == [200, 200, 200, 422, 200]
+    assert together[3].json() == alone[3]  # the same refusal, naming the field, as when sent alone
+    assert alone[3]["field"] == "description"
+    assert ran < len(bodies) - 1  # the admitted requests shared runs
+    for got, expected in zip(together, alone, strict=True):
+        if got.status_code == 200:
+            for key in ("prediction", "route", "skew_flags", "features"):
+                assert [p[key] for p in got.json()["predictions"]] == [
+                    p[key] for p in expected["predictions"]
+                ]

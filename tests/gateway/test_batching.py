@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from returns_data import DemoData
 
-from skewguard.bentos.inputs import Batch
+from skewguard.bentos.inputs import Batch, Values, prepare_rows, stack
 from skewguard.bentos.manifest import load_manifest
 from skewguard.errors import ConversionError, UpstreamTimeoutError
 from skewguard.gateway.batching import INLINE_ROWS, GatheredCascade, LocalCascade, RowResult
@@ -74,15 +74,15 @@ def _gated(cascade: LoadedCascade, max_rows: int = 256) -> tuple[GatheredCascade
     return GatheredCascade(manifest.name, gate, max_rows=max_rows), gate
 
 
-async def _one_row_batches(gateway_client: Any, demo: DemoData, n: int) -> list[tuple[Batch, dict[str, Any]]]:
-    from skewguard.bentos.inputs import encode_rows
-
+async def _one_row_batches(
+    gateway_client: Any, demo: DemoData, n: int
+) -> list[tuple[Values, dict[str, Any]]]:
     cascade = gateway_client.gateway.registry.get(CASCADE)
     out = []
     for i in range(-n, 0):
         row = request_row(demo, i)
         row.update(dict.fromkeys(cascade.manifest.feature_refs, 1.0))
-        out.append((encode_rows(cascade.spec, [row], allowed_extra=("customer_id",)), row))
+        out.append((prepare_rows(cascade.spec, [row], allowed_extra=("customer_id",)).values(), row))
     return out
 
 
@@ -100,9 +100,9 @@ async def test_requests_queued_during_a_run_go_in_the_next_one_up_to_max_rows(
     gate.release.set()
     results = await asyncio.gather(*tasks)
     assert gate.sizes == [1, 4, 4]
-    expected = [gate.inner.run_now(b)[0] for b, _ in batches]
-    assert [r[0].route for r in results] == [e.route for e in expected]
-    assert [r[0].router_probability for r in results] == pytest.approx(
+    expected = [gate.inner.run_now(stack([b]))[0] for b, _ in batches]
+    assert [r.results[0].route for r in results] == [e.route for e in expected]
+    assert [r.results[0].router_probability for r in results] == pytest.approx(
         [e.router_probability for e in expected]
     )
 
@@ -117,7 +117,7 @@ async def test_a_request_out_of_time_gets_a_504_naming_what_it_waited_for(
         await gathered.run(batch, [row], started + 0.2)
     assert time.monotonic() - started >= 0.2
     gate.release.set()  # the late answer goes nowhere; the next request is served
-    [result] = await gathered.run(batch, [row], time.monotonic() + 30)
+    [result] = (await gathered.run(batch, [row], time.monotonic() + 30)).results
     assert result.route in {"reseller", "retail"}
 
 
@@ -132,7 +132,7 @@ async def test_a_failed_run_is_the_answer_of_every_request_in_it(gateway_client:
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(o, ConversionError) for o in outcomes)
     gate.fail = None
-    assert len(await gathered.run(*batches[0][:1], [batches[0][1]], deadline)) == 1
+    assert len((await gathered.run(batches[0][0], [batches[0][1]], deadline)).results) == 1
 
 
 async def test_a_reload_lets_the_old_cascades_thread_end(gateway_client: Any, demo: DemoData) -> None:
