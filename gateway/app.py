@@ -152,10 +152,24 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
+class JSONBytes(Response):
+    """A JSON response from bytes already encoded: the headers Starlette's ``Response`` would send
+    (``content-length``, ``content-type: application/json``), set directly rather than worked out."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), _JSON_TYPE]
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json"
-    )
+    return JSONBytes(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status)
 
 
 def error_response(exc: SkewguardError, gateway: Gateway | None = None) -> Response:

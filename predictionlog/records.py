@@ -19,9 +19,9 @@ from skewguard.bentos.images import decode_image, pixel_stats
 from skewguard.predictionlog.store import open_store
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per served row, and a frozen one costs several times more
 class PredictionRecord:
-    """What was served for one row of one request. Every value is JSON-ready.
+    """What was served for one row of one request. Every value is JSON-ready; not changed once built.
 
     ``fields`` holds the raw input fields as received, except images, which are replaced
     by ``image_summary(...)``; ``flags`` are the skew guard's flags for this row.
