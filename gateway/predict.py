@@ -54,6 +54,7 @@ class Outcome:
 
     rows: list[dict[str, Any]]
     raw_rows: list[dict[str, Any]]
+    """The request's rows as the client sent them (no online features: those are in ``rows``)."""
     batch: Batch
     flags: list[list[SkewFlag]] = field(default_factory=list)
     fetched: Fetched | None = None
@@ -132,7 +133,7 @@ async def predict(
         _answer(cascade, row, merged[i], bool(missing[i] or stale[i]) or store_down, flags[i])
         for i, row in enumerate(ran.results)
     ]
-    return Outcome(rows=answers, raw_rows=merged, batch=ran.batch, flags=flags, fetched=fetched)
+    return Outcome(rows=answers, raw_rows=rows, batch=ran.batch, flags=flags, fetched=fetched)
 
 
 _STORE_DOWN = (SkewFlag("feature_store_unavailable", "*", "online features defaulted"),)

@@ -55,13 +55,13 @@ def to_records(
     request_id = request_id or new_request_id()
     now = time.time()
     images = [f.name for f in cascade.spec if f.kind == "image"]
-    online = tuple(cascade.manifest.feature_refs)
     indices = range(len(outcome.rows)) if rows is None else rows
     records = []
     for i, (raw, answer, row) in enumerate(zip(outcome.raw_rows, outcome.rows, indices, strict=True)):
-        fields = {k: v for k, v in raw.items() if k not in online}
-        for name in images:
-            fields[name] = image_summary(raw[name], outcome.batch.columns[name][i])
+        fields = raw  # the client's fields; its images as their hash and statistics
+        if images:
+            pixels = outcome.batch.columns
+            fields = {**raw, **{name: image_summary(raw[name], pixels[name][i]) for name in images}}
         records.append(
             PredictionRecord(
                 request_id=request_id,
