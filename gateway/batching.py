@@ -237,8 +237,12 @@ class GatheredCascade:
     async def _run(self, jobs: list[_Job]) -> None:
         """One run of ``inner`` for the rows of ``jobs`` the guard lets through, until the latest of
         their deadlines; each job gets its rows' share, or the error that ended it."""
-        batch = stack([job.values for job in jobs])
-        admitted = self._admit(batch, jobs)
+        try:
+            batch = stack([job.values for job in jobs])
+            admitted = self._admit(batch, jobs)
+        except Exception as exc:  # noqa: BLE001 - a bug here is each request's answer (a logged 500)
+            _fail([job for job in jobs if not job.future.done()], exc)
+            return
         if not admitted:
             return
         if len(admitted) < len(jobs):
@@ -250,9 +254,7 @@ class GatheredCascade:
         try:
             results = await self.inner.run(batch, rows, max(job.deadline for job, _, _ in admitted))
         except Exception as exc:  # noqa: BLE001 - the run's failure is each request's answer
-            for job, _, _ in admitted:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+            _fail([job for job, _, _ in admitted], exc)
             return
         start = 0
         for job, flags, _ in admitted:
@@ -297,3 +299,9 @@ def _assemble(known: Known, flags: list[list[SkewFlag]]) -> list[list[SkewFlag]]
         for row, after in zip(flags, known.after, strict=True):
             row.extend(after)
     return flags
+
+
+def _fail(jobs: Sequence[_Job], exc: Exception) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)

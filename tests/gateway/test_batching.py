@@ -181,3 +181,19 @@ async def test_small_batches_run_on_the_event_loop_and_large_ones_in_the_cascade
         del local.run_now
     assert ran_in[0] == threading.current_thread().name  # the test's loop is the gateway's
     assert ran_in[1].startswith(f"onnx-{CASCADE}")
+
+
+async def test_a_failure_while_preparing_a_run_is_a_500_for_its_requests_not_a_wait(
+    gateway_client: Any, demo: DemoData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenGuard:
+        def check(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the guard broke")
+
+    runner = gateway_client.gateway.registry.get(CASCADE).runner
+    monkeypatch.setattr(runner, "guard", BrokenGuard())
+    responses = await asyncio.gather(
+        *(gateway_client.post(PREDICT, json=request_row(demo, i)) for i in range(3))
+    )
+    assert [r.status_code for r in responses] == [500, 500, 500]
+    assert all(r.json()["code"] == "internal_error" for r in responses)  # answered at once, not a 504 later
