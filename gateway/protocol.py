@@ -12,7 +12,9 @@ the two limits that a reverse proxy would otherwise set, in the server's configu
 - they must arrive within ``header_timeout`` seconds of the connection opening, or of the
   request's first byte on a kept-alive connection: else ``408 Request Timeout`` and the
   connection is closed. (An idle kept-alive connection is closed by uvicorn's keep-alive
-  timeout; a request being answered has no timer.)
+  timeout; a request being answered is not timed.) One timer per connection watches this: it
+  fires at the latest when the head under way is due, and is set again for the next one,
+  so a request costs no timer of its own.
 
 ``http_protocol(...)`` makes the class with its limits, for uvicorn's ``http`` option in one
 process (``gateway.server``) and in the pre-forked workers (``gateway.workers``).
@@ -48,12 +50,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._received_in_head = 0  # bytes read while the head was incomplete (an upper bound)
         self._head_bytes = 0  # the head as parsed: line and headers
+        self._head_started: float | None = None  # loop time the head under way began; None: none
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._head_started = self.loop.time()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._check_head)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -87,7 +91,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
-        self._arm_head_timer()
+        self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url) + 12)  # the method, the version and the line's spaces and CRLF
@@ -99,7 +103,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._disarm_head_timer()
+        self._head_started = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -111,19 +115,22 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._head_bytes > self.max_header_bytes:
             raise HeadTooLargeError
 
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
-
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _check_head(self) -> None:
+        """The connection's timer: a 408 if the head under way is past due, else set for when it is due."""
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
+            return
+        started = self._head_started
+        waited = 0.0 if started is None else self.loop.time() - started
+        if started is not None and waited >= self.header_timeout:
             self._refuse(408)
+            return
+        self._head_timer = self.loop.call_later(self.header_timeout - waited, self._check_head)
 
     def _refuse(self, status: int) -> None:
         """Answer ``status`` (unless a response is under way) and close the connection.

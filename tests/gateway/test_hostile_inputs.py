@@ -368,6 +368,9 @@ async def test_the_server_limits_the_head_in_size_and_time_and_trims_the_token(
             *(asyncio.to_thread(_exchange, server.url, f"POST {PREDICT[:9]}".encode()) for _ in range(50))
         )
         silent = await asyncio.to_thread(_exchange, server.url, b"")
+        authorized = head + f"authorization: Bearer {TOKEN}\r\n\r\n"
+        kept = authorized.encode() + body + f"POST {PREDICT[:9]}".encode()  # then half a second head
+        kept_alive = await asyncio.to_thread(_exchange, server.url, kept)
         trailing = f"authorization: Bearer {TOKEN} \r\nconnection: close\r\n\r\n"
         trimmed = await asyncio.to_thread(_exchange, server.url, head.encode() + trailing.encode() + body)
         async with httpx.AsyncClient(base_url=server.url) as client:
@@ -378,6 +381,8 @@ async def test_the_server_limits_the_head_in_size_and_time_and_trims_the_token(
     assert fits.startswith(b"HTTP/1.1 200 "), fits[:300]
     assert {h[:13] for h in halves} == {b"HTTP/1.1 408 "}
     assert silent.startswith(b"HTTP/1.1 408 ")
+    assert kept_alive.startswith(b"HTTP/1.1 200 "), kept_alive[:300]  # the first request answered,
+    assert kept_alive.count(b"HTTP/1.1 408 ") == 1, kept_alive[-300:]  # the second's head timed out
     assert trimmed.startswith(b"HTTP/1.1 200 "), trimmed[:300]
     assert after.status_code == 200
     log = server.tail(50_000)
