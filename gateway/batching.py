@@ -27,6 +27,7 @@ What answers a gathered batch:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -148,7 +149,7 @@ class Ran:
     batch: Batch
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared and hashed by identity: the waiting jobs are a set
 class _Job:
     values: Values
     rows: Sequence[Mapping[str, Any]]
@@ -180,6 +181,9 @@ class GatheredCascade:
         self.rows = 0
         self._queue: deque[_Job] = deque()
         self._drainer: asyncio.Task[None] | None = None
+        self._waiting: set[_Job] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = math.inf
 
     async def run(
         self, values: Values, rows: Sequence[Mapping[str, Any]], deadline: float, known: Known = Known()
@@ -188,26 +192,42 @@ class GatheredCascade:
         loop = asyncio.get_running_loop()
         job = _Job(values, rows, known, deadline, loop.create_future())
         self._queue.append(job)
+        self._waiting.add(job)
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
-        timer = loop.call_at(loop.time() + (deadline - time.monotonic()), self._expire, job.future)
+        if deadline < self._watchdog_at:
+            self._watch(loop, deadline)
         try:
             return await job.future
         finally:
-            timer.cancel()
+            self._waiting.discard(job)
 
     @property
     def waiting_on(self) -> str:
         return self.inner.waiting_on
 
-    def _expire(self, future: asyncio.Future[Ran]) -> None:
-        if not future.done():
-            future.set_exception(
-                UpstreamTimeoutError(
-                    f"Cascade {self.name!r}: no answer within the request budget from "
-                    f"{self.inner.waiting_on}."
+    def _watch(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Set the one timer of the requests' deadlines for ``deadline`` (the earliest of them)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog_at = deadline
+        self._watchdog = loop.call_at(loop.time() + (deadline - time.monotonic()), self._expire)
+
+    def _expire(self) -> None:
+        """The timer: a 504 for each request past its deadline; set again for the earliest left."""
+        self._watchdog, self._watchdog_at = None, math.inf
+        now = time.monotonic()
+        for job in [job for job in self._waiting if job.deadline <= now]:
+            self._waiting.discard(job)
+            if not job.future.done():
+                job.future.set_exception(
+                    UpstreamTimeoutError(
+                        f"Cascade {self.name!r}: no answer within the request budget from "
+                        f"{self.inner.waiting_on}."
+                    )
                 )
-            )
+        if self._waiting:
+            self._watch(asyncio.get_running_loop(), min(job.deadline for job in self._waiting))
 
     async def _drain(self) -> None:
         try:
