@@ -90,12 +90,13 @@ class OnlineFeatureReader:
                     store.config, views[view_name], keys, list(features.values())
                 )
                 for i, (stamp, row) in enumerate(found):
-                    seen = stamp is not None and stamp.timestamp() > 0 and row is not None
+                    seconds = stamp.timestamp() if stamp is not None else 0.0
+                    seen = seconds > 0 and row is not None
                     known[i] = known[i] or seen
                     for name, feature in features.items():
                         values[i][name] = _number(row.get(feature)) if seen and row is not None else None
-                        if seen and stamp is not None:
-                            stamps[i][name] = stamp.timestamp()
+                        if seen:
+                            stamps[i][name] = seconds
         return [OnlineRow(v, s) if k else None for v, s, k in zip(values, stamps, known, strict=True)]
 
     def _open(self) -> tuple[FeatureStore, dict[str, FeatureView]]:
