@@ -7,10 +7,11 @@ rows of requests that arrive together as one batch: each request queues its vali
 one drainer task takes everything queued (up to ``max_rows``), builds the model inputs once
 for all of it (one array per field, not one per request and another to join them), has the
 skew guard flag the rows once and the cascade answer them in one go, and hands each request
-its own rows back. There is no timer: a lone request runs at
+its own rows back. There is no batching window: a lone request runs at
 once, and requests arriving while a run is in flight go in the next one. Each request waits
-at most until its own deadline (then ``UpstreamTimeoutError``, a 504); a failed run fails
-the requests in it.
+at most until its own deadline (then ``UpstreamTimeoutError``, a 504; one timer, set for the
+earliest deadline of the requests waiting, watches them all); a failed run fails the
+requests in it.
 
 What answers a gathered batch:
 
