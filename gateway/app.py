@@ -174,7 +174,7 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def error_response(exc: SkewguardError, gateway: Gateway | None = None) -> Response:
     if gateway is not None:
-        gateway.metrics.errors.labels(exc.code, str(exc.status_code)).inc()
+        gateway.metrics.child(gateway.metrics.errors, exc.code, str(exc.status_code)).inc()
     return json_response(exc.to_dict(), exc.status_code)
 
 
@@ -395,7 +395,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def internal_error(gateway: Gateway, request: Request, exc: Exception) -> Response:
-    gateway.metrics.errors.labels("internal_error", "500").inc()
+    gateway.metrics.child(gateway.metrics.errors, "internal_error", "500").inc()
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return json_response(
         {"code": "internal_error", "message": "An unexpected error; see the gateway log."}, 500

@@ -3,7 +3,6 @@ an attached candidate did with the same rows (a shadow's answer, or its failure)
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -110,8 +109,8 @@ def candidate_failure(
 def with_candidate(
     records: Sequence[PredictionRecord], candidates: Sequence[dict[str, Any]]
 ) -> list[PredictionRecord]:
-    """The records with the candidate's entry for the same row beside each."""
-    return [
-        dataclasses.replace(record, candidate=entry)
-        for record, entry in zip(records, candidates, strict=True)
-    ]
+    """The records, each given the candidate's entry for the same row: set in place, as the
+    records are the request's own and not logged yet (one copy of each per request is saved)."""
+    for record, entry in zip(records, candidates, strict=True):
+        record.candidate = entry
+    return list(records)

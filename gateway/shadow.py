@@ -191,21 +191,21 @@ class ShadowQueue:
             self._failed(job, "internal_error", f"internal_error: {exc!r}", started)
             return
         latency_ms = (time.perf_counter() - started) * 1000
-        self.metrics.shadow_runs.labels(name, "ok").inc()
-        self.metrics.variant_rows.labels(name, VARIANT).inc(len(outcome.rows))
+        self.metrics.child(self.metrics.shadow_runs, name, "ok").inc()
+        self.metrics.child(self.metrics.variant_rows, name, VARIANT).inc(len(outcome.rows))
         self.log.submit(
             with_candidate(job.records, candidate_answers(candidate, outcome, VARIANT, latency_ms))
         )
 
     def _failed(self, job: ShadowJob, code: str, error: str, started: float) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
-        self.metrics.shadow_runs.labels(job.candidate.name, code).inc()
+        self.metrics.child(self.metrics.shadow_runs, job.candidate.name, code).inc()
         entry = candidate_failure(
             str(job.candidate.manifest.tag), VARIANT, error=error, latency_ms=latency_ms
         )
         self.log.submit(with_candidate(job.records, [entry] * len(job.records)))
 
     def _drop(self, job: ShadowJob, reason: str) -> None:
-        self.metrics.shadow_dropped.labels(job.candidate.name, reason).inc()
+        self.metrics.child(self.metrics.shadow_dropped, job.candidate.name, reason).inc()
         entry = candidate_failure(str(job.candidate.manifest.tag), VARIANT)
         self.log.submit(with_candidate(job.records, [entry] * len(job.records)))
